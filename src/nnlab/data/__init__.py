@@ -1,0 +1,5 @@
+"""LightningDataModules, one file per dataset. Each exposes `in_shape` and `num_classes`."""
+from nnlab.data.mnist import MNISTDataModule
+from nnlab.data.spiral import SpiralDataModule
+
+__all__ = ["MNISTDataModule", "SpiralDataModule"]

@@ -1,0 +1,38 @@
+"""Re-score a checkpoint on its test set with plain PyTorch, as a check on what the run reported.
+
+    python -m nnlab.evaluate runs/<overrides>/<time>/checkpoints/last.ckpt   (make evaluate ARGS=...)
+
+Loads the checkpoint with torch.load(weights_only=True), rebuilds the bare nn.Module from the run
+config saved inside it, and counts correct test predictions without Lightning or the Classifier.
+"""
+import json
+import sys
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+
+
+@torch.no_grad()
+def evaluate(ckpt_path: Path) -> float:
+    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+    cfg = ckpt["hyper_parameters"]["config"]
+    data = instantiate(cfg["data"])
+    data.prepare_data()
+    data.setup("test")
+    net = instantiate(cfg["model"], in_shape=data.in_shape, num_classes=data.num_classes).eval()
+    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    correct = total = 0
+    for x, y in data.test_dataloader():
+        correct += (net(x).argmax(dim=1) == y).sum().item()
+        total += len(y)
+    return correct / total
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_file():
+        sys.exit("usage: python -m nnlab.evaluate RUN_FOLDER/checkpoints/last.ckpt")
+    ckpt = Path(sys.argv[1])
+    acc = evaluate(ckpt)
+    reported = json.loads((ckpt.parent.parent / "metrics.json").read_text()).get("test/acc")
+    print(f"test accuracy recomputed from {ckpt}: {acc:.4f} (the run reported {reported:.4f})")

@@ -1,0 +1,110 @@
+"""End to end: the Hydra entry point, what a run leaves behind, checkpoints, bad input, seeds."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from nnlab.data.spiral import make_spiral
+from nnlab.evaluate import evaluate
+from nnlab.train import ConfigError, train
+
+SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0", "scheduler=none", "l2=0.001"]
+
+
+def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nnlab.train", *overrides], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_spiral_run_through_the_hydra_entry_point_leaves_a_complete_run_folder(tmp_path):
+    done = run_cli(*SPIRAL_MLP, "trainer.max_epochs=3", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = list((tmp_path / "runs").glob("*/*"))
+    # named by its overrides, sorted
+    assert len(runs) == 1 and runs[0].parent.name == ("data=spiral,l2=0.001,model.init_std=0.01,model=mlp,"
+                                                      "optimizer.lr=1.0,scheduler=none,trainer.max_epochs=3")
+    run = runs[0]
+    assert f"run folder: {run}" in done.stdout and "status: ok" in done.stdout
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["epochs"] == 3 and metrics["steps"] == 300  # 100 full-batch steps an epoch
+    for key in ("train/loss", "val/acc", "val/loss", "test/acc", "test/loss", "train/acc"):
+        assert 0 <= metrics[key] < 5, key
+    assert (run / ".hydra" / "config.yaml").exists() and (run / "checkpoints" / "last.ckpt").exists()
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_checkpoint_loads_weights_only_and_reproduces_its_reported_accuracy(make_cfg, tmp_path):
+    cfg = make_cfg(*SPIRAL_MLP, "trainer.max_epochs=2")
+    metrics = train(cfg)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    saved = ckpt["hyper_parameters"]["config"]
+    assert saved["optimizer"]["lr"] == 1.0 and saved["seed"] == 1234  # the run's config, as plain values
+    # Rebuild the bare net from the saved config alone, with no Lightning, and evaluate it.
+    net = instantiate(saved["model"], in_shape=(2,), num_classes=3)
+    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()})
+    x, y = make_spiral(n=100, k=3, seed=saved["data"]["seed"] + 2)  # the test draw
+    acc = (net(x).argmax(1) == y).float().mean().item()
+    assert acc == pytest.approx(metrics["test/acc"], abs=1e-6)
+    assert acc > 0.6  # and it did learn: chance is 1/3
+
+
+def test_same_seed_same_numbers_other_seed_other_numbers(make_cfg):
+    a = train(make_cfg(*SPIRAL_MLP, "trainer.max_epochs=1", "data.steps_per_epoch=20", "model.init_std=null"))
+    b = train(make_cfg(*SPIRAL_MLP, "trainer.max_epochs=1", "data.steps_per_epoch=20", "model.init_std=null"))
+    c = train(make_cfg(*SPIRAL_MLP, "trainer.max_epochs=1", "data.steps_per_epoch=20", "model.init_std=null", "seed=1"))
+    assert a["train/loss"] == b["train/loss"] and a["test/acc"] == b["test/acc"]
+    assert a["train/loss"] != c["train/loss"]
+
+
+def test_mlp_beats_linear_on_the_spiral(make_cfg):
+    linear = train(make_cfg(*SPIRAL_MLP, "model=linear", "trainer.max_epochs=10"))
+    mlp = train(make_cfg(*SPIRAL_MLP, "trainer.max_epochs=10"))
+    assert linear["train/acc"] < 0.6 < 0.8 < mlp["train/acc"]
+    assert mlp["train/loss"] < linear["train/loss"]
+
+
+def test_cnn_trains_on_mnist_idx_files_through_torchvision(make_cfg, tiny_mnist, tmp_path):
+    metrics = train(make_cfg(f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=20",
+                             "optimizer=adam", "optimizer.lr=0.01", "trainer.max_epochs=3"))
+    assert metrics["status"] == "ok" and metrics["steps"] == 3 * 5  # 100 training images, batch 20
+    assert metrics["test/acc"] > 0.3  # brightness encodes the class: well above chance (0.1)
+    # a plain-PyTorch recount from the checkpoint alone agrees with what the run reported
+    assert evaluate(tmp_path / "run" / "checkpoints" / "last.ckpt") == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+
+def test_a_diverging_run_stops_before_its_weights_turn_nan(make_cfg, tmp_path):
+    metrics = train(make_cfg(*SPIRAL_MLP, "optimizer.lr=1e38", "trainer.max_epochs=1"))
+    assert metrics["status"] == "diverged" and "lower optimizer.lr" in metrics["error"]
+    assert metrics["steps"] < 100
+    weights = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optimizer.lr=-1"], "optimizer.lr=-1 is invalid: it must be a positive number"),
+    (["optimizer.lr=abc"], "optimizer.lr='abc' is invalid"),
+    (["optimizer.lr=inf"], "optimizer.lr=inf is invalid"),
+    (["scheduler.gamma=1.5"], "scheduler.gamma=1.5 is invalid: it must be in (0, 1]"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 is invalid"),
+    (["data=spiral", "model=cnn"], "model=cnn takes 1x28x28 images"),
+    (["data=spiral", "model=mlp", "model.hidden=0"], "model.hidden must be a positive number"),
+    (["data.val_size=60000"], "data.val_size=60000 must be in [0, 60000)"),
+])
+def test_bad_config_is_one_clear_error_before_any_work(make_cfg, overrides, message):
+    with pytest.raises(ConfigError) as e:
+        train(make_cfg(*overrides))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path):
+    done = run_cli("data=spiral", "model=cnn", cwd=tmp_path)
+    assert done.returncode == 1
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("nnlab: model=cnn takes 1x28x28 images") and "data=mnist" in last
+    (run,) = (tmp_path / "runs").glob("*/*")
+    assert json.loads((run / "metrics.json").read_text())["status"] == "invalid_config"
+    assert not (run / "checkpoints").exists()
