@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: install data train evaluate test test-slow tensorboard clean-runs
+.PHONY: install data train sweep compare evaluate test test-slow tensorboard clean-runs
 
 # The venv is rebuilt when pyproject.toml changes; torch 2.14.1 + torchvision 0.29.1 pinned there.
 $(VENV)/.installed: pyproject.toml
@@ -20,6 +20,12 @@ data: install  ## fetch + MD5-check MNIST's raw files into data/MNIST/raw (ARGS=
 
 train: install  ## one run into runs/<overrides>/<time>/ (ARGS="experiment=seed_mnist_cnn")
 	$(PY) -m nnlab.train $(ARGS)
+
+sweep: install  ## a Hydra multirun grid, e.g. ARGS="experiment=spiral_mlp seed=0,1,2" -> runs/sweeps/<time>/
+	$(PY) -m nnlab.train --multirun $(ARGS)
+
+compare: install  ## table of runs grouped by overrides minus seed: mean ± std over seeds (ARGS="runs/sweeps/<time>")
+	$(PY) -m nnlab.compare $(ARGS)
 
 evaluate: install  ## re-score a checkpoint without Lightning (ARGS=runs/.../checkpoints/last.ckpt)
 	$(PY) -m nnlab.evaluate $(ARGS)

@@ -1,7 +1,15 @@
 """Lightning callbacks nnlab's runs use, configured under `callbacks:` in conf/train.yaml."""
 import time
+from pathlib import Path
 
 import lightning as L
+import matplotlib
+import numpy as np
+import torch
+from torch import Tensor
+
+matplotlib.use("Agg")  # files only: no display needed
+import matplotlib.pyplot as plt  # noqa: E402
 
 
 class EpochLog(L.Callback):
@@ -22,3 +30,79 @@ class EpochLog(L.Callback):
         shown = "  ".join(f"{k} {m[k].item():.4f}" for k in ("train/loss", "val/loss", "val/acc") if k in m)
         print(f"epoch {epoch}/{trainer.max_epochs}  step {trainer.global_step}  {shown}  "
               f"({time.perf_counter() - self.start:.1f} s)", flush=True)
+
+
+class Figures(L.Callback):
+    """The notebook's pictures, saved as PNG in the run folder and logged to TensorBoard as images:
+
+    first_batch.png  the first training batch as a 4x5 grid titled with labels (image data only);
+                     its shape, mean and std are printed and logged as text
+    losses.png       train/loss every log_every_n_steps steps and the per-epoch validation loss
+                     ("test loss" when the test set is the validation set) against training samples seen
+    regions.png      2-D data only: the training points over the learned decision regions
+    """
+
+    def __init__(self, run_dir: str):
+        self.run_dir = Path(run_dir)
+        self.seen, self.train_curve, self.val_curve = 0, [], []
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
+        x, y = batch
+        if self.seen == 0:
+            self._first_batch(trainer, x, y)
+        self.seen += len(y)
+        if outputs is not None and trainer.global_step % trainer.log_every_n_steps == 0:
+            self.train_curve.append((self.seen, outputs["loss"].item()))
+
+    def on_validation_epoch_end(self, trainer, module) -> None:
+        if not trainer.sanity_checking and "val/loss" in trainer.callback_metrics:
+            self.val_curve.append((self.seen, trainer.callback_metrics["val/loss"].item()))
+
+    def on_fit_end(self, trainer, module) -> None:
+        val_is_test = getattr(trainer.datamodule, "val_size", None) == 0  # MNIST as the notebook ran it
+        fig, ax = plt.subplots(figsize=(8, 5))
+        for curve, style, label in ((self.train_curve, "-", "Train loss"),
+                                    (self.val_curve, "o-", "Test loss" if val_is_test else "Validation loss")):
+            if curve:
+                ax.plot(*zip(*curve), style, label=label)
+        ax.set(xlabel="Number of stochastic samples", ylabel="Cross-entropy loss")
+        ax.legend()
+        self._save(trainer, fig, "losses")
+        if trainer.datamodule.in_shape == (2,):
+            self._regions(trainer, module)
+
+    def _first_batch(self, trainer, x: Tensor, y: Tensor) -> None:
+        stats = f"first batch: images {tuple(x.shape)}, labels {tuple(y.shape)}, mean={x.mean():.4f}, std={x.std():.4f}"
+        print(stats, flush=True)
+        if trainer.logger:
+            trainer.logger.experiment.add_text("data/first_batch", stats)
+        if x.ndim != 4:
+            return
+        fig = plt.figure(figsize=(12, 10))
+        for i in range(min(20, len(x))):
+            ax = fig.add_subplot(4, 5, i + 1)
+            ax.imshow(x[i, 0].cpu().numpy(), cmap="gray", interpolation="none")
+            ax.set_title(f"Label: {y[i].item()}", fontsize=14)
+            ax.axis("off")
+        self._save(trainer, fig, "first_batch")
+
+    @torch.no_grad()
+    def _regions(self, trainer, module) -> None:
+        x, y = (t.numpy() for t in trainer.datamodule.train_set)
+        grid = torch.linspace(-1.1, 1.1, 300)
+        gx, gy = torch.meshgrid(grid, grid, indexing="xy")  # (300, 300) each
+        pred = module(torch.stack([gx.ravel(), gy.ravel()], 1).to(module.device)).argmax(1).cpu()
+        fig, ax = plt.subplots(figsize=(6, 6))
+        ax.contourf(gx.numpy(), gy.numpy(), pred.reshape(gx.shape).numpy(), alpha=0.3, cmap="Spectral",
+                    levels=np.arange(y.max() + 2) - 0.5)  # one flat colour band per class
+        ax.scatter(x[:, 0], x[:, 1], c=y, s=40, cmap="Spectral", edgecolors="k")
+        ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), aspect="equal")
+        self._save(trainer, fig, "regions")
+
+    def _save(self, trainer, fig, name: str) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        fig.tight_layout()
+        fig.savefig(self.run_dir / f"{name}.png", dpi=80)
+        if trainer.logger:
+            trainer.logger.experiment.add_figure(f"figures/{name}", fig, global_step=trainer.global_step)
+        plt.close(fig)

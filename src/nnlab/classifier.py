@@ -89,6 +89,9 @@ class Classifier(L.LightningModule):
         optimizer = self.make_optimizer(self.parameters())
         if self.make_scheduler is None:
             return optimizer
-        scheduler = self.make_scheduler(optimizer)
+        # A per-step schedule (OneCycleLR) is told the run's length; per-epoch ones need nothing.
+        step = self.hparams.scheduler_interval == "step"
+        scheduler = self.make_scheduler(optimizer, **({"total_steps": self.trainer.estimated_stepping_batches}
+                                                      if step else {}))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}

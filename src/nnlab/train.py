@@ -55,7 +55,8 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
         data = instantiate(cfg.data)
         net = instantiate(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes)
         module = Classifier(net, data.num_classes, instantiate(cfg.optimizer), instantiate(cfg.scheduler),
-                            l2=cfg.l2, config=OmegaConf.to_container(cfg, resolve=True))
+                            l2=cfg.l2, scheduler_interval=cfg.scheduler_interval,
+                            config=OmegaConf.to_container(cfg, resolve=True))
         trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger),
                               callbacks=[instantiate(c) for c in cfg.callbacks.values()])
     except InstantiationException as e:  # Hydra's multi-line wrapper: keep the cause's one line
