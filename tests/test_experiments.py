@@ -63,3 +63,16 @@ def test_experiment_runs_shortened_and_leaves_its_figures(name, make_cfg, tiny_m
         assert key in metrics
     assert (run / "losses.png").stat().st_size > 1000
     assert (run / ("regions.png" if data == "spiral" else "first_batch.png")).stat().st_size > 1000
+
+
+def test_loss_curves_have_one_validation_point_per_epoch_at_its_sample_count(make_cfg):
+    from nnlab.callbacks import Figures
+    from nnlab.train import build
+
+    data, module, trainer = build(make_cfg("experiment=spiral_linear", "data.steps_per_epoch=5",
+                                           "trainer.max_epochs=3", "log_interval=5"))
+    trainer.fit(module, datamodule=data)
+    figures = next(c for c in trainer.callbacks if isinstance(c, Figures))
+    assert [s for s, _ in figures.val_curve] == [1500, 3000, 4500]  # 300 points x 5 steps per epoch
+    assert figures.val_curve[-1][1] == trainer.callback_metrics["val/loss"].item()
+    assert [s for s, _ in figures.train_curve] == [1500, 3000, 4500]  # every log_interval=5 steps

@@ -54,8 +54,9 @@ class Figures(L.Callback):
         if outputs is not None and trainer.global_step % trainer.log_every_n_steps == 0:
             self.train_curve.append((self.seen, outputs["loss"].item()))
 
-    def on_validation_epoch_end(self, trainer, module) -> None:
-        if not trainer.sanity_checking and "val/loss" in trainer.callback_metrics:
+    def on_train_epoch_end(self, trainer, module) -> None:
+        # The epoch's validation has run by now (the module logged val/loss at its end).
+        if "val/loss" in trainer.callback_metrics:
             self.val_curve.append((self.seen, trainer.callback_metrics["val/loss"].item()))
 
     def on_fit_end(self, trainer, module) -> None:
