@@ -109,8 +109,10 @@ def main(cfg: DictConfig) -> None:
     run_dir = Path(cfg.run_dir)
     run_dir = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
     print(f"\nrun folder: {run_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
-    if metrics["status"] != "ok":
-        print(f"nnlab: {metrics.get('error', metrics['status'])}", file=sys.stderr)
+    if metrics["status"] == "interrupted":  # Lightning swallows Ctrl-C/SIGTERM and would exit 0
+        sys.exit("nnlab: interrupted; the run folder holds what was done so far")
+    if metrics["status"] == "diverged":  # a result, not a crash: a sweep goes on past it
+        print(f"nnlab: {metrics['error']}", file=sys.stderr)
 
 
 if __name__ == "__main__":

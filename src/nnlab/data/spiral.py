@@ -26,7 +26,8 @@ def make_spiral(n: int = 100, k: int = 3, seed: int = 0, noise: float = 0.2) -> 
 class SpiralDataModule(L.LightningDataModule):
     """Train on the draw with `seed`; validate and test on fresh draws (seed + 1, seed + 2), so
     val/acc and test/acc measure generalisation while train/acc is the fit to the own set.
-    batch_size=None is full-batch gradient descent, as the notebook: one step per epoch."""
+    batch_size=None is full-batch gradient descent, as the notebook; an epoch is then
+    steps_per_epoch such steps (Lightning's per-epoch work would otherwise dominate)."""
 
     in_shape = (2,)
 
