@@ -14,7 +14,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 class EpochLog(L.Callback):
     """One plain line every `every_n_epochs` epochs (and the last), instead of a progress bar:
-    readable in a terminal, a log file or CI alike. For full-batch runs an epoch is one step."""
+    readable in a terminal, a log file or CI alike."""
 
     def __init__(self, every_n_epochs: int = 1):
         self.every_n_epochs = every_n_epochs
