@@ -90,6 +90,7 @@ def test_a_diverging_run_stops_before_its_weights_turn_nan(make_cfg, tmp_path):
     (["optimizer.lr=inf"], "optimizer.lr=inf is invalid"),
     (["scheduler.gamma=1.5"], "scheduler.gamma=1.5 is invalid: it must be in (0, 1]"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 is invalid"),
+    (["data.batch_size=abc"], "data.batch_size='abc' is invalid: it must be a whole number >= 1"),
     (["data=spiral", "model=cnn"], "model=cnn takes 1x28x28 images"),
     (["data=spiral", "model=mlp", "model.hidden=0"], "model.hidden must be a positive number"),
     (["data.val_size=60000"], "data.val_size=60000 must be in [0, 60000)"),

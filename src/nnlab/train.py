@@ -41,6 +41,7 @@ def check(cfg: DictConfig) -> None:
     rules = [("optimizer.lr", lambda v: number(v) and v > 0, "a positive number, e.g. optimizer.lr=0.01"),
              ("scheduler.gamma", lambda v: v is None or number(v) and 0 < v <= 1, "in (0, 1], e.g. 0.95"),
              ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
+             ("data.batch_size", lambda v: v is None or isinstance(v, int) and v >= 1, "a whole number >= 1"),
              ("l2", lambda v: number(v) and v >= 0, "a number >= 0, e.g. l2=0.001"),
              ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number, e.g. seed=1")]
     for key, ok, want in rules:
