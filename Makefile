@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 
-.PHONY: install data train sweep compare evaluate test test-slow tensorboard clean-runs
+.PHONY: install data train sweep compare evaluate bench test test-slow tensorboard clean-runs
 
 # The venv is rebuilt when pyproject.toml changes; torch 2.14.1 + torchvision 0.29.1 pinned there.
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +29,9 @@ compare: install  ## table of runs grouped by overrides minus seed: mean ± std 
 
 evaluate: install  ## re-score a checkpoint without Lightning (ARGS=runs/.../checkpoints/last.ckpt)
 	$(PY) -m nnlab.evaluate $(ARGS)
+
+bench: install  ## ms per training step, bare PyTorch vs nnlab's Lightning path, and loaders (ARGS="steps=300")
+	$(PY) -m nnlab.bench $(ARGS)
 
 test: install  ## the fast offline suite (what .ci/run runs)
 	$(PY) -m pytest -m "not slow" $(ARGS)
