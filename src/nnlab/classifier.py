@@ -28,7 +28,7 @@ class Classifier(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net, self.make_optimizer, self.make_scheduler = net, optimizer, scheduler
         # Per stage, accumulated over its epoch and logged once at its end: exact means over every
-        # sample, and no per-step logging cost (which dominates full-batch spiral runs).
+        # sample (averaging per-batch values would weight a short last batch like a full one).
         # Accuracy is correct/total ("micro"), not torchmetrics' default class-averaged "macro".
         stages = ("fit", "val", "test")
         self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro", validate_args=False)
