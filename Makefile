@@ -34,9 +34,9 @@ bench: install  ## ms per training step, bare PyTorch vs nnlab's Lightning path,
 	$(PY) -m nnlab.bench $(ARGS)
 
 test: install  ## the fast offline suite (what .ci/run runs)
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest $(ARGS)
 
-test-slow: install  ## the long tests: real MNIST, full-length runs
+test-slow: install  ## full-length experiments against their bands, real MNIST (7 min here)
 	$(PY) -m pytest -m slow $(ARGS)
 
 tensorboard: install  ## curves of every run under runs/

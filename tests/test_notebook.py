@@ -77,5 +77,5 @@ def test_one_step_of_nnlabs_optimizer_is_the_manual_update(overrides):
     lr = cfg.optimizer.lr
     expected = [(p - lr * p.grad).detach() for p in net.parameters()]  # the lecture's f.data.sub_(lr * f.grad)
     optimizer.step()
-    for p, want in zip(net.parameters(), expected):
+    for p, want in zip(net.parameters(), expected, strict=True):
         torch.testing.assert_close(p.detach(), want, rtol=0, atol=0)
