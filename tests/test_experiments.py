@@ -2,23 +2,17 @@
 import json
 
 import pytest
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from nnlab import CONF_DIR
-from nnlab.train import train
+from nnlab.callbacks import Figures
+from nnlab.train import build, train
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
 SHORT = {  # a few steps each; the full runs are recorded in experiments/README.md, not run in CI
     "spiral": ["data.steps_per_epoch=5", "trainer.max_epochs=2", "log_interval=2"],
     "mnist": ["data.val_size=20", "data.batch_size=20", "trainer.max_epochs=2", "log_interval=2"],
 }
-
-
-def recipe(name: str):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=[f"experiment={name}", "run_dir=unused"])
-    return cfg
 
 
 def test_all_five_experiments_exist():
@@ -40,14 +34,14 @@ def test_all_five_experiments_exist():
     ("mnist_cnn_fast", {"model._target_": "nnlab.models.CNN", "trainer.max_epochs": 3,
                         "scheduler_interval": "step", "data.normalize": True}),
 ])
-def test_experiment_composes_to_its_recipe(name, expected):
-    cfg = recipe(name)
+def test_experiment_composes_to_its_recipe(name, expected, make_cfg):
+    cfg = make_cfg(f"experiment={name}")
     assert {k: OmegaConf.select(cfg, k) for k in expected} == expected
 
 
 @pytest.mark.parametrize("name,iterations", [("spiral_linear", 200), ("spiral_mlp", 10_000)])
-def test_spiral_experiments_run_the_notebooks_iteration_count(name, iterations):
-    cfg = recipe(name)
+def test_spiral_experiments_run_the_notebooks_iteration_count(name, iterations, make_cfg):
+    cfg = make_cfg(f"experiment={name}")
     assert cfg.data.steps_per_epoch * cfg.trainer.max_epochs == iterations
 
 
@@ -66,9 +60,6 @@ def test_experiment_runs_shortened_and_leaves_its_figures(name, make_cfg, tiny_m
 
 
 def test_loss_curves_have_one_validation_point_per_epoch_at_its_sample_count(make_cfg):
-    from nnlab.callbacks import Figures
-    from nnlab.train import build
-
     data, module, trainer = build(make_cfg("experiment=spiral_linear", "data.steps_per_epoch=5",
                                            "trainer.max_epochs=3", "log_interval=5"))
     trainer.fit(module, datamodule=data)

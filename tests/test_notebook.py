@@ -3,10 +3,8 @@ of nnlab's optimizer must be its manual update."""
 import pytest
 import torch
 import torch.nn.functional as F
-from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
-from nnlab import CONF_DIR
 from nnlab.classifier import Classifier
 from nnlab.models import MLP, Linear
 
@@ -66,9 +64,8 @@ def test_mlp_gradients_are_the_notebooks_backprop_through_relu():
 
 
 @pytest.mark.parametrize("overrides", [[], ["scheduler=none"], ["experiment=spiral_mlp"]])
-def test_one_step_of_nnlabs_optimizer_is_the_manual_update(overrides):
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=overrides)
+def test_one_step_of_nnlabs_optimizer_is_the_manual_update(overrides, make_cfg):
+    cfg = make_cfg(*overrides)
     torch.manual_seed(0)
     net = MLP(in_shape=(D,), num_classes=K)
     optimizer = instantiate(cfg.optimizer)(net.parameters())
