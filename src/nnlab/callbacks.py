@@ -73,7 +73,7 @@ class Figures(L.Callback):
             self._regions(trainer, module)
 
     def _first_batch(self, trainer, x: Tensor, y: Tensor) -> None:
-        stats = f"first batch: images {tuple(x.shape)}, labels {tuple(y.shape)}, mean={x.mean():.4f}, std={x.std():.4f}"
+        stats = f"first batch: inputs {tuple(x.shape)}, labels {tuple(y.shape)}, mean={x.mean():.4f}, std={x.std():.4f}"
         print(stats, flush=True)
         if trainer.logger:
             trainer.logger.experiment.add_text("data/first_batch", stats)
