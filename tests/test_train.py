@@ -45,7 +45,7 @@ def test_checkpoint_loads_weights_only_and_reproduces_its_reported_accuracy(make
     assert saved["optimizer"]["lr"] == 1.0 and saved["seed"] == 1234  # the run's config, as plain values
     # Rebuild the bare net from the saved config alone, with no Lightning, and evaluate it.
     net = instantiate(saved["model"], in_shape=(2,), num_classes=3)
-    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items()})
+    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
     x, y = make_spiral(n=100, k=3, seed=saved["data"]["seed"] + 2)  # the test draw
     acc = (net(x).argmax(1) == y).float().mean().item()
     assert acc == pytest.approx(metrics["test/acc"], abs=1e-6)

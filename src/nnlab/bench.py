@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from nnlab.classifier import Classifier
-from nnlab.data.loader import tensor_loader
+from nnlab.data.loader import TensorLoader
 from nnlab.models import CNN, MLP, Linear
 
 CASES = [("linear", Linear, "mnist"), ("mlp", MLP, "mnist"), ("cnn", CNN, "mnist"),
@@ -48,7 +48,7 @@ def bare_ms(make, in_shape, classes, batch, steps, device) -> float:
 
 def lightning_ms(make, in_shape, classes, batch, steps, device) -> float:
     def fit(n):
-        data = tensor_loader(torch.rand(batch * 8, *in_shape), torch.randint(0, classes, (batch * 8,)), batch)
+        data = TensorLoader(torch.rand(batch * 8, *in_shape), torch.randint(0, classes, (batch * 8,)), batch)
         module = Classifier(make(in_shape=in_shape, num_classes=classes), classes, torch.optim.SGD)
         trainer = L.Trainer(max_steps=n, accelerator=device.type, devices=1, logger=False,
                             enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -61,7 +61,7 @@ def lightning_ms(make, in_shape, classes, batch, steps, device) -> float:
 
 def loader_us(kind: str, n: int = 10_000) -> float:
     x, y = torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))
-    loader = (tensor_loader(x, y, 64, shuffle=True) if kind == "nnlab"  # one index op per batch
+    loader = (TensorLoader(x, y, 64, shuffle=True) if kind == "nnlab"  # one index op per batch
               else DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True))  # per-sample fetch + collate
     start = time.perf_counter()
     for _ in loader:

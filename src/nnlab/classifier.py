@@ -34,6 +34,8 @@ class Classifier(L.LightningModule):
         self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro", validate_args=False)
                                   for s in stages})
         self.mean_loss = nn.ModuleDict({s: MeanMetric() for s in stages})
+        for metric in (self.acc["fit"], self.mean_loss["fit"]):
+            metric.persistent(True)  # in checkpoints: a run resumed mid-epoch keeps its partial sums
         self.diverged: str | None = None  # why training stopped early, if the loss stopped being finite
 
     def forward(self, x: Tensor) -> Tensor:
@@ -69,6 +71,15 @@ class Classifier(L.LightningModule):
             return None
         self.log("train/loss", loss)  # per step; written every trainer.log_every_n_steps
         return loss
+
+    def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
+        # A finite loss can still give inf gradients (overflow): drop them, so the step leaves the
+        # weights as they were and the last checkpoint never holds NaN weights.
+        grads = [p.grad for p in self.parameters() if p.grad is not None]
+        if grads and not torch.isfinite(torch.stack([g.abs().max() for g in grads])).all():
+            self.diverged = f"a gradient was not finite at step {self.global_step}"
+            self.trainer.should_stop = True
+            optimizer.zero_grad(set_to_none=True)  # optimizers skip parameters without a gradient
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self._step(batch, "val")

@@ -1,18 +1,16 @@
 """MNIST through torchvision's MNIST class, held in memory as float32 tensors (188 MB for the 60k training images)."""
 from pathlib import Path
 
-import lightning as L
 import torch
-from torch.utils.data import DataLoader
 from torchvision.datasets import MNIST
 
-from nnlab.data.loader import tensor_loader
+from nnlab.data.loader import TensorDataModule
 from nnlab.data.mnist_raw import SOURCES, prepare_raw
 
 MEAN, STD = 0.1307, 0.3081  # of the 60k training pixels in [0, 1]
 
 
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(TensorDataModule):
     """Batches of (B, 1, 28, 28) float images in [0, 1] (ToTensor's scaling) and int64 labels.
 
     val_size images are held out of the 60k training set by a split seeded with split_seed, so
@@ -56,12 +54,3 @@ class MNISTDataModule(L.LightningDataModule):
         if self.normalize:
             x = (x - MEAN) / STD
         return x, ds.targets
-
-    def train_dataloader(self) -> DataLoader:
-        return tensor_loader(*self.train_set, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return tensor_loader(*self.val_set, self.eval_batch_size)
-
-    def test_dataloader(self) -> DataLoader:
-        return tensor_loader(*self.test_set, self.eval_batch_size)

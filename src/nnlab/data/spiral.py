@@ -1,10 +1,8 @@
 """The notebook's 2-D spiral: K interleaved arms of N points, class j on arm j."""
-import lightning as L
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader, TensorDataset
 
-from nnlab.data.loader import tensor_loader
+from nnlab.data.loader import TensorDataModule
 
 
 def make_spiral(n: int = 100, k: int = 3, seed: int = 0, noise: float = 0.2) -> tuple[Tensor, Tensor]:
@@ -23,7 +21,7 @@ def make_spiral(n: int = 100, k: int = 3, seed: int = 0, noise: float = 0.2) -> 
     return torch.cat(xs), torch.cat(ys)
 
 
-class SpiralDataModule(L.LightningDataModule):
+class SpiralDataModule(TensorDataModule):
     """Train on the draw with `seed`; validate and test on fresh draws (seed + 1, seed + 2), so
     val/acc and test/acc measure generalisation while train/acc is the fit to the own set.
     batch_size=None is full-batch gradient descent, as the notebook; an epoch is then
@@ -39,22 +37,11 @@ class SpiralDataModule(L.LightningDataModule):
         if batch_size is not None and batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size} must be positive, or null for full batch")
         self.n, self.k, self.seed, self.noise, self.batch_size = n, k, seed, noise, batch_size
-        self.steps_per_epoch = steps_per_epoch
-        self.num_classes = k
+        self.num_classes, self.eval_batch_size = k, n * k
+        # Full batch: the same batch steps_per_epoch times (Lightning's per-epoch work would dominate
+        # one-step epochs); minibatches: one shuffled pass per epoch.
+        self.train_repeat = steps_per_epoch if batch_size is None else 1
 
     def setup(self, stage: str | None = None) -> None:
         self.train_set, self.val_set, self.test_set = (
             make_spiral(self.n, self.k, s, self.noise) for s in (self.seed, self.seed + 1, self.seed + 2))
-
-    def train_dataloader(self) -> DataLoader:
-        # Full batch needs no shuffle (every step sees the same mean gradient); minibatches do.
-        if self.batch_size is None:  # the same full batch, steps_per_epoch times
-            return DataLoader(TensorDataset(*self.train_set), batch_size=None,
-                              sampler=[slice(None)] * self.steps_per_epoch)
-        return tensor_loader(*self.train_set, self.batch_size, shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return tensor_loader(*self.val_set, self.n * self.k)
-
-    def test_dataloader(self) -> DataLoader:
-        return tensor_loader(*self.test_set, self.n * self.k)
