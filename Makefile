@@ -4,6 +4,15 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
+# make sweep: SWEEP names a grid in conf/sweep/ (SWEEP= runs a plain multirun of ARGS); JOBS runs at
+# once through Hydra's joblib launcher, each with cores/JOBS torch threads; RESUME is an existing sweep
+# folder: finished runs are skipped, interrupted ones continue (make train RESUME=<run folder>: that
+# run continues). make tensorboard serves RUNS.
+SWEEP  ?= mnist_grid
+JOBS   ?= 1
+RESUME ?=
+RUNS   ?= runs
+CORES  := $(shell nproc 2>/dev/null || echo 1)
 
 .PHONY: install data train sweep compare evaluate bench test test-slow tensorboard clean-runs
 
@@ -18,14 +27,16 @@ install: $(VENV)/.installed
 data: install  ## fetch + MD5-check MNIST's raw files into data/MNIST/raw (ARGS="data.root=...")
 	$(PY) -m nnlab.data $(ARGS)
 
-train: install  ## one run into runs/<overrides>/<time>/ (ARGS="experiment=seed_mnist_cnn")
-	$(PY) -m nnlab.train $(ARGS)
+train: install  ## one run into runs/<overrides>/<time>/ (ARGS="experiment=seed_mnist_cnn"; RESUME=<run folder>)
+	$(PY) -m nnlab.train $(if $(RESUME),resume=$(RESUME)) $(ARGS)
 
-sweep: install  ## a Hydra multirun grid, e.g. ARGS="experiment=spiral_mlp seed=0,1,2" -> runs/sweeps/<time>/
-	$(PY) -m nnlab.train --multirun $(ARGS)
+sweep: install  ## a grid: SWEEP=spiral_grid|mnist_grid, JOBS=N, RESUME=runs/sweeps/<time> -> runs/sweeps/<time>/
+	$(PY) -m nnlab.train --multirun $(if $(SWEEP),sweep=$(SWEEP)) $(if $(RESUME),hydra.sweep.dir=$(RESUME)) \
+	  $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) \
+	  threads=$(shell echo $$(( $(CORES) / $(JOBS) > 0 ? $(CORES) / $(JOBS) : 1 )))) $(ARGS)
 
-compare: install  ## table of runs grouped by overrides minus seed: mean ± std over seeds (ARGS="runs/sweeps/<time>")
-	$(PY) -m nnlab.compare $(ARGS)
+compare: install  ## summary.csv/.md + plots of a sweep folder (SWEEP=runs/sweeps/<time>; default: the latest)
+	$(PY) -m nnlab.compare $(if $(filter command line,$(origin SWEEP)),$(SWEEP)) $(ARGS)
 
 evaluate: install  ## re-score a checkpoint without Lightning (ARGS=runs/.../checkpoints/last.ckpt)
 	$(PY) -m nnlab.evaluate $(ARGS)
@@ -39,8 +50,8 @@ test: install  ## the fast offline suite (what .ci/run runs)
 test-slow: install  ## full-length experiments against their bands, real MNIST (7 min here)
 	$(PY) -m pytest -m slow $(ARGS)
 
-tensorboard: install  ## curves of every run under runs/
-	$(VENV)/bin/tensorboard --logdir runs $(ARGS)
+tensorboard: install  ## curves and HPARAMS of every run under RUNS=runs, on 127.0.0.1 only (see README)
+	$(VENV)/bin/tensorboard --logdir $(RUNS) --host 127.0.0.1 $(ARGS)
 
 clean-runs:
 	rm -rf runs

@@ -1,28 +1,51 @@
+"""compare's rules on hand-made run folders: grouping, spread, choosing on validation, edge warnings."""
+import csv
 import json
 import subprocess
 import sys
 
-from nnlab.compare import load_runs, table
+from nnlab.compare import best_per_architecture, load_runs, summarize
 
 
-def fake_run(folder, overrides, **metrics):
-    (folder / ".hydra").mkdir(parents=True)
-    (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
-    (folder / "metrics.json").write_text(json.dumps({"status": "ok", **metrics}))
+def fake_run(folder, model, lr, gamma, seed, status="ok", val=0.5, test=0.5):
+    run = folder / f"model={model},optimizer.lr={lr},scheduler.gamma={gamma},seed={seed}"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text(
+        f"- model={model}\n- optimizer.lr={lr}\n- scheduler.gamma={gamma}\n- seed={seed}\n")
+    (run / ".hydra" / "config.yaml").write_text(f"optimizer:\n  lr: {lr}\nscheduler:\n  gamma: {gamma}\n")
+    (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    choices:\n      model: {model}\n      data: spiral\n")
+    (run / "metrics.json").write_text(json.dumps({"status": status, "val/acc": val, "test/acc": test, "val/loss": 1 - val}))
 
 
-def test_groups_by_overrides_except_seed_with_mean_and_spread(tmp_path):
-    for seed, acc in ((0, 0.90), (1, 0.92), (2, 0.94)):
-        fake_run(tmp_path / f"a{seed}", ["model=mlp", f"seed={seed}"], **{"test/acc": acc, "seconds": 3.0})
-    fake_run(tmp_path / "b0", ["seed=0", "model=linear"], **{"test/acc": 0.8})
-    fake_run(tmp_path / "b1", ["model=linear", "seed=1"], status="diverged")
-    groups = load_runs([tmp_path])
-    assert sorted(groups) == ["model=linear", "model=mlp"] and len(groups["model=mlp"]) == 3
-    rows = table(groups).splitlines()
-    assert "| model=mlp | 3 | 0 |" in rows[3] and "0.9200 ± 0.0200" in rows[3] and "3.0 ± 0.0" in rows[3]
-    assert "| model=linear | 1 | diverged |" in rows[2] and "0.8000 |" in rows[2]
+def test_best_is_chosen_on_validation_not_test_and_needs_every_seed(tmp_path):
+    for seed, val in ((0, 0.80), (1, 0.82)):
+        fake_run(tmp_path, "mlp", 0.1, 0.9, seed, val=val, test=0.99)  # best on test, not on validation
+        fake_run(tmp_path, "mlp", 1.0, 0.9, seed, val=val + 0.1, test=0.70)
+        fake_run(tmp_path, "mlp", 3.0, 0.9, seed, val=0.99, status="ok" if seed else "diverged")  # one seed diverged
+        fake_run(tmp_path, "mlp", 1.0, 1.0, seed, val=0.5)
+    rows = summarize(load_runs(tmp_path))
+    (row, warnings), = best_per_architecture(rows).values()
+    assert row["lr"] == 1.0 and row["gamma"] == 0.9 and row["n"] == 2
+    assert abs(row["val_acc_mean"] - 0.91) < 1e-9 and abs(row["val_acc_std"] - 0.0141421) < 1e-6
+    assert warnings == ["best gamma 0.9 is the smallest tried: widen the grid past it"]  # lr 1.0 is inside
+    diverged = next(r for r in rows if r["lr"] == 3.0)
+    assert diverged["statuses"] == "diverged:1 ok:1" and diverged["n"] == 1
 
 
-def test_cli_names_a_missing_folder(tmp_path):
+def test_best_lr_on_the_edge_of_the_grid_is_flagged_but_gamma_one_is_not(tmp_path):
+    for lr, val in ((0.1, 0.6), (0.3, 0.7)):
+        fake_run(tmp_path, "linear", lr, 1.0, 0, val=val)
+        fake_run(tmp_path, "linear", lr, 0.9, 0, val=val - 0.1)
+    (_, warnings), = best_per_architecture(summarize(load_runs(tmp_path))).values()
+    assert warnings == ["best lr 0.3 is the largest tried: widen the grid past it"]
+
+
+def test_cli_writes_summary_files_and_names_a_missing_folder(tmp_path):
+    fake_run(tmp_path / "sweep", "mlp", 0.1, 0.9, 0)
+    done = subprocess.run([sys.executable, "-m", "nnlab.compare", str(tmp_path / "sweep")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(tmp_path / "sweep" / "summary.csv")))
+    assert rows[0]["setting"] == "model=mlp,optimizer.lr=0.1,scheduler.gamma=0.9" and rows[0]["n"] == "1"
+    assert (tmp_path / "sweep" / "summary.md").exists() and (tmp_path / "sweep" / "val_acc_vs_lr.png").exists()
     done = subprocess.run([sys.executable, "-m", "nnlab.compare", str(tmp_path / "nope")], capture_output=True, text=True)
-    assert done.returncode == 1 and "no such run folder" in done.stderr
+    assert done.returncode == 1 and "no such folder" in done.stderr

@@ -2,12 +2,14 @@
 
     python -m nnlab.train [overrides]          # or: make train ARGS="..."
     python -m nnlab.train model=mlp data=spiral optimizer.lr=1.0 scheduler=none trainer.max_epochs=2000
+    python -m nnlab.train resume=runs/<overrides>/<time>     # continue an interrupted run exactly
+    python -m nnlab.train --multirun +sweep=spiral_grid      # or: make sweep SWEEP=spiral_grid
 
 Leaves runs/<overrides>/<start time>/ holding .hydra/config.yaml (the resolved config),
 tensorboard/ (events), checkpoints/last.ckpt, train.log and metrics.json (final metrics, status).
 """
 import json
-import math
+import logging
 import sys
 import time
 import warnings
@@ -20,34 +22,22 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import CONF_DIR
 from nnlab.classifier import Classifier
+from nnlab.config import ConfigError, check, check_argv
+from nnlab.sweep import claim_dir, hparams, prepare_job
 
 OmegaConf.register_new_resolver("nnlab.or", lambda value, default: value or default, replace=True)
+OmegaConf.register_new_resolver("nnlab.claim", claim_dir, replace=True, use_cache=True)
+OmegaConf.register_new_resolver("nnlab.subdir", lambda resume: ".hydra/resumed" if resume else ".hydra", replace=True)
 # Data sits in memory as tensors: loader workers would only add inter-process copies.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # Lightning 2.6 on torch 2.14, harmless
-
-
-class ConfigError(ValueError):
-    """A config value that would fail or mislead the run; the message names the key and a fix."""
-
-
-def check(cfg: DictConfig) -> None:
-    """Ranges that plain YAML cannot express, checked before anything is built or trained."""
-    number = lambda v: isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)  # noqa: E731
-    rules = [("optimizer.lr", lambda v: number(v) and v > 0, "a positive number, e.g. optimizer.lr=0.01"),
-             ("scheduler.gamma", lambda v: v is None or number(v) and 0 < v <= 1, "in (0, 1], e.g. 0.95"),
-             ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
-             ("data.batch_size", lambda v: v is None or isinstance(v, int) and v >= 1, "a whole number >= 1"),
-             ("l2", lambda v: number(v) and v >= 0, "a number >= 0, e.g. l2=0.001"),
-             ("seed", lambda v: isinstance(v, int) and not isinstance(v, bool), "a whole number, e.g. seed=1")]
-    for key, ok, want in rules:
-        value = OmegaConf.select(cfg, key)
-        if not ok(value):
-            raise ConfigError(f"{key}={value!r} is invalid: it must be {want}")
+log = logging.getLogger("nnlab")
+FINISHED = ("ok", "diverged")  # a diverged run is a result, not something to retry
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
@@ -65,20 +55,24 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
     return data, module, trainer
 
 
-def train(cfg: DictConfig) -> dict:
+def train(cfg: DictConfig, ckpt_path: str | None = None) -> dict:
     check(cfg)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before build: init draws from it
     data, module, trainer = build(cfg)
     run_dir, start = Path(cfg.run_dir), time.perf_counter()
     metrics: dict = {"status": "failed"}
     try:
-        trainer.fit(module, datamodule=data)
+        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()})
         metrics.update(trainer.test(module, datamodule=data, verbose=False)[0])
-        metrics["status"] = "diverged" if module.diverged else "interrupted" if trainer.interrupted else "ok"
+        metrics["status"] = "diverged" if module.diverged else "ok"
         if module.diverged:
             metrics["error"] = f"{module.diverged}: lower optimizer.lr"
-    except BaseException as e:
+        if trainer.is_global_zero:
+            hparams(trainer.logger, cfg, metrics, trainer.global_step)
+    except BaseException as e:  # SIGTERM / Ctrl-C arrive as SystemExit / KeyboardInterrupt
         metrics["status"] = "interrupted" if isinstance(e, KeyboardInterrupt | SystemExit) else "failed"
         metrics["error"] = repr(e)
         raise
@@ -86,7 +80,8 @@ def train(cfg: DictConfig) -> dict:
         metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step,
                        seconds=round(time.perf_counter() - start, 2), device=str(module.device),
                        threads=torch.get_num_threads(), torch=torch.__version__)
-        write_json(run_dir / "metrics.json", metrics)
+        if trainer.is_global_zero:
+            write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -97,24 +92,66 @@ def write_json(path: Path, obj: dict) -> None:
     tmp.replace(path)  # readers never see half a file
 
 
+def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
+    """`resume=<run folder>`: that run's own saved config and its last checkpoint."""
+    run = Path(cfg.resume)
+    others = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+    saved, ckpt = run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"
+    if others:
+        raise ConfigError(f"resume={run} takes no other overrides (got {' '.join(others)}): "
+                          "the run continues with its saved config")
+    if not saved.exists() or not ckpt.exists():
+        raise ConfigError(f"resume={run} is not a run folder with a checkpoint: "
+                          "give runs/<overrides>/<time> of a run that saved checkpoints/last.ckpt")
+    status = json.loads((run / "metrics.json").read_text()).get("status") if (run / "metrics.json").exists() else None
+    if status in FINISHED:
+        raise ConfigError(f"resume={run} finished already (status {status}): nothing to resume")
+    return OmegaConf.load(saved), str(ckpt)
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    try:
-        metrics = train(cfg)
-    except ConfigError as e:
-        write_json(Path(cfg.run_dir) / "metrics.json", {"status": "invalid_config", "error": str(e)})
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            raise  # one bad job must not end the sweep (SystemExit would)
-        sys.exit(f"nnlab: {e}")
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
+    sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(cfg.run_dir)
-    run_dir = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
-    print(f"\nrun folder: {run_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
-    if metrics["status"] == "interrupted":  # Lightning swallows Ctrl-C/SIGTERM and would exit 0
-        sys.exit("nnlab: interrupted; the run folder holds what was done so far")
+    try:
+        ckpt_path = None
+        if cfg.resume:
+            cfg, ckpt_path = resume_config(cfg)
+        elif sweeping:  # a resumed sweep skips finished runs, continues interrupted ones
+            status, ckpt_path = prepare_job(run_dir, FINISHED)
+            if status in FINISHED:
+                print(f"{run_dir.name}: {status} already, skipped")
+                return
+        metrics = train(cfg, ckpt_path)
+    except ConfigError as e:
+        if not cfg.resume:
+            write_json(run_dir / "metrics.json", {"status": "invalid_config", "error": str(e)})
+        if sweeping:  # one bad job must not end the sweep; the sweep's end lists it
+            log.error("nnlab: %s", e)
+            return
+        sys.exit(f"nnlab: {e}")
+    except (KeyboardInterrupt, SystemExit):  # SIGTERM / Ctrl-C: last.ckpt is at a step boundary
+        shown = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
+        sys.exit("nnlab: interrupted; continue exactly where it stopped with: " +
+                 (f"make sweep RESUME={shown.parent} (and the same SWEEP/ARGS)" if sweeping else
+                  f"make train RESUME={shown}"))
+    except Exception:
+        if not sweeping:
+            raise
+        log.exception("nnlab: %s failed; the sweep goes on", run_dir.name)  # into the run's train.log
+        return
+    if rank_zero_only.rank != 0:  # DDP: one report, from rank 0
+        return
+    shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
+    shown_dir = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
+    print(f"\nrun folder: {shown_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
     if metrics["status"] == "diverged":  # a result, not a crash: a sweep goes on past it
         print(f"nnlab: {metrics['error']}", file=sys.stderr)
 
 
 if __name__ == "__main__":
+    try:
+        sys.argv[1:] = check_argv(sys.argv[1:])
+    except ConfigError as e:
+        sys.exit(f"nnlab: {e}")
     main()

@@ -1,0 +1,109 @@
+"""What makes a checkpoint safe to resume from: written atomically, loaded weights-only, holding the
+RNG states, and taken at a clean step boundary when the run is told to stop.
+
+Resuming `resume=<run folder>` from such a checkpoint ends with bitwise the weights and metrics of
+the run never interrupted (same machine), which Lightning alone does not give: its checkpoints hold
+no RNG state, and Ctrl-C lands wherever the step happens to be.
+"""
+import os
+import random
+import signal
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+import torch
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+
+class CheckpointWriteError(OSError):
+    """A checkpoint could not be written; the previous one at that path is untouched."""
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """torch.save into a temp file in the checkpoint's own folder (the same filesystem), fsync, then
+    rename over the old file: a full disk or a kill mid-write leaves the previous checkpoint whole.
+    (Lightning's default writes in place; staged through $TMPDIR on another filesystem, a full disk
+    left last.ckpt truncated.) Loading is always torch.load(weights_only=True)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        try:
+            with open(tmp, "wb") as f:
+                torch.save(checkpoint, f)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException as e:
+            tmp.unlink(missing_ok=True)
+            if isinstance(e, OSError):
+                raise CheckpointWriteError(f"could not write checkpoint {path}: {e.strerror or e}; the previous "
+                                           "checkpoint there is kept. Free disk space and resume the run") from e
+            raise
+        fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return torch.load(path, map_location=map_location or "cpu", weights_only=True)
+
+
+class RNGState(L.Callback):
+    """Python's, NumPy's and torch's (CPU and CUDA) RNG states in the checkpoint, as tensors and ints
+    so that it still loads with weights_only=True (a raw NumPy state would not)."""
+
+    def state_dict(self) -> dict:
+        version, mt, gauss = random.getstate()
+        _, keys, pos, has_gauss, cached = np.random.get_state()
+        return {"python": [version, torch.tensor(mt, dtype=torch.int64), gauss],
+                "numpy": [torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+    def load_state_dict(self, state: dict) -> None:
+        version, mt, gauss = state["python"]
+        random.setstate((version, tuple(mt.tolist()), gauss))
+        keys, pos, has_gauss, cached = state["numpy"]
+        np.random.set_state(("MT19937", keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class Interrupt(L.Callback):
+    """SIGTERM or Ctrl-C during fit: stop at the next step boundary and save `dirpath`/last.ckpt there.
+
+    Lightning already turns SIGTERM into a flag its loops check after each step (then raising its
+    SIGTERMException); Ctrl-C would instead raise KeyboardInterrupt wherever it lands, and a checkpoint
+    taken mid-step cannot resume exactly, so SIGINT sets the same flag. A second Ctrl-C stops at once.
+    The run then records status `interrupted` and exits non-zero (Lightning alone exits 0 on SIGTERM).
+    """
+
+    def __init__(self, dirpath: str):
+        self.path = Path(dirpath) / "last.ckpt"
+        self.previous = None
+
+    def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        def stop(signum, frame):
+            if trainer.received_sigterm:
+                raise KeyboardInterrupt
+            trainer._signal_connector.received_sigterm = True  # the flag Lightning's loops check
+        try:
+            self.previous = signal.signal(signal.SIGINT, stop)
+        except ValueError:  # not the main thread: leave signals alone
+            self.previous = None
+
+    def on_fit_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        if self.previous is not None:
+            signal.signal(signal.SIGINT, self.previous)
+            self.previous = None
+
+    def on_exception(self, trainer: L.Trainer, module: L.LightningModule, exception: BaseException) -> None:
+        self.on_fit_end(trainer, module)
+        if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
+            trainer.save_checkpoint(self.path, weights_only=False)  # full state at a step boundary: resumes exactly

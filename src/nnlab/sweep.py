@@ -1,0 +1,98 @@
+"""What sweeps need beyond Hydra's multirun: folders that never collide, resumable jobs, a report
+of what failed, and each run's hyperparameters in TensorBoard's HPARAMS tab.
+
+    make sweep SWEEP=spiral_grid [JOBS=2] [RESUME=runs/sweeps/<time>]   then   make compare
+"""
+import json
+import shutil
+import sys
+from pathlib import Path
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+
+def claim_dir(resume: str | None, base: str) -> str:
+    """Hydra resolver: `resume` when given, else `base`, or `base_2`, `base_3`... whichever mkdir
+    creates first. Hydra names folders by the second: two sweeps started in the same second would
+    otherwise write into one folder. Registered with use_cache, so every job of a sweep (Hydra copies
+    the resolver cache into each job's config) sees the one folder claimed."""
+    if resume:
+        return resume
+    path, n = Path(base), 1
+    while True:
+        try:
+            path.mkdir(parents=True)
+            return str(path)
+        except FileExistsError:
+            n += 1
+            path = Path(f"{base}_{n}")
+
+
+def prepare_job(run_dir: Path, finished: tuple[str, ...]) -> tuple[str | None, str | None]:
+    """A sweep job whose folder has been used before (RESUME=): (status, checkpoint to resume from).
+
+    Finished runs are skipped by the caller; an interrupted run continues from its last.ckpt (a step
+    boundary, so exactly); anything else starts over, its old outputs moved into attempt-<n>/."""
+    metrics, ckpt = run_dir / "metrics.json", run_dir / "checkpoints" / "last.ckpt"
+    status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
+    if status in finished:
+        return status, None
+    if status == "interrupted" and ckpt.exists():
+        return status, str(ckpt)
+    leftovers = [p for p in run_dir.iterdir() if p.name not in (".hydra", "train.log") and not p.name.startswith("attempt-")]
+    if leftovers:  # a failed or cut-off attempt: kept beside, never overwritten
+        old = run_dir / f"attempt-{1 + sum(1 for _ in run_dir.glob('attempt-*'))}"
+        old.mkdir()
+        for item in leftovers:
+            shutil.move(item, old / item.name)
+    return status, None
+
+
+# Flat hyperparameters for TensorBoard's HPARAMS tab: (name, key in the resolved run config).
+HPARAMS = [("lr", "optimizer.lr"), ("momentum", "optimizer.momentum"), ("gamma", "scheduler.gamma"),
+           ("max_lr", "scheduler.max_lr"), ("batch_size", "data.batch_size"), ("epochs", "trainer.max_epochs"),
+           ("seed", "seed"), ("l2", "l2"), ("hidden", "model.hidden"), ("init_std", "model.init_std")]
+
+
+def hparams(logger, cfg: DictConfig, metrics: dict, step: int) -> None:
+    """Write the run's flat hyperparameters with its final hp/val_acc, hp/test_acc and val/loss, so
+    that TensorBoard's HPARAMS tab tabulates the runs of a sweep side by side."""
+    if logger is None:
+        return
+    names = {"model": cfg.model._target_, "data": cfg.data._target_, "optimizer": cfg.optimizer._target_,
+             "scheduler": (cfg.scheduler or {}).get("_target_", "none")}
+    params = {k: v.rsplit(".", 1)[-1].removesuffix("DataModule").lower() for k, v in names.items()}
+    for name, key in HPARAMS:
+        value = OmegaConf.select(cfg, key, default="absent")
+        if value != "absent":  # null means something here: full batch, PyTorch's default init...
+            params[name] = ("full" if name == "batch_size" else "null") if value is None else value
+    writer = logger.experiment
+    final = {"hp/val_acc": metrics.get("val/acc"), "hp/test_acc": metrics.get("test/acc")}
+    for tag, value in final.items():
+        if value is not None:
+            writer.add_scalar(tag, value, step)
+    # val/loss is already a scalar of the run: the summary only has to name it as a metric
+    for summary in hparams_summary(params, {**final, "val/loss": metrics.get("val/loss")}):
+        writer._get_file_writer().add_summary(summary)  # as Lightning's own log_hyperparams does
+    writer.flush()
+
+
+class SweepReport(Callback):
+    """Hydra callback: after a multirun, list the runs that failed (crashed, bad config, interrupted)
+    and exit non-zero when there are any. Diverged runs are results and are not listed as failures."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
+        sweep = Path(config.hydra.sweep.dir)
+        runs = sorted(d for d in sweep.iterdir() if (d / ".hydra").is_dir())
+        status = {r: json.loads((r / "metrics.json").read_text()).get("status", "?")
+                  if (r / "metrics.json").exists() else "no metrics.json" for r in runs}
+        failed = {r: s for r, s in status.items() if s not in ("ok", "diverged")}
+        counts = ", ".join(f"{sum(1 for s in status.values() if s == k)} {k}" for k in sorted(set(status.values())))
+        print(f"\nsweep folder: {sweep}  ({len(runs)} runs: {counts})")
+        if failed:
+            for run, s in failed.items():
+                print(f"  {s}: {run.name}  (see {run / 'train.log'})", file=sys.stderr)
+            sys.exit(f"nnlab: {len(failed)} of {len(runs)} runs did not finish; rerun only those with: "
+                     f"make sweep RESUME={sweep} (and the same SWEEP/ARGS)")

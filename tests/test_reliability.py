@@ -1,0 +1,256 @@
+"""What happens when things go wrong: each bad input or event below and its exact outcome.
+
+bad input / event                      outcome                                              test
+wrong type, out of range, unknown key  ConfigError, one line naming key, value, allowed     test_bad_config_*
+unknown group option                   one line listing the options, exit 1, no run folder  test_cli_refuses_*
+_target_ outside the allow-list        refused before anything is imported or opened       test_forbidden_target_*
+non-finite loss / gradient             status diverged, the step never taken, finite ckpt  test_non_finite_*
+SIGTERM or Ctrl-C mid-run              last.ckpt at a step boundary, interrupted, exit 1    test_interrupt_*
+resume                                 bitwise the weights and metrics of an unbroken run   test_interrupt_*
+checkpoint write fails (disk full)     clear error, previous checkpoint still loads         test_failed_checkpoint_*
+damaged / truncated MNIST file         error naming the file and `make data`               tests/test_mnist_raw.py
+crafted pickle in the offline source   refused, nothing runs                                tests/test_mnist_raw.py
+"""
+import errno
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+
+import nnlab.checkpoint
+import nnlab.train
+from nnlab.config import ConfigError, check_argv
+from nnlab.train import train
+
+SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0", "scheduler=none", "l2=0.001"]
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["optimizer.lr=-1"], "optimizer.lr=-1 is invalid: it must be a positive number"),
+    (["optimizer.lr=abc"], "optimizer.lr='abc' is invalid"),
+    (["optimizer.lr=inf"], "optimizer.lr=inf is invalid"),
+    (["scheduler.gamma=1.5"], "scheduler.gamma=1.5 is invalid: it must be in (0, 1]"),
+    (["scheduler.gamma=0"], "scheduler.gamma=0 is invalid: it must be in (0, 1]"),
+    (["trainer.max_epochs=0"], "trainer.max_epochs=0 is invalid"),
+    (["trainer.max_epochs=2.5"], "trainer.max_epochs=2.5 is invalid: it must be a whole number >= 1"),
+    (["data.batch_size=abc"], "data.batch_size='abc' is invalid: it must be a whole number >= 1"),
+    (["data.batch_size=0"], "data.batch_size=0 is invalid: it must be a whole number >= 1"),
+    (["seed=abc"], "seed='abc' is invalid: it must be of type int"),
+    (["seed=1.5"], "seed=1.5 is invalid: it must be of type int"),
+    (["data.normalize=maybe"], "data.normalize='maybe' is invalid: it must be of type bool"),
+    (["data=spiral", "model=mlp", "model.hidden=abc"], "model.hidden='abc' is invalid: it must be of type int"),
+    (["+foo=1"], "foo is not an nnlab setting: the settings are seed, l2"),
+    (["+model.depth=3"], "model.depth is not an option of nnlab.models.CNN: its options are in_shape, num_classes"),
+    (["+optimizer.nesterov_lr=1"], "optimizer.nesterov_lr is not an option of torch.optim.SGD"),
+    (["data=spiral", "model=cnn"], "model=cnn takes 1x28x28 images"),
+    (["data=spiral", "model=mlp", "model.hidden=0"], "model.hidden must be a positive number"),
+    (["data.val_size=60000"], "data.val_size=60000 must be in [0, 60000)"),
+    (["model._target_=builtins.open"], "model._target_='builtins.open' is not allowed"),
+    (["+callbacks.x._target_=os.system", "+callbacks.x.command=true"], "callbacks.x._target_='os.system' is not allowed"),
+    (["optimizer._target_=torch.load"], "optimizer._target_='torch.load' is not allowed"),
+    (["optimizer._target_=torch.optim.Nope"], "optimizer._target_='torch.optim.Nope' is not a class nnlab can find"),
+])
+def test_bad_config_is_one_clear_error_before_any_work(make_cfg, overrides, message, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        train(make_cfg(*overrides))
+    assert message in str(e.value) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()  # nothing was built, read or written
+
+
+def run_cli(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nnlab.train", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300, **kw)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["model=transformer"], "model=transformer is not an option: model is one of cnn, linear, mlp"),
+    (["--multirun", "data=spiral,cifar"], "data=cifar is not an option: data is one of mnist, spiral"),
+    (["experiment=nope"], "experiment=nope is not an option: experiment is one of mnist_cnn_fast"),
+    (["+hydra.callbacks.x._target_=builtins.exec"], "hydra.callbacks.x._target_='builtins.exec' is not allowed"),
+    (["++model._target_=builtins.open"], "model._target_='builtins.open' is not allowed"),
+])
+def test_command_line_options_and_targets_are_checked_before_hydra_sees_them(args, message):
+    with pytest.raises(ConfigError) as e:
+        check_argv(args)
+    assert str(e.value).startswith(message)
+
+
+def test_cli_refuses_a_forbidden_target_in_one_line_and_the_file_is_untouched(tmp_path):
+    # Under plain Hydra 1.3.8 this command truncates victim.txt.
+    (tmp_path / "victim.txt").write_text("precious")
+    done = run_cli("+model._target_=builtins.open", "+model._args_=[victim.txt,w]", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("nnlab: model._target_='builtins.open' is not allowed")
+    assert (tmp_path / "victim.txt").read_text() == "precious" and not (tmp_path / "runs").exists()
+
+
+def test_forbidden_target_in_a_dict_value_is_refused_too():
+    with pytest.raises(ConfigError, match="'subprocess.run' is not allowed"):
+        check_argv(["+callbacks.x={_target_: subprocess.run, args: [ls]}"])
+
+
+class InfGradientFrom(L.Callback):
+    """From training step `step` on, the logits' gradient is made inf while the loss stays finite."""
+
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_fit_start(self, trainer, module) -> None:
+        def hook(net, inputs, logits):
+            if logits.requires_grad and trainer.global_step >= self.step:
+                logits.register_hook(lambda g: g * float("inf"))
+        module.net.register_forward_hook(hook)
+
+
+def test_non_finite_gradient_skips_the_step_and_stops(make_cfg, tmp_path, monkeypatch):
+    with_callback(monkeypatch, InfGradientFrom(step=3))
+    metrics = train(make_cfg(*SPIRAL_MLP, "trainer.max_epochs=1"))
+    assert metrics["status"] == "diverged" and "gradient was not finite at step 3" in metrics["error"]
+    weights = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+def test_non_finite_loss_stops_before_the_step(make_cfg, tmp_path):
+    metrics = train(make_cfg(*SPIRAL_MLP, "optimizer.lr=1e38", "trainer.max_epochs=1"))
+    assert metrics["status"] == "diverged" and "lower optimizer.lr" in metrics["error"] and metrics["steps"] < 100
+    weights = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+class SignalAt(L.Callback):
+    """Sends `signum` to this process after training step `step`, as a user or scheduler would."""
+
+    def __init__(self, step: int, signum: int):
+        self.step, self.signum = step, signum
+
+    def on_train_batch_end(self, trainer, *args) -> None:
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.signum)
+
+
+def with_callback(monkeypatch, callback: L.Callback) -> None:
+    build = nnlab.train.build
+    def build_with(cfg):
+        data, module, trainer = build(cfg)
+        trainer.callbacks.append(callback)
+        return data, module, trainer
+    monkeypatch.setattr(nnlab.train, "build", build_with)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_interrupt_mid_epoch_then_resume_gives_bitwise_the_unbroken_run(signum, make_cfg, tiny_mnist, tmp_path,
+                                                                        monkeypatch):
+    # MNIST-shaped, shuffled batches of 10 (10 steps an epoch), momentum and a decaying lr: all of
+    # the data order, optimizer state, schedule and running epoch metrics must survive the restart.
+    overrides = [f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=10", "model=mlp",
+                 "optimizer.lr=0.05", "optimizer.momentum=0.9", "scheduler.gamma=0.8", "trainer.max_epochs=3"]
+    unbroken = train(make_cfg(*overrides, f"run_dir={tmp_path / 'unbroken'}"))
+    build = nnlab.train.build
+    with_callback(monkeypatch, SignalAt(step=14, signum=signum))  # epoch 2, batch 5 of 10
+    cut = make_cfg(*overrides, f"run_dir={tmp_path / 'cut'}")
+    with pytest.raises((SystemExit, KeyboardInterrupt)):
+        train(cut)
+    saved = json.loads((tmp_path / "cut" / "metrics.json").read_text())
+    assert saved["status"] == "interrupted" and saved["steps"] == 14
+    ckpt = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 14
+    monkeypatch.setattr(nnlab.train, "build", build)
+    resumed = train(cut, ckpt_path=str(ckpt))
+    for key in ("train/loss", "train/loss_epoch", "train/acc", "val/acc", "val/loss", "test/acc", "test/loss"):
+        assert resumed[key] == unbroken[key], key
+    assert resumed["steps"] == unbroken["steps"] == 30
+    a, b = (torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=True) for d in ("unbroken", "cut"))
+    for name, tensor in a["state_dict"].items():
+        assert torch.equal(tensor, b["state_dict"][name]), name
+
+
+class CopyCheckpointAt(L.Callback):
+    """Keeps a copy of last.ckpt as it stood when epoch `epoch` began: what a run killed without
+    warning (SIGKILL, power loss) leaves behind."""
+
+    def __init__(self, epoch: int, to: Path):
+        self.epoch, self.to = epoch, to
+
+    def on_train_epoch_start(self, trainer, module) -> None:
+        if trainer.current_epoch == self.epoch:
+            self.to.write_bytes((Path(trainer.checkpoint_callback.dirpath) / "last.ckpt").read_bytes())
+
+
+def test_a_run_killed_without_warning_resumes_from_its_last_epoch_exactly(make_cfg, tiny_mnist, tmp_path,
+                                                                          monkeypatch):
+    overrides = [f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=10", "model=mlp",
+                 "optimizer.lr=0.05", "optimizer.momentum=0.9", "scheduler.gamma=0.8", "trainer.max_epochs=3"]
+    build = nnlab.train.build
+    with_callback(monkeypatch, CopyCheckpointAt(epoch=2, to=tmp_path / "epoch2.ckpt"))
+    unbroken = train(make_cfg(*overrides, f"run_dir={tmp_path / 'unbroken'}"))
+    monkeypatch.setattr(nnlab.train, "build", build)
+    assert torch.load(tmp_path / "epoch2.ckpt", weights_only=True)["global_step"] == 20
+    resumed = train(make_cfg(*overrides, f"run_dir={tmp_path / 'killed'}"), ckpt_path=str(tmp_path / "epoch2.ckpt"))
+    assert {k: v for k, v in resumed.items() if "/" in k} == {k: v for k, v in unbroken.items() if "/" in k}
+    a, b = (torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=True) for d in ("unbroken", "killed"))
+    assert all(torch.equal(t, b["state_dict"][k]) for k, t in a["state_dict"].items())
+
+
+def test_interrupt_from_the_cli_exits_nonzero_and_resume_finishes_it(tmp_path):
+    args = [*SPIRAL_MLP, "trainer.max_epochs=10", "data.steps_per_epoch=20"]
+    proc = subprocess.Popen([sys.executable, "-m", "nnlab.train", *args], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for line in proc.stdout:  # stop it during epoch 3 of 10
+        if line.startswith("epoch 2/10"):
+            proc.send_signal(signal.SIGTERM)
+            break
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1  # Lightning alone exits 0 here
+    (run,) = (tmp_path / "runs").glob("*/*")
+    assert err.strip().splitlines()[-1] == f"nnlab: interrupted; continue exactly where it stopped with: " \
+                                           f"make train RESUME={run.relative_to(tmp_path)}"
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    resumed = run_cli(f"resume={run.relative_to(tmp_path)}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    unbroken = run_cli(*args, cwd=tmp_path)
+    runs = sorted((tmp_path / "runs").glob("*/*"))
+    assert len(runs) == 2  # the resume went on in the run's own folder
+    a, b = (json.loads((r / "metrics.json").read_text()) for r in runs)
+    assert a["status"] == b["status"] == "ok" and a["steps"] == b["steps"] == 200
+    assert {k: v for k, v in a.items() if "/" in k} == {k: v for k, v in b.items() if "/" in k}
+    assert (run / ".hydra" / "overrides.yaml").read_text().count("trainer.max_epochs=10") == 1  # kept its own
+
+
+def test_resume_refuses_other_overrides_and_finished_runs(tmp_path):
+    done = run_cli(*SPIRAL_MLP, "trainer.max_epochs=1", "data.steps_per_epoch=5", cwd=tmp_path)
+    (run,) = (tmp_path / "runs").glob("*/*")
+    again = run_cli(f"resume={run.relative_to(tmp_path)}", cwd=tmp_path)
+    assert again.returncode == 1 and "finished already (status ok): nothing to resume" in again.stderr
+    other = run_cli(f"resume={run.relative_to(tmp_path)}", "optimizer.lr=2", cwd=tmp_path)
+    assert other.returncode == 1 and "takes no other overrides (got optimizer.lr=2)" in other.stderr
+    assert done.returncode == 0 and json.loads((run / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_failed_checkpoint_write_is_clear_and_the_previous_one_still_loads(make_cfg, tmp_path, monkeypatch):
+    save, calls = torch.save, {"n": 0}
+    def disk_full_on_second_save(obj, f, *a, **kw):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(obj, f, *a, **kw)
+    monkeypatch.setattr(nnlab.checkpoint.torch, "save", disk_full_on_second_save)
+    with pytest.raises(nnlab.checkpoint.CheckpointWriteError) as e:
+        train(make_cfg(*SPIRAL_MLP, "trainer.max_epochs=3", "data.steps_per_epoch=5"))
+    assert "could not write checkpoint" in str(e.value) and "No space left on device" in str(e.value)
+    assert "the previous checkpoint there is kept" in str(e.value)
+    folder = tmp_path / "run" / "checkpoints"
+    assert [p.name for p in folder.iterdir()] == ["last.ckpt"]  # no temp file left behind
+    assert torch.load(folder / "last.ckpt", weights_only=True)["global_step"] == 5  # epoch 1's, whole
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_tensorboard_serves_on_loopback_only():
+    make = subprocess.run(["make", "-n", "tensorboard"], cwd=Path(__file__).parents[1], capture_output=True, text=True)
+    assert "--host 127.0.0.1" in make.stdout

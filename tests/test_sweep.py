@@ -1,0 +1,164 @@
+"""Sweeps end to end through the CLI: folders that never collide, identical numbers when repeated,
+failures recorded without stopping the sweep, RESUME, compare's summary, and TensorBoard's view."""
+import csv
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+SHORT, EPOCHS = "data.steps_per_epoch=5,log_interval=1", "trainer.max_epochs=2"  # in every run's name
+# The spiral grid, shrunk: 2 models x 2 lr x 2 gamma x 2 seeds = 16 runs of 10 full-batch steps.
+TINY_GRID = ["sweep=spiral_grid", "model=linear,mlp", "optimizer.lr=0.3,1.0", "scheduler.gamma=0.9,1.0",
+             "seed=0,1", "data.steps_per_epoch=5", "trainer.max_epochs=2", "log_interval=1"]
+
+
+def sweep(*overrides: str, cwd: Path, wait: bool = True):
+    cmd = [sys.executable, "-m", "nnlab.train", "--multirun", *overrides]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def sweep_folder(out: str) -> Path:
+    return Path(re.search(r"sweep folder: (\S+)", out).group(1))
+
+
+@pytest.fixture(scope="module")
+def two_sweeps(tmp_path_factory):
+    """The same tiny grid started twice at the same moment."""
+    cwd = tmp_path_factory.mktemp("sweeps")
+    # Both ask for the same folder name, as two sweeps started in the same second do.
+    same = "hydra.sweep.dir=${nnlab.claim:null,runs/sweeps/same-second}"
+    procs = [sweep(*TINY_GRID, same, cwd=cwd, wait=False) for _ in range(2)]
+    outs = [p.communicate(timeout=900) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-3000:]
+    return cwd, [cwd / sweep_folder(out) for out, _ in outs]
+
+
+def test_two_sweeps_started_together_get_their_own_folders_and_identical_numbers(two_sweeps):
+    cwd, (a, b) = two_sweeps
+    assert sorted([a.name, b.name]) == ["same-second", "same-second_2"]
+    for folder in (a, b):
+        runs = sorted(d.name for d in folder.iterdir() if d.is_dir())
+        assert len(runs) == 16 and f"{SHORT},model=mlp,optimizer.lr=1.0,scheduler.gamma=0.9,seed=1,{EPOCHS}" in runs
+        done = subprocess.run([sys.executable, "-m", "nnlab.compare", str(folder)], cwd=cwd,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "| spiral | mlp |" in done.stdout  # the best-per-architecture table is printed
+    rows = list(csv.DictReader(open(a / "summary.csv")))
+    assert len(rows) == 8 and {r["n"] for r in rows} == {"2"} and {r["statuses"] for r in rows} == {"ok:2"}
+    assert (a / "summary.csv").read_bytes() == (b / "summary.csv").read_bytes()
+    for png in ("val_acc_vs_lr.png", "best_curves.png"):
+        assert (a / png).stat().st_size > 10_000
+
+
+def test_summary_means_are_the_runs_means_and_best_is_chosen_on_validation(two_sweeps):
+    _, (folder, _) = two_sweeps
+    rows = {r["setting"]: r for r in csv.DictReader(open(folder / "summary.csv"))}
+    setting = f"{SHORT},model=linear,optimizer.lr=0.3,scheduler.gamma=0.9,{EPOCHS}"
+    accs = [json.loads((folder / f"{setting.removesuffix(EPOCHS)}seed={s},{EPOCHS}" / "metrics.json").read_text())["test/acc"]
+            for s in (0, 1)]
+    assert float(rows[setting]["test_acc_mean"]) == pytest.approx(sum(accs) / 2, abs=1e-6)
+    best_linear = max((r for r in rows.values() if r["model"] == "linear"), key=lambda r: float(r["val_acc_mean"]))
+    summary = (folder / "summary.md").read_text()
+    assert f"| spiral | linear | {best_linear['setting']} | 2 |" in summary
+
+
+def test_every_run_carries_hparams_and_hp_metrics_for_tensorboards_reader(two_sweeps):
+    _, (folder, _) = two_sweeps
+    for run in (d for d in folder.iterdir() if d.is_dir()):
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams"), run
+        scalars = events.Tags()["scalars"]
+        assert {"hp/val_acc", "hp/test_acc", "val/loss", "train/loss", "val/acc"} <= set(scalars), run
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert events.Scalars("hp/test_acc")[-1].value == pytest.approx(metrics["test/acc"])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_tensorboard_serves_the_sweeps_scalars_and_hparams_over_http(two_sweeps):
+    _, (folder, _) = two_sweeps
+    port = free_port()
+    tb = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(folder),
+                           "--host", "127.0.0.1", "--port", str(port), "--load_fast", "false"],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data"
+
+    def get(path: str, body: dict | None = None):
+        req = urllib.request.Request(base + path, data=json.dumps(body).encode() if body is not None else None,
+                                     headers={"X-XSRF-Protected": "1", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+
+    try:
+        runs, deadline = [], time.time() + 120
+        while len([r for r in runs if r.endswith("tensorboard")]) < 16 and time.time() < deadline:
+            time.sleep(1)
+            try:
+                runs = get("/runs")
+            except OSError:
+                pass
+        run = f"{SHORT},model=mlp,optimizer.lr=1.0,scheduler.gamma=0.9,seed=1,{EPOCHS}/tensorboard"
+        assert run in runs
+        points = get(f"/plugin/scalars/scalars?run={urllib.request.quote(run)}&tag=val/acc")
+        assert len(points) == 2  # one per epoch: [wall_time, step, value]
+        metrics = json.loads((folder / run.split("/")[0] / "metrics.json").read_text())
+        assert points[-1][2] == pytest.approx(metrics["val/acc"])
+        experiment = get("/plugin/hparams/experiment", {"experimentName": ""})
+        names = {h["name"] for h in experiment["hparamInfos"]}
+        assert {"model", "lr", "gamma", "seed", "batch_size", "epochs"} <= names
+        metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
+        assert {"hp/val_acc", "hp/test_acc", "val/loss"} <= metric_tags
+        groups = get("/plugin/hparams/session_groups", {
+            "experimentName": "", "startIndex": 0, "sliceSize": 100,
+            "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],
+            "colParams": [{"metric": {"tag": "hp/test_acc"}}] + [{"hparam": n} for n in sorted(names)]})
+        assert groups["totalSize"] == 16
+    finally:
+        tb.terminate()
+        tb.wait(timeout=30)
+
+
+def test_diverged_and_crashed_runs_do_not_stop_the_sweep_and_resume_reruns_only_those(tmp_path):
+    # lr 1e30 overflows (diverged: a result); momentum -1 makes SGD raise inside fit (a crash)
+    grid = ["data=spiral", "model=mlp", "optimizer.lr=0.3,1e30", "optimizer.momentum=0.0,-1.0",
+            "data.steps_per_epoch=5", "trainer.max_epochs=2"]
+    def run(lr: str, momentum: str) -> str:  # the run's folder: its overrides, sorted
+        return ",".join(sorted(["data=spiral", "model=mlp", f"optimizer.lr={lr}", f"optimizer.momentum={momentum}",
+                                "data.steps_per_epoch=5", "trainer.max_epochs=2"]))
+    first = sweep(*grid, cwd=tmp_path)
+    assert first.returncode == 1 and "2 of 4 runs did not finish" in first.stderr
+    folder = tmp_path / sweep_folder(first.stdout)
+    status = {d.name: json.loads((d / "metrics.json").read_text()) for d in folder.iterdir() if d.is_dir()}
+    ok, diverged = status[run("0.3", "0.0")], status[run("1e+30", "0.0")]
+    assert ok["status"] == "ok" and diverged["status"] == "diverged" and "at step" in diverged["error"]
+    crashed = status[run("0.3", "-1.0")]
+    assert crashed["status"] == "failed" and "Invalid momentum value" in crashed["error"]
+    assert "Invalid momentum value" in (folder / run("0.3", "-1.0") / "train.log").read_text()
+
+    # RESUME: the finished two are skipped untouched, the failed two run again, a deleted one is redone
+    stamps = {n: (folder / n / "metrics.json").stat().st_mtime_ns for n in status}
+    (folder / run("0.3", "0.0") / "metrics.json").unlink()
+    again = sweep(*grid, f"hydra.sweep.dir={folder}", cwd=tmp_path)
+    assert again.returncode == 1 and "skipped" in again.stdout
+    assert (folder / run("1e+30", "0.0") / "metrics.json").stat().st_mtime_ns == \
+        stamps[run("1e+30", "0.0")]
+    redone = json.loads((folder / run("0.3", "0.0") / "metrics.json").read_text())
+    assert redone["status"] == "ok" and redone["test/acc"] == ok["test/acc"]
+    retried = folder / run("0.3", "-1.0")
+    assert (retried / "attempt-1" / "metrics.json").exists()  # the first attempt kept, not overwritten
+    assert json.loads((retried / "metrics.json").read_text())["status"] == "failed"
