@@ -20,9 +20,10 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab import CONF_DIR
+from nnlab import CONF_DIR, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
 from nnlab.classifier import Classifier
 
 OmegaConf.register_new_resolver("nnlab.or", lambda value, default: value or default, replace=True)
@@ -86,7 +87,8 @@ def train(cfg: DictConfig) -> dict:
         metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step,
                        seconds=round(time.perf_counter() - start, 2), device=str(module.device),
                        threads=torch.get_num_threads(), torch=torch.__version__)
-        write_json(run_dir / "metrics.json", metrics)
+        if trainer.is_global_zero:  # DDP: every rank holds the same synced metrics; one file
+            write_json(run_dir / "metrics.json", metrics)
     return metrics
 
 
@@ -100,12 +102,15 @@ def write_json(path: Path, obj: dict) -> None:
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
     try:
-        metrics = train(cfg)
+        with ddp.job_scope():  # the next job of a multirun in this process starts clean
+            metrics = train(cfg)
     except ConfigError as e:
         write_json(Path(cfg.run_dir) / "metrics.json", {"status": "invalid_config", "error": str(e)})
         if HydraConfig.get().mode == RunMode.MULTIRUN:
             raise  # one bad job must not end the sweep (SystemExit would)
         sys.exit(f"nnlab: {e}")
+    if rank_zero_only.rank != 0:  # DDP ranks > 0: rank 0 reports
+        return
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
     run_dir = Path(cfg.run_dir)
     run_dir = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
