@@ -24,7 +24,7 @@ class EpochLog(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
-        if epoch % self.every_n_epochs and epoch != trainer.max_epochs:
+        if not trainer.is_global_zero or epoch % self.every_n_epochs and epoch != trainer.max_epochs:
             return
         m = trainer.callback_metrics
         shown = "  ".join(f"{k} {m[k].item():.4f}" for k in ("train/loss", "val/loss", "val/acc") if k in m)
@@ -40,6 +40,8 @@ class Figures(L.Callback):
     losses.png       train/loss every log_every_n_steps steps and the per-epoch validation loss
                      ("test loss" when the test set is the validation set) against training samples seen
     regions.png      2-D data only: the training points over the learned decision regions
+
+    DDP: only global rank 0 draws, prints and saves; samples seen count the global batch.
     """
 
     def __init__(self, run_dir: str):
@@ -48,11 +50,13 @@ class Figures(L.Callback):
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         x, y = batch
-        if self.seen == 0:
+        if self.seen == 0 and trainer.is_global_zero:
             self._first_batch(trainer, x, y)
-        self.seen += len(y)
+        self.seen += len(y) * trainer.world_size  # DDP: this rank's shard is 1/world of the batch
         if outputs is not None and trainer.global_step % trainer.log_every_n_steps == 0:
-            self.train_curve.append((self.seen, outputs["loss"].item()))
+            # DDP: the mean over the ranks' shards (a collective: every rank takes part)
+            loss = trainer.strategy.reduce(outputs["loss"].detach(), reduce_op="mean")
+            self.train_curve.append((self.seen, loss.item()))
 
     def on_train_epoch_end(self, trainer, module) -> None:
         # The epoch's validation has run by now (the module logged val/loss at its end).
@@ -60,6 +64,8 @@ class Figures(L.Callback):
             self.val_curve.append((self.seen, trainer.callback_metrics["val/loss"].item()))
 
     def on_fit_end(self, trainer, module) -> None:
+        if not trainer.is_global_zero:
+            return
         val_is_test = getattr(trainer.datamodule, "val_size", None) == 0  # MNIST as the notebook ran it
         fig, ax = plt.subplots(figsize=(8, 5))
         for curve, style, label in ((self.train_curve, "-", "Train loss"),

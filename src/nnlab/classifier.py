@@ -1,4 +1,5 @@
 """The one LightningModule: wraps any nnlab model with loss, metrics, optimizer and LR schedule."""
+import warnings
 from collections.abc import Callable
 
 import lightning as L
@@ -9,6 +10,10 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
+
+# DDP: the per-epoch values logged below come from torchmetrics' compute(), which already gathers
+# every rank's counts; Lightning's advice to add sync_dist=True for them does not apply.
+warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
 
 
 class Classifier(L.LightningModule):
@@ -37,6 +42,15 @@ class Classifier(L.LightningModule):
         for metric in (self.acc["fit"], self.mean_loss["fit"]):
             metric.persistent(True)  # in checkpoints: a run resumed mid-epoch keeps its partial sums
         self.diverged: str | None = None  # why training stopped early, if the loss stopped being finite
+        self.rng_after_init = torch.get_rng_state()  # the net has drawn its init by now; see setup()
+
+    def setup(self, stage: str) -> None:
+        # Lightning's DDP re-seeds torch on every rank as its process group starts (reset_seed() in
+        # DDPStrategy.setup_distributed), undoing the init's draws, so the shuffled data order would
+        # differ from the same run on one device. Put back the state after init: every rank draws
+        # the order one device draws (rank r then takes samples r::world of each batch).
+        if stage == "fit" and self.trainer.world_size > 1:
+            torch.set_rng_state(self.rng_after_init)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -69,7 +83,9 @@ class Classifier(L.LightningModule):
             self.diverged = f"train/loss was {loss.item()} at step {self.global_step}"
             self.trainer.should_stop = True
             return None
-        self.log("train/loss", loss)  # per step; written every trainer.log_every_n_steps
+        # Per step, written every trainer.log_every_n_steps. DDP: the mean of the ranks' shard losses,
+        # i.e. the global batch's loss (equal shards); without DDP sync_dist does nothing.
+        self.log("train/loss", loss, sync_dist=True)
         return loss
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:

@@ -25,7 +25,7 @@ from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
-from nnlab import CONF_DIR
+from nnlab import CONF_DIR, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
 from nnlab.classifier import Classifier
 from nnlab.config import ConfigError, check, check_argv
 from nnlab.sweep import claim_dir, hparams, prepare_job
@@ -80,7 +80,7 @@ def train(cfg: DictConfig, ckpt_path: str | None = None) -> dict:
         metrics.update(epochs=trainer.current_epoch, steps=trainer.global_step,
                        seconds=round(time.perf_counter() - start, 2), device=str(module.device),
                        threads=torch.get_num_threads(), torch=torch.__version__)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero:  # DDP: every rank holds the same synced metrics; one file
             write_json(run_dir / "metrics.json", metrics)
     return metrics
 
@@ -122,7 +122,8 @@ def main(cfg: DictConfig) -> None:
             if status in FINISHED:
                 print(f"{run_dir.name}: {status} already, skipped")
                 return
-        metrics = train(cfg, ckpt_path)
+        with ddp.job_scope():  # the next job of a multirun in this process starts clean
+            metrics = train(cfg, ckpt_path)
     except ConfigError as e:
         if not cfg.resume:
             write_json(run_dir / "metrics.json", {"status": "invalid_config", "error": str(e)})
