@@ -1,4 +1,5 @@
 """Lightning callbacks nnlab's runs use, configured under `callbacks:` in conf/train.yaml."""
+import logging
 import time
 from pathlib import Path
 
@@ -10,6 +11,8 @@ from torch import Tensor
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
+
+log = logging.getLogger("nnlab")  # to the console and the run's train.log (conf/train.yaml: hydra.job_logging)
 
 
 class EpochLog(L.Callback):
@@ -28,8 +31,8 @@ class EpochLog(L.Callback):
             return
         m = trainer.callback_metrics
         shown = "  ".join(f"{k} {m[k].item():.4f}" for k in ("train/loss", "val/loss", "val/acc") if k in m)
-        print(f"epoch {epoch}/{trainer.max_epochs}  step {trainer.global_step}  {shown}  "
-              f"({time.perf_counter() - self.start:.1f} s)", flush=True)
+        log.info(f"epoch {epoch}/{trainer.max_epochs}  step {trainer.global_step}  {shown}  "
+                 f"({time.perf_counter() - self.start:.1f} s)")
 
 
 class Figures(L.Callback):
@@ -80,7 +83,7 @@ class Figures(L.Callback):
 
     def _first_batch(self, trainer, x: Tensor, y: Tensor) -> None:
         stats = f"first batch: inputs {tuple(x.shape)}, labels {tuple(y.shape)}, mean={x.mean():.4f}, std={x.std():.4f}"
-        print(stats, flush=True)
+        log.info(stats)
         if trainer.logger:
             trainer.logger.experiment.add_text("data/first_batch", stats)
         if x.ndim != 4:

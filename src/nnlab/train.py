@@ -120,7 +120,7 @@ def main(cfg: DictConfig) -> None:
         elif sweeping:  # a resumed sweep skips finished runs, continues interrupted ones
             status, ckpt_path = prepare_job(run_dir, FINISHED)
             if status in FINISHED:
-                print(f"{run_dir.name}: {status} already, skipped")
+                log.info(f"{run_dir.name}: {status} already, skipped")
                 return
         with ddp.job_scope():  # the next job of a multirun in this process starts clean
             metrics = train(cfg, ckpt_path)
@@ -145,7 +145,7 @@ def main(cfg: DictConfig) -> None:
         return
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
     shown_dir = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
-    print(f"\nrun folder: {shown_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
+    log.info(f"\nrun folder: {shown_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
     if metrics["status"] == "diverged":  # a result, not a crash: a sweep goes on past it
         print(f"nnlab: {metrics['error']}", file=sys.stderr)
 
