@@ -254,3 +254,14 @@ def test_failed_checkpoint_write_is_clear_and_the_previous_one_still_loads(make_
 def test_tensorboard_serves_on_loopback_only():
     make = subprocess.run(["make", "-n", "tensorboard"], cwd=Path(__file__).parents[1], capture_output=True, text=True)
     assert "--host 127.0.0.1" in make.stdout
+
+
+def test_a_checkpoint_naming_a_forbidden_class_is_refused_by_evaluate(tmp_path):
+    from nnlab.evaluate import evaluate
+    crafted = {"hyper_parameters": {"config": {"data": {"_target_": "nnlab.data.SpiralDataModule"},
+                                               "model": {"_target_": "os.system", "_args_": ["touch pwned"]}}},
+               "state_dict": {}}
+    torch.save(crafted, tmp_path / "last.ckpt")
+    with pytest.raises(ConfigError, match="model._target_='os.system' is not allowed"):
+        evaluate(tmp_path / "last.ckpt")
+    assert not (Path.cwd() / "pwned").exists()

@@ -12,11 +12,15 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
+from nnlab.config import check_target
+
 
 @torch.no_grad()
 def evaluate(ckpt_path: Path) -> float:
     ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
     cfg = ckpt["hyper_parameters"]["config"]
+    for group in ("data", "model"):  # a checkpoint is input too: build nothing outside the allow-list
+        check_target(f"{group}._target_", cfg[group]["_target_"])
     data = instantiate(cfg["data"])
     data.prepare_data()
     data.setup("test")
