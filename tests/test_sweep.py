@@ -162,3 +162,15 @@ def test_diverged_and_crashed_runs_do_not_stop_the_sweep_and_resume_reruns_only_
     retried = folder / run("0.3", "-1.0")
     assert (retried / "attempt-1" / "metrics.json").exists()  # the first attempt kept, not overwritten
     assert json.loads((retried / "metrics.json").read_text())["status"] == "failed"
+
+
+def test_jobs_run_side_by_side_through_joblib_each_with_its_thread_share(tmp_path):
+    make = subprocess.run(["make", "-n", "sweep", "SWEEP=spiral_grid", "JOBS=2", "CORES=4"], cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True)
+    assert "hydra/launcher=joblib hydra.launcher.n_jobs=2" in make.stdout and "threads=2" in make.stdout
+    done = sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "data=spiral", "model=linear,mlp",
+                 "data.steps_per_epoch=5", "trainer.max_epochs=2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    folder = tmp_path / sweep_folder(done.stdout)
+    metrics = [json.loads(p.read_text()) for p in folder.glob("*/metrics.json")]
+    assert len(metrics) == 2 and all(m["status"] == "ok" and m["threads"] == 1 for m in metrics)
