@@ -1,4 +1,5 @@
 """Lightning callbacks nnlab's runs use, configured under `callbacks:` in conf/train.yaml."""
+import math
 import time
 from pathlib import Path
 
@@ -51,8 +52,10 @@ class Figures(L.Callback):
         if self.seen == 0:
             self._first_batch(trainer, x, y)
         self.seen += len(y)
-        if outputs is not None and trainer.global_step % trainer.log_every_n_steps == 0:
-            self.train_curve.append((self.seen, outputs["loss"].item()))
+        if trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps == 0:
+            loss = outputs["loss"].item()
+            if math.isfinite(loss):  # a NaN/inf loss was not stepped with (the module stops the run)
+                self.train_curve.append((self.seen, loss))
 
     def on_train_epoch_end(self, trainer, module) -> None:
         # The epoch's validation has run by now (the module logged val/loss at its end).
