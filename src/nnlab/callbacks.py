@@ -104,9 +104,15 @@ class Figures(L.Callback):
         self._save(trainer, fig, "regions")
 
     def _save(self, trainer, fig, name: str) -> None:
+        # Drawn once, at 80 dpi, for the PNG and TensorBoard alike: savefig and add_figure would draw
+        # it twice (0.55 s against 0.25 s for first_batch.png here).
         self.run_dir.mkdir(parents=True, exist_ok=True)
         fig.tight_layout()
-        fig.savefig(self.run_dir / f"{name}.png", dpi=80)
+        fig.set_dpi(80)
+        fig.canvas.draw()
+        rgba = np.asarray(fig.canvas.buffer_rgba())  # (H, W, 4) uint8
+        plt.imsave(self.run_dir / f"{name}.png", rgba)
         if trainer.logger:
-            trainer.logger.experiment.add_figure(f"figures/{name}", fig, global_step=trainer.global_step)
+            trainer.logger.experiment.add_image(f"figures/{name}", rgba[..., :3], trainer.global_step,
+                                                dataformats="HWC")
         plt.close(fig)
