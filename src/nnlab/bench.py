@@ -173,7 +173,8 @@ WAYS = {"nnlab": run_nnlab, "plain": run_plain, "notebook": run_notebook}
 
 
 def measure(case: str, way: str, spiral_steps: int, mnist_overrides: list[str]) -> dict:
-    """One timed run of `way` in this process: seconds, peak memory, its scores."""
+    """One timed run of `way` in this process: seconds, its scores, and peak memory (max RSS of this
+    process: the notebook's DataLoader worker process is not in it)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     mib = lambda kib: round(kib / 1024)  # noqa: E731  (Linux reports max RSS in KiB)
@@ -186,8 +187,7 @@ def measure(case: str, way: str, spiral_steps: int, mnist_overrides: list[str]) 
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
     return {"seconds": seconds, "peak_mib": mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
-            "start_mib": mib(before), "loader_worker_peak_mib": mib(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss),
-            "threads": torch.get_num_threads(), "results": results}
+            "start_mib": mib(before), "threads": torch.get_num_threads(), "results": results}
 
 
 def in_fresh_process(fn, *args):
@@ -223,7 +223,6 @@ def main(repeats: int = 3, spiral_steps: int = 10_000, out: str = "bench.json", 
     seconds = {key: [run["seconds"] for run in done] for key, done in runs.items()}
     rows = [{"case": case, "way": way, "seconds": seconds[case, way], "median_s": statistics.median(seconds[case, way]),
              "peak_mib": max(run["peak_mib"] for run in done), "start_mib": min(run["start_mib"] for run in done),
-             **({"loader_worker_peak_mib": max(run["loader_worker_peak_mib"] for run in done)} if way == "notebook" else {}),
              "results": done[0]["results"]}
             for (case, way), done in runs.items()]
     ratios = []
