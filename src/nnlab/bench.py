@@ -194,7 +194,7 @@ def in_fresh_process(fn, *args):
     """fn(*args) in a new process forked from a server that has imported nnlab (and torch) and done
     nothing else: no memory, caches or thread pools carried over from the runs before."""
     ctx = mp.get_context("forkserver")
-    ctx.set_forkserver_preload(["nnlab.bench"])
+    ctx.set_forkserver_preload(["nnlab.train", "nnlab.data"])  # the slow imports (this module: __main__ too)
     with ProcessPoolExecutor(1, mp_context=ctx) as pool:
         return pool.submit(fn, *args).result()
 
