@@ -41,7 +41,7 @@ compare: install  ## summary.csv/.md + plots of a sweep folder (SWEEP=runs/sweep
 evaluate: install  ## re-score a checkpoint without Lightning (ARGS=runs/.../checkpoints/last.ckpt)
 	$(PY) -m nnlab.evaluate $(ARGS)
 
-bench: install  ## ms per training step, bare PyTorch vs nnlab's Lightning path, and loaders (ARGS="steps=300")
+bench: install  ## nnlab vs plain PyTorch vs the notebook loop, side by side: table + bench.json (ARGS="repeats=5")
 	$(PY) -m nnlab.bench $(ARGS)
 
 test: install  ## the fast offline suite (what .ci/run runs)

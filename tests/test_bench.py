@@ -1,10 +1,50 @@
-from nnlab.bench import main
+"""make bench, shrunk: every row, ratio and machine fact lands in the table and bench.json, and the
+plain loop it times does nnlab's arithmetic. Nothing here depends on how fast anything ran."""
+import json
+
+import pytest
+
+from nnlab import bench
 
 
-def test_bench_times_every_model_and_both_loaders(capsys):
-    main(steps=2, repeats=1)
+@pytest.fixture
+def tiny(tiny_mnist):
+    return [f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=20"]  # 100 training images: 5 batches
+
+
+@pytest.mark.parametrize("case", ["mnist", "spiral"])
+def test_the_plain_loop_gets_nnlabs_numbers_bit_for_bit(case, tiny):
+    nnlab = bench.measure(case, "nnlab", 20, tiny)["results"]
+    plain = bench.measure(case, "plain", 20, tiny)["results"]
+    assert plain == nnlab  # same seed, init, batches, loss, optimizer and sums: the same arithmetic
+
+
+def test_bench_prints_and_writes_every_row_ratio_and_machine_fact(tiny, tmp_path, monkeypatch, capsys):
+    # In-process here: the tiny MNIST files pass their MD5 check only in this (patched) process.
+    monkeypatch.setattr(bench, "in_fresh_process", lambda fn, *args: fn(*args))
+    bench.main(repeats=2, spiral_steps=20, out=str(tmp_path / "bench.json"), mnist_overrides=tiny)
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert [(r["case"], r["way"]) for r in report["rows"]] == [
+        ("mnist", "nnlab"), ("mnist", "plain"), ("mnist", "notebook"), ("spiral", "nnlab"), ("spiral", "plain")]
+    for row in report["rows"]:
+        assert len(row["seconds"]) == 2 and all(s > 0 for s in row["seconds"]) and row["peak_mib"] > 0
+        assert 0 <= row["results"]["test/acc"] <= 1
+    assert [(r["case"], r["ratio"], r["target"]) for r in report["ratios"]] == [
+        ("mnist", "nnlab / plain", 1.15), ("mnist", "nnlab / notebook", 0.6), ("spiral", "nnlab / plain", 1.3)]
+    assert all(r["value"] > 0 and r["same_repeat_min"] <= r["same_repeat_max"] for r in report["ratios"])
+    assert {"cpu", "cores", "threads", "torch", "device"} <= set(report["machine"])
     out = capsys.readouterr().out
-    rows = [line for line in out.splitlines() if line.startswith("| ") and "ms/step" not in line]
-    assert [r.split(" | ")[0:2] for r in rows[:5]] == [["| linear", "mnist"], ["| mlp", "mnist"], ["| cnn", "mnist"],
-                                                     ["| linear", "spiral"], ["| mlp", "spiral"]]
-    assert "| nnlab |" in out and "| per-sample |" in out and "peak resident memory" in out
+    assert out.count("| MNIST epoch") == 3 and out.count("| spiral MLP, 20 full-batch steps") == 2
+    assert out.count("target <=") == 3
+
+
+def test_a_fresh_process_reports_its_own_time_and_memory():
+    run = bench.in_fresh_process(bench.measure, "spiral", "plain", 20, [])
+    assert run["seconds"] > 0 and run["peak_mib"] >= run["start_mib"] > 0 and run["threads"] >= 1
+
+
+@pytest.mark.parametrize("argv", [["steps=5"], ["repeats=0"], ["spiral_steps=15"], ["model=mlp"]])
+def test_bad_arguments_are_one_line(argv):
+    with pytest.raises(SystemExit) as e:
+        bench.parse(argv)
+    assert str(e.value).startswith("nnlab: bench takes") and "\n" not in str(e.value)

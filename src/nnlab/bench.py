@@ -1,99 +1,267 @@
-"""What a training step costs: each model bare in PyTorch against nnlab's Lightning path, and the
-data loaders. Targets for speed and memory are checked here, never in a timed test.
+"""nnlab side by side with plain PyTorch doing the same work, timed on this machine.
 
-    python -m nnlab.bench [steps=100] [repeats=3]        # make bench ARGS="steps=300"
+    python -m nnlab.bench [repeats=3] [spiral_steps=10000] [out=bench.json] [data.<key>=...]   # make bench
 
-Synthetic tensors of MNIST's and the spiral's shapes (speed does not depend on pixel values), on
-the GPU when there is one, else the CPU. Lightning's cost per step is timed as the difference
-between fits of `steps` and 2*`steps` steps, so its start-up is left out. Prints a markdown table:
-median over `repeats` (min-max).
+1. One MNIST epoch of the notebook's recipe (conf/train.yaml: CNN, SGD lr 0.001, batch 64; 55,000
+   training images, 5,000 held out to validate), then the 10,000 test images, three ways:
+     nnlab     nnlab.train.train(cfg), as `python -m nnlab.train trainer.max_epochs=1` runs it:
+               Lightning, validation, TensorBoard, checkpoint, the printed line, the figures
+     plain     the same arithmetic in a plain PyTorch loop over the tensors in memory, nothing more
+     notebook  the notebook's own loop: torchvision MNIST with ToTensor, DataLoader(batch_size=64,
+               shuffle=True, num_workers=1), on the same images
+2. 10,000 full-batch gradient steps of the spiral MLP (experiment=spiral_mlp): nnlab and plain.
+
+Each timing runs in a fresh process, from the data files (or the spiral's generator) to test
+scores, imports excluded, and its peak memory (max RSS) is its own; the ways alternate within each
+repeat, so load from other processes hits them alike. Prints a markdown table (median and min-max
+over repeats; ratios of medians, with the range of the same-repeat ratios) and writes it with the
+machine facts to bench.json. Targets are checked here, never in a timed test.
 """
+import contextlib
+import io
+import json
 import logging
+import multiprocessing as mp
+import os
+import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 import warnings
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 import lightning as L
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from hydra import compose, initialize_config_dir
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets, transforms
 
-from nnlab.classifier import Classifier
-from nnlab.data.loader import TensorLoader
-from nnlab.models import CNN, MLP, Linear
+from nnlab import CONF_DIR
+from nnlab.train import train
 
-CASES = [("linear", Linear, "mnist"), ("mlp", MLP, "mnist"), ("cnn", CNN, "mnist"),
-         ("linear", Linear, "spiral"), ("mlp", MLP, "spiral")]
-SHAPES = {"mnist": ((1, 28, 28), 10, 64), "spiral": ((2,), 3, 300)}  # in_shape, classes, batch
-
-
-def bare_ms(make, in_shape, classes, batch, steps, device) -> float:
-    net = make(in_shape=in_shape, num_classes=classes).to(device)
-    opt = torch.optim.SGD(net.parameters(), lr=1e-3)
-    x, y = torch.rand(batch, *in_shape, device=device), torch.randint(0, classes, (batch,), device=device)
-    def run(n):
-        for _ in range(n):
-            opt.zero_grad()
-            F.cross_entropy(net(x), y).backward()
-            opt.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-    run(10)  # warm-up
-    start = time.perf_counter()
-    run(steps)
-    return (time.perf_counter() - start) / steps * 1e3
+CASES = {"mnist": ("nnlab", "plain", "notebook"), "spiral": ("nnlab", "plain")}
+TARGETS = [("mnist", "nnlab", "plain", 1.15), ("mnist", "nnlab", "notebook", 0.6), ("spiral", "nnlab", "plain", 1.3)]
+RESULTS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
+TITLES = {"mnist": "MNIST epoch, CNN, batch 64", "spiral": "spiral MLP, {steps:,} full-batch steps"}
 
 
-def lightning_ms(make, in_shape, classes, batch, steps, device) -> float:
-    def fit(n):
-        data = TensorLoader(torch.rand(batch * 8, *in_shape), torch.randint(0, classes, (batch * 8,)), batch)
-        module = Classifier(make(in_shape=in_shape, num_classes=classes), classes, torch.optim.SGD)
-        trainer = L.Trainer(max_steps=n, accelerator=device.type, devices=1, logger=False,
-                            enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-                            limit_val_batches=0, deterministic=True, log_every_n_steps=100)
+def config(case: str, run_dir: str, spiral_steps: int, mnist_overrides: list[str]) -> DictConfig:
+    overrides = (["trainer.max_epochs=1", *mnist_overrides] if case == "mnist" else  # spiral_mlp: 10 epochs
+                 ["experiment=spiral_mlp", f"data.steps_per_epoch={spiral_steps // 10}"])
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=[f"run_dir={run_dir}", *overrides])
+
+
+def run_nnlab(cfg: DictConfig) -> dict:
+    with contextlib.redirect_stdout(io.StringIO()):  # its lines are printed all the same, out of sight
+        metrics = train(cfg)
+    return {k: metrics[k] for k in RESULTS}
+
+
+def run_plain(cfg: DictConfig) -> dict:
+    """nnlab's arithmetic in a plain loop: the same init, batches (nnlab's TensorLoader over the same
+    tensors), loss, optimizer, schedule, epoch sums and evaluation, and the train loss read every
+    log_interval steps as the notebook did. Nothing more: no guards, logger, checkpoint or figures."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.use_deterministic_algorithms(True)  # as the Trainer's deterministic=True
+    L.seed_everything(cfg.seed, verbose=False)
+    data = instantiate(cfg.data)
+    net = instantiate(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(device)
+    data.setup()  # read the files (or draw the spiral), split: tensors in memory
+    optimizer = instantiate(cfg.optimizer)(net.parameters())
+    scheduler = instantiate(cfg.scheduler)(optimizer)
+    assert cfg.scheduler_interval == "epoch", "the plain loop steps its schedule once an epoch"
+    weights = [p for n, p in net.named_parameters() if not n.endswith("bias")]
+    step, logged = 0, []
+    for _ in range(cfg.trainer.max_epochs):
+        loss_sum, correct, n = torch.zeros((), device=device), torch.zeros((), dtype=torch.int64, device=device), 0
+        for x, y in data.train_dataloader():
+            x, y = x.to(device), y.to(device)
+            optimizer.zero_grad()
+            logits = net(x)
+            loss = F.cross_entropy(logits, y)
+            if cfg.l2:
+                loss = loss + 0.5 * cfg.l2 * sum(w.pow(2).sum() for w in weights)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            loss_sum += loss.detach() * len(y)
+            correct += (logits.argmax(1) == y).sum()
+            n += len(y)
+            if step % cfg.log_interval == 0:
+                logged.append(loss.item())
+        scheduler.step()
+        val = evaluate(net, data.val_dataloader(), device)
+    test = evaluate(net, data.test_dataloader(), device)
+    return dict(zip(RESULTS, [(loss_sum / n).item(), (correct.float() / n).item(), *val, *test]))
+
+
+@torch.inference_mode()
+def evaluate(net: torch.nn.Module, loader, device: torch.device) -> tuple[float, float]:
+    loss_sum, correct, n = torch.zeros((), device=device), torch.zeros((), dtype=torch.int64, device=device), 0
+    for x, y in loader:
+        x, y = x.to(device), y.to(device)
+        logits = net(x)
+        loss_sum += F.cross_entropy(logits, y) * len(y)
+        correct += (logits.argmax(1) == y).sum()
+        n += len(y)
+    return (loss_sum / n).item(), (correct.float() / n).item()
+
+
+def run_notebook(cfg: DictConfig) -> dict:
+    """The notebook's cells (its train_one_epoch as written; its test pass on the validation images
+    after each epoch, then on the test set), on nnlab's split of the same training images."""
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    torch.manual_seed(cfg.seed)
+    transform = transforms.Compose([transforms.ToTensor()])
+    root, val_size = Path(cfg.data.root), cfg.data.val_size
+    train_data = datasets.MNIST(root, train=True, download=False, transform=transform)
+    test_data = datasets.MNIST(root, train=False, download=False, transform=transform)
+    order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.data.split_seed)).tolist()
+    val_data = Subset(train_data, order[:val_size]) if val_size else test_data
+    loader = lambda ds, shuffle: DataLoader(ds, batch_size=cfg.data.batch_size, shuffle=shuffle,  # noqa: E731
+                                            num_workers=1)
+    train_loader = loader(Subset(train_data, order[val_size:]), True)
+    val_loader, test_loader = loader(val_data, False), loader(test_data, False)
+    model = instantiate(cfg.model).to(device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr)
+    for epoch in range(cfg.trainer.max_epochs):
+        train_one_epoch(train_loader, model, device, optimizer, cfg.log_interval, epoch)
+        val = test_one_epoch(val_loader, model, device)
+    test = test_one_epoch(test_loader, model, device)
+    return {"val/loss": val[0], "val/acc": val[1], "test/loss": test[0], "test/acc": test[1]}
+
+
+def train_one_epoch(train_loader, model, device, optimizer, log_interval, epoch):  # the notebook's, verbatim
+    model.train()
+    losses = []
+    counter = []
+    for i, (img, label) in enumerate(train_loader):
+        img, label = img.to(device), label.to(device)
+        optimizer.zero_grad()
+        output = model(img)
+        criterion = torch.nn.CrossEntropyLoss()
+        loss = criterion(output, label)
+        loss.backward()
+        optimizer.step()
+        if (i + 1) % log_interval == 0:
+            losses.append(loss.item())
+            counter.append((i * train_loader.batch_size) + img.size(0) + epoch * len(train_loader.dataset))
+    return losses, counter
+
+
+def test_one_epoch(test_loader, model, device) -> tuple[float, float]:  # mean loss, accuracy
+    model.eval()
+    criterion = torch.nn.CrossEntropyLoss(reduction="sum")
+    test_loss, num_correct = 0.0, 0
+    with torch.no_grad():
+        for img, label in test_loader:
+            img, label = img.to(device), label.to(device)
+            output = model(img)
+            test_loss += criterion(output, label).item()
+            num_correct += (output.argmax(1) == label).sum().item()
+    return test_loss / len(test_loader.dataset), num_correct / len(test_loader.dataset)
+
+
+WAYS = {"nnlab": run_nnlab, "plain": run_plain, "notebook": run_notebook}
+
+
+def measure(case: str, way: str, spiral_steps: int, mnist_overrides: list[str]) -> dict:
+    """One timed run of `way` in this process: seconds, its scores, and peak memory (max RSS of this
+    process: the notebook's DataLoader worker process is not in it)."""
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+    mib = lambda kib: round(kib / 1024)  # noqa: E731  (Linux reports max RSS in KiB)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with tempfile.TemporaryDirectory() as run_dir:
+        cfg = config(case, run_dir, spiral_steps, mnist_overrides)
         start = time.perf_counter()
-        trainer.fit(module, train_dataloaders=data)
-        return time.perf_counter() - start
-    return (fit(2 * steps) - fit(steps)) / steps * 1e3
+        results = WAYS[way](cfg)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "peak_mib": mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+            "start_mib": mib(before), "threads": torch.get_num_threads(), "results": results}
 
 
-def loader_us(kind: str, n: int = 10_000) -> float:
-    x, y = torch.rand(n, 1, 28, 28), torch.randint(0, 10, (n,))
-    loader = (TensorLoader(x, y, 64, shuffle=True) if kind == "nnlab"  # one index op per batch
-              else DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True))  # per-sample fetch + collate
-    start = time.perf_counter()
-    for _ in loader:
-        pass
-    return (time.perf_counter() - start) / n * 1e6
+def in_fresh_process(fn, *args):
+    """fn(*args) in a new process forked from a server that has imported nnlab (and torch) and done
+    nothing else: no memory, caches or thread pools carried over from the runs before."""
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["nnlab.train", "nnlab.data"])  # the slow imports (this module: __main__ too)
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool:
+        return pool.submit(fn, *args).result()
 
 
-def spread(values: list[float], fmt: str) -> str:
+def machine() -> dict:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() \
+        else platform.processor()
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "lightning": L.__version__,
+            "python": platform.python_version(),
+            "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"}
+
+
+def spread(values: list[float], fmt: str = ".2f") -> str:
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
-def main(steps: int = 100, repeats: int = 3) -> None:
-    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore")
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    print(f"device {device}, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{steps} steps x {repeats} repeats\n")
-    print("| model | data | batch | bare PyTorch ms/step | nnlab (Lightning) ms/step |\n|---|---|---|---|---|")
-    for name, make, data in CASES:
-        in_shape, classes, batch = SHAPES[data]
-        bare = [bare_ms(make, in_shape, classes, batch, steps, device) for _ in range(repeats)]
-        lit = [lightning_ms(make, in_shape, classes, batch, steps, device) for _ in range(repeats)]
-        print(f"| {name} | {data} | {batch} | {spread(bare, '.2f')} | {spread(lit, '.2f')} |", flush=True)
-    print("\n| MNIST-shaped loader, batch 64 | us/sample |\n|---|---|")
-    for kind in ("nnlab", "per-sample"):
-        print(f"| {kind} | {spread([loader_us(kind) for _ in range(repeats)], '.2f')} |")
-    print(f"\npeak resident memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")
+def main(repeats: int = 3, spiral_steps: int = 10_000, out: str = "bench.json", mnist_overrides=()) -> dict:
+    runs = {(case, way): [] for case, ways in CASES.items() for way in ways}
+    facts = {**machine(), "load_average_before": os.getloadavg()}
+    for r in range(repeats):
+        for (case, way), done in runs.items():
+            done.append(in_fresh_process(measure, case, way, spiral_steps, list(mnist_overrides)))
+            print(f"[{r + 1}/{repeats}] {case} {way}: {done[-1]['seconds']:.2f} s", file=sys.stderr, flush=True)
+    facts.update(load_average_after=os.getloadavg(), threads=runs["mnist", "nnlab"][0]["threads"])
+    seconds = {key: [run["seconds"] for run in done] for key, done in runs.items()}
+    rows = [{"case": case, "way": way, "seconds": seconds[case, way], "median_s": statistics.median(seconds[case, way]),
+             "peak_mib": max(run["peak_mib"] for run in done), "start_mib": min(run["start_mib"] for run in done),
+             "results": done[0]["results"]}
+            for (case, way), done in runs.items()]
+    ratios = []
+    for case, a, b, target in TARGETS:
+        paired = [x / y for x, y in zip(seconds[case, a], seconds[case, b])]
+        ratio = statistics.median(seconds[case, a]) / statistics.median(seconds[case, b])
+        ratios.append({"case": case, "ratio": f"{a} / {b}", "value": ratio, "same_repeat_min": min(paired),
+                       "same_repeat_max": max(paired), "target": target, "holds": ratio <= target})
+    report = {"machine": facts, "repeats": repeats, "spiral_steps": spiral_steps, "rows": rows, "ratios": ratios}
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+
+    print(f"{facts['cpu']}, {facts['cores']} cores, torch {facts['torch']} ({facts['threads']} threads), "
+          f"Lightning {facts['lightning']}, device {facts['device']}; median of {repeats} fresh processes (min-max); "
+          f"load average {facts['load_average_before'][0]:.1f} before, {facts['load_average_after'][0]:.1f} after\n")
+    print("| case | way | seconds | / plain | peak MiB | val/acc | test/acc |\n|---|---|---|---|---|---|---|")
+    for row in rows:
+        plain = statistics.median(seconds[row["case"], "plain"])
+        res = row["results"]
+        print(f"| {TITLES[row['case']].format(steps=spiral_steps)} | {row['way']} | {spread(row['seconds'])} | "
+              f"{row['median_s'] / plain:.2f} | {row['peak_mib']} | {res['val/acc']:.4f} | {res['test/acc']:.4f} |")
+    print()
+    for r in ratios:
+        print(f"{r['case']}: {r['ratio']} = {r['value']:.2f} (same-repeat {r['same_repeat_min']:.2f}-"
+              f"{r['same_repeat_max']:.2f}), target <= {r['target']}: {'holds' if r['holds'] else 'MISSED'}")
+    print(f"\nwritten: {out}")
+    return report
+
+
+def parse(argv: list[str]) -> dict:
+    """main's keyword arguments from `key=value` words; anything else is one line and exit 1."""
+    args = dict(a.split("=", 1) if "=" in a else (a, "") for a in argv)
+    counts = {k: args.pop(k) for k in ("repeats", "spiral_steps") if k in args}
+    out = args.pop("out", "bench.json")
+    if (any(not k.startswith("data.") for k in args) or not all(v.isdigit() and int(v) > 0 for v in counts.values())
+            or int(counts.get("spiral_steps", 10)) % 10):
+        sys.exit(f"nnlab: bench takes repeats=N spiral_steps=N (a multiple of 10) out=FILE data.<key>=VALUE, "
+                 f"got: {' '.join(argv)}")
+    return {**{k: int(v) for k, v in counts.items()}, "out": out, "mnist_overrides": [f"{k}={v}" for k, v in args.items()]}
 
 
 if __name__ == "__main__":
-    args = dict(a.split("=", 1) for a in sys.argv[1:])
-    unknown = set(args) - {"steps", "repeats"}
-    if unknown or not all(v.isdigit() and int(v) > 0 for v in args.values()):
-        sys.exit(f"nnlab: bench takes steps=N repeats=N (positive whole numbers), got {' '.join(sys.argv[1:])}")
-    main(**{k: int(v) for k, v in args.items()})
+    main(**parse(sys.argv[1:]))
