@@ -92,6 +92,24 @@ def test_damaged_raw_file_stops_with_its_name_and_the_fix(tiny_mnist):
     assert (raw / "t10k-labels-idx1-ubyte").read_bytes() == b"\0" * 10  # the user's file is left alone
 
 
+def test_verified_files_are_not_hashed_again_until_they_change(tiny_mnist, monkeypatch):
+    raw = tiny_mnist / "MNIST" / "raw"
+    prepare_raw(raw)  # hashes all four, records them in .verified
+    hashed = []
+    real_md5 = mnist_raw.hashlib.md5
+    monkeypatch.setattr(mnist_raw.hashlib, "md5", lambda data: hashed.append(len(data)) or real_md5(data))
+    prepare_raw(raw)
+    assert hashed == []
+    labels = raw / "t10k-labels-idx1-ubyte"
+    damaged = bytearray(labels.read_bytes())
+    damaged[-1] ^= 1  # same size, one bit off, written later
+    labels.write_bytes(bytes(damaged))
+    os.utime(labels, ns=(labels.stat().st_atime_ns, labels.stat().st_mtime_ns + 1))
+    with pytest.raises(MNISTError, match="t10k-labels-idx1-ubyte has MD5"):
+        prepare_raw(raw)
+    assert hashed  # the changed file was hashed
+
+
 def test_verified_files_fetch_nothing(tiny_mnist, monkeypatch):
     def boom(*a):
         raise AssertionError("fetched although every file was there")

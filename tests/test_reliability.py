@@ -170,6 +170,27 @@ def test_interrupt_mid_epoch_then_resume_gives_bitwise_the_unbroken_run(signum, 
         assert torch.equal(tensor, b["state_dict"][name]), name
 
 
+def test_full_batch_interrupted_mid_epoch_resumes_bitwise(make_cfg, tmp_path, monkeypatch):
+    # The spiral's steps run 10 to a Lightning batch here (20 an epoch, train/loss every 10): stopped
+    # after step 30, mid-epoch 2, the resumed run must replay steps 31-60 as the unbroken run took them.
+    overrides = [*SPIRAL_MLP, "data.steps_per_epoch=20", "log_interval=10", "trainer.max_epochs=3",
+                 "scheduler=exponential", "scheduler.gamma=0.8", "optimizer.momentum=0.9", "optimizer.lr=0.3"]
+    unbroken = train(make_cfg(*overrides, f"run_dir={tmp_path / 'unbroken'}"))
+    build = nnlab.train.build
+    with_callback(monkeypatch, SignalAt(step=30, signum=signal.SIGTERM))
+    cut = make_cfg(*overrides, f"run_dir={tmp_path / 'cut'}")
+    with pytest.raises(SystemExit):
+        train(cut)
+    ckpt = tmp_path / "cut" / "checkpoints" / "last.ckpt"
+    assert torch.load(ckpt, weights_only=True)["global_step"] == 30
+    monkeypatch.setattr(nnlab.train, "build", build)
+    resumed = train(cut, ckpt_path=str(ckpt))
+    assert resumed["steps"] == unbroken["steps"] == 60
+    assert {k: v for k, v in resumed.items() if "/" in k} == {k: v for k, v in unbroken.items() if "/" in k}
+    a, b = (torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=True) for d in ("unbroken", "cut"))
+    assert all(torch.equal(t, b["state_dict"][k]) for k, t in a["state_dict"].items())
+
+
 class CopyCheckpointAt(L.Callback):
     """Keeps a copy of last.ckpt as it stood when epoch `epoch` began: what a run killed without
     warning (SIGKILL, power loss) leaves behind."""

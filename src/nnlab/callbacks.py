@@ -9,6 +9,7 @@ import matplotlib
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.utils import make_grid
 
 matplotlib.use("Agg")  # files only: no display needed
 import matplotlib.pyplot as plt  # noqa: E402
@@ -56,7 +57,8 @@ class Figures(L.Callback):
         x, y = batch
         if self.seen == 0 and trainer.is_global_zero:
             self._first_batch(trainer, x, y)
-        self.seen += len(y) * trainer.world_size  # DDP: this rank's shard is 1/world of the batch
+        # DDP: this rank's shard is 1/world of the batch; full batch: the module stepped on it k times
+        self.seen += len(y) * trainer.world_size * getattr(module, "steps_per_batch", 1)
         if trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps == 0:
             # DDP: the mean over the ranks' shards (a collective: every rank takes part)
             loss = trainer.strategy.reduce(outputs["loss"].detach(), reduce_op="mean").item()
@@ -90,12 +92,16 @@ class Figures(L.Callback):
             trainer.logger.experiment.add_text("data/first_batch", stats)
         if x.ndim != 4:
             return
-        fig = plt.figure(figsize=(12, 10))
-        for i in range(min(20, len(x))):
-            ax = fig.add_subplot(4, 5, i + 1)
-            ax.imshow(x[i, 0].cpu().numpy(), cmap="gray", interpolation="none")
-            ax.set_title(f"Label: {y[i].item()}", fontsize=14)
-            ax.axis("off")
+        # One image of 4x5 tiles with a label over each: 20 subplots took ~0.9 s to lay out and draw.
+        n, cols, pad, side = min(20, len(x)), 5, 8, x.shape[-1]
+        tiles = make_grid(x[:n, :1].float().cpu(), nrow=cols, padding=pad, normalize=True, pad_value=1.0)[0]
+        fig, ax = plt.subplots(figsize=(10, 8.5))
+        ax.imshow(tiles.numpy(), cmap="gray", interpolation="none", vmin=0, vmax=1)
+        for i in range(n):
+            row, col = divmod(i, cols)
+            ax.text(col * (side + pad) + pad + side / 2, row * (side + pad) + pad - 1, f"Label: {y[i].item()}",
+                    ha="center", va="bottom", fontsize=14)
+        ax.set_axis_off()
         self._save(trainer, fig, "first_batch")
 
     @torch.no_grad()
@@ -105,8 +111,9 @@ class Figures(L.Callback):
         gx, gy = torch.meshgrid(grid, grid, indexing="xy")  # (300, 300) each
         pred = module(torch.stack([gx.ravel(), gy.ravel()], 1).to(module.device)).argmax(1).cpu()
         fig, ax = plt.subplots(figsize=(6, 6))
-        ax.contourf(gx.numpy(), gy.numpy(), pred.reshape(gx.shape).numpy(), alpha=0.3, cmap="Spectral",
-                    levels=np.arange(y.max() + 2) - 0.5)  # one flat colour band per class
+        # The predicted class per grid pixel, flat colours (an image: contourf took ~0.4 s to draw)
+        ax.imshow(pred.reshape(gx.shape).numpy(), origin="lower", extent=(-1.1, 1.1, -1.1, 1.1), alpha=0.3,
+                  cmap="Spectral", vmin=0, vmax=y.max(), interpolation="nearest")
         ax.scatter(x[:, 0], x[:, 1], c=y, s=40, cmap="Spectral", edgecolors="k")
         ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), aspect="equal")
         self._save(trainer, fig, "regions")

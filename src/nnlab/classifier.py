@@ -63,6 +63,13 @@ class Classifier(L.LightningModule):
         self.loss: Tensor | None = None  # this step's training loss
         self.finite_loss: Tensor | None = None  # the epoch's latest finite one: train/loss
         self.rng_after_init = torch.get_rng_state()  # the net has drawn its init by now; see setup()
+        # Gradient steps per batch (train.fused_steps sets it): more than one only for full-batch data,
+        # where each batch then runs in training_step as that many steps (manual optimization).
+        self.steps_per_batch = 1
+
+    @property
+    def automatic_optimization(self) -> bool:
+        return self.steps_per_batch == 1
 
     def setup(self, stage: str) -> None:
         # Lightning's DDP re-seeds torch on every rank as its process group starts (reset_seed() in
@@ -89,25 +96,60 @@ class Classifier(L.LightningModule):
         return loss
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        if not self.automatic_optimization:
+            return self._fused_steps(batch)
         loss = self._step(batch, "fit")
         self.loss = loss.detach()  # checked with the gradients before the step (below)
         return loss
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        # A NaN/inf loss, or inf gradients from a finite one (overflow), would silently poison every
-        # weight: drop them, so the step leaves the weights as they were and the last checkpoint
-        # never holds NaN weights. One host sync a step decides both.
+        if not self._finite(self.global_step):
+            optimizer.zero_grad(set_to_none=True)  # optimizers skip parameters without a gradient
+
+    def _finite(self, step: int) -> bool:
+        """Whether this step's loss and gradients are finite. A NaN/inf loss, or inf gradients from a
+        finite one (overflow), would silently poison every weight: the caller drops the gradients, so
+        the step leaves the weights as they were (the last checkpoint never holds NaN weights), and
+        the run stops. One host sync a step decides both."""
         grads = [p.grad.flatten() for p in self.parameters() if p.grad is not None]
         if torch.cat([self.loss.view(1), *grads]).isfinite().all():
             self.finite_loss = self.loss
-            return
+            return True
         if self.loss.isfinite():
             self.finite_loss = self.loss
-            self.diverged = f"a gradient was not finite at step {self.global_step}"
+            self.diverged = f"a gradient was not finite at step {step}"
         else:
-            self.diverged = f"train/loss was {self.loss.item()} at step {self.global_step}"
+            self.diverged = f"train/loss was {self.loss.item()} at step {step}"
         self.trainer.should_stop = True
-        optimizer.zero_grad(set_to_none=True)  # optimizers skip parameters without a gradient
+        return False
+
+    def _fused_steps(self, batch: tuple[Tensor, Tensor]) -> Tensor:
+        """steps_per_batch gradient steps on one batch, each what automatic optimization does (zero
+        grads, forward, backward, finiteness check, step), with the torch optimizer itself: Lightning's per-step hooks cost more than a spiral step. Each is
+        counted where Lightning counts optimizer steps (global_step) and logger steps."""
+        trainer, optimizer, scheduler = self.trainer, self.optimizers().optimizer, self.lr_schedulers()
+        loop = trainer.fit_loop.epoch_loop
+        steps = loop.manual_optimization.optim_step_progress  # global_step: its completed count
+        n = self.steps_per_batch if trainer.max_steps < 0 else min(self.steps_per_batch,
+                                                                    trainer.max_steps - self.global_step)
+        done = 0
+        while done < n:
+            optimizer.zero_grad(set_to_none=True)
+            loss = self._step(batch, "fit")
+            loss.backward()
+            self.loss = loss.detach()
+            steps.increment_ready()
+            finite = self._finite(self.global_step)
+            if finite:
+                optimizer.step()
+            steps.increment_completed()  # a diverged step counts, unstepped, as in automatic optimization
+            done += 1
+            if not finite:
+                break
+        if scheduler is not None and trainer.is_last_batch:  # per epoch (train.fused_steps)
+            scheduler.step()  # where Lightning steps it in automatic optimization: after the epoch's last batch
+        loop._batches_that_stepped += max(done - 1, 0)  # the logger's step; Lightning adds 1 a batch
+        return self.loss
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # train/loss is logged only where it is read: each self.log call costs ~0.3 ms (more than

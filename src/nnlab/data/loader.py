@@ -63,7 +63,8 @@ class TensorDataModule(L.LightningDataModule):
 
     batch_size: int | None = None  # None: the whole training set is one batch
     eval_batch_size: int = 1000
-    train_repeat: int = 1
+    train_repeat: int = 1  # full batch: gradient steps on it per epoch
+    steps_per_batch: int = 1  # full batch: gradient steps the module takes on each batch it is served
 
     def _loader(self, xy: tuple[Tensor, Tensor], batch_size: int | None, **kw) -> TensorLoader:
         trainer = self.trainer  # DDP: each rank takes its share of every batch
@@ -72,7 +73,7 @@ class TensorDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorLoader:
         self.train_loader = self._loader(self.train_set, self.batch_size, shuffle=self.batch_size is not None,
-                                         repeat=self.train_repeat)
+                                         repeat=self.train_repeat // self.steps_per_batch)
         if self._resume_at is not None and self._resume_at[1] < len(self.train_loader):  # else: at epoch end
             self.train_loader.resume(*self._resume_at)
         self._resume_at = None

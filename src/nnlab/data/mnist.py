@@ -39,6 +39,8 @@ class MNISTDataModule(TensorDataModule):
         prepare_raw(self.root / "MNIST" / "raw", self.source)
 
     def setup(self, stage: str | None = None) -> None:
+        if hasattr(self, "train_set"):  # read once: Lightning calls setup for fit, then again for test
+            return
         x, y = self._load(train=True)
         self.test_set = self._load(train=False)
         if self.val_size:
