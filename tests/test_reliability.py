@@ -148,7 +148,8 @@ def test_interrupt_mid_epoch_then_resume_gives_bitwise_the_unbroken_run(signum, 
                                                                         monkeypatch):
     # MNIST-shaped, shuffled batches of 10 (10 steps an epoch), momentum and a decaying lr: all of
     # the data order, optimizer state, schedule and running epoch metrics must survive the restart.
-    overrides = [f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=10", "model=mlp",
+    # log_interval=2: the fused steps go 2 to a Lightning batch, so step 14 ends one
+    overrides = [f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=10", "model=mlp", "log_interval=2",
                  "optimizer.lr=0.05", "optimizer.momentum=0.9", "scheduler.gamma=0.8", "trainer.max_epochs=3"]
     unbroken = train(make_cfg(*overrides, f"run_dir={tmp_path / 'unbroken'}"))
     build = nnlab.train.build

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import nnlab.train
+from nnlab.data.loader import TensorDataModule
 
 from nnlab.data.spiral import make_spiral
 from nnlab.evaluate import evaluate
@@ -95,36 +96,40 @@ def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: sorted((e.step, e.value) for e in events.Scalars(tag)) for tag in events.Tags()["scalars"]}
 
 
-@pytest.mark.parametrize("overrides", [["scheduler=exponential", "scheduler.gamma=0.8", "optimizer.momentum=0.9",
-                                        "optimizer.lr=0.3"],
-                                       ["scheduler=none", "+trainer.max_steps=25"]])
-def test_full_batch_steps_fused_ten_to_a_batch_are_the_steps_lightning_takes_one_by_one(
-        overrides, make_cfg, tmp_path, monkeypatch):
-    # 3 epochs of 20 full-batch steps, train/loss every 10: 10 steps to a Lightning batch (the fast
-    # path) against Lightning's automatic optimization, one step a batch. Same weights, metrics,
-    # learning rates and TensorBoard points, at the same steps, bit for bit.
-    args = [*SPIRAL_MLP, "data.steps_per_epoch=20", "log_interval=10", "trainer.max_epochs=3", *overrides]
-    fused, chosen = nnlab.train.fused_steps, []
-    monkeypatch.setattr(nnlab.train, "fused_steps", lambda *a: chosen.append(fused(*a)) or chosen[-1])
+MOMENTUM_DECAY = ["scheduler=exponential", "scheduler.gamma=0.8", "optimizer.momentum=0.9", "optimizer.lr=0.3"]
+
+
+@pytest.mark.parametrize("data,overrides,steps,group", [
+    ("spiral", MOMENTUM_DECAY, 60, 10),                       # 20 full-batch steps an epoch, logged every 10
+    ("spiral", ["scheduler=none", "+trainer.max_steps=25"], 25, 10),  # stops mid-group
+    ("mnist", MOMENTUM_DECAY, 36, 4)])                        # 12 shuffled batches of 10 an epoch, logged every 8
+def test_fused_steps_are_the_steps_lightning_takes_one_batch_at_a_time(data, overrides, steps, group, make_cfg,
+                                                                      tiny_mnist, tmp_path, monkeypatch):
+    # The module stepping through groups of minibatches itself (the fast path) against Lightning's
+    # automatic optimization, one batch at a time: the same weights, metrics, learning rates and
+    # TensorBoard points, at the same steps, bit for bit.
+    args = ([*SPIRAL_MLP, "data.steps_per_epoch=20", "log_interval=10"] if data == "spiral" else
+            [f"data.root={tiny_mnist}", "data.val_size=0", "data.batch_size=10", "model=mlp", "log_interval=8"])
+    args += ["trainer.max_epochs=3", *overrides]
+    groups, serve = [], TensorDataModule.train_dataloader
+    monkeypatch.setattr(TensorDataModule, "train_dataloader", lambda self: groups.append(serve(self)) or groups[-1])
     a = train(make_cfg(*args, f"run_dir={tmp_path / 'fused'}"))
-    monkeypatch.setattr(nnlab.train, "fused_steps", lambda *a: 1)
+    monkeypatch.setattr(nnlab.train, "fusable", lambda *_: False)
     b = train(make_cfg(*args, f"run_dir={tmp_path / 'single'}"))
-    assert chosen == [10]
-    assert a["steps"] == b["steps"] == (25 if "+trainer.max_steps=25" in overrides else 60)
+    assert groups[0].group == group and groups[-1].group is None
+    assert a["steps"] == b["steps"] == steps
     assert {k: v for k, v in a.items() if "/" in k} == {k: v for k, v in b.items() if "/" in k}
     wa, wb = (torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=True) for d in ("fused", "single"))
-    assert wa["global_step"] == wb["global_step"]
+    assert wa["global_step"] == wb["global_step"] == steps
     assert all(torch.equal(t, wb["state_dict"][k]) for k, t in wa["state_dict"].items())
     sa, sb = scalars(tmp_path / "fused"), scalars(tmp_path / "single")
-    assert {"train/loss", "val/acc", "lr-SGD"} <= set(sa) and len(sa["train/loss"]) >= 2
+    assert {"train/loss", "val/acc"} <= set(sa) and len(sa["train/loss"]) >= 2
     assert sa == sb
 
 
-def test_full_batch_is_one_step_a_batch_where_lightning_acts_per_step(make_cfg):
+def test_lightning_takes_each_step_where_it_acts_per_step(make_cfg):
     from nnlab.train import build  # noqa: PLC0415
-    for extra, want in [([], 20), (["log_interval=8"], 4), (["+trainer.accumulate_grad_batches=2"], 1),
-                        (["+trainer.gradient_clip_val=1.0"], 1), (["data.batch_size=30"], 1),
-                        (["scheduler=onecycle"], 1)]:
-        data, module, _ = build(make_cfg(*SPIRAL_MLP, "data.steps_per_epoch=20", "log_interval=20", *extra))
-        assert data.steps_per_batch == module.steps_per_batch == want, extra
-        assert module.automatic_optimization == (want == 1)
+    for extra, fused in [([], True), (["+trainer.accumulate_grad_batches=2"], False),
+                         (["+trainer.gradient_clip_val=1.0"], False), (["scheduler=onecycle"], False)]:
+        data, module, _ = build(make_cfg(*SPIRAL_MLP, *extra))
+        assert data.fused == module.fused == fused and module.automatic_optimization != fused, extra

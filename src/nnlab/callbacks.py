@@ -54,11 +54,10 @@ class Figures(L.Callback):
         self.seen, self.train_curve, self.val_curve = 0, [], []
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
-        x, y = batch
+        group = batch if isinstance(batch, list) else [batch]  # fused steps: a group of minibatches
         if self.seen == 0 and trainer.is_global_zero:
-            self._first_batch(trainer, x, y)
-        # DDP: this rank's shard is 1/world of the batch; full batch: the module stepped on it k times
-        self.seen += len(y) * trainer.world_size * getattr(module, "steps_per_batch", 1)
+            self._first_batch(trainer, *group[0])
+        self.seen += sum(len(y) for _, y in group) * trainer.world_size  # DDP: a rank's shard is 1/world
         if trainer.log_every_n_steps and trainer.global_step % trainer.log_every_n_steps == 0:
             # DDP: the mean over the ranks' shards (a collective: every rank takes part)
             loss = trainer.strategy.reduce(outputs["loss"].detach(), reduce_op="mean").item()

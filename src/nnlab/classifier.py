@@ -63,13 +63,22 @@ class Classifier(L.LightningModule):
         self.loss: Tensor | None = None  # this step's training loss
         self.finite_loss: Tensor | None = None  # the epoch's latest finite one: train/loss
         self.rng_after_init = torch.get_rng_state()  # the net has drawn its init by now; see setup()
-        # Gradient steps per batch (train.fused_steps sets it): more than one only for full-batch data,
-        # where each batch then runs in training_step as that many steps (manual optimization).
-        self.steps_per_batch = 1
+        # train.build sets it: the training loader then serves groups of minibatches, which
+        # training_step steps through itself (manual optimization); see _fused_steps.
+        self.fused = False
+        self._list_parameters()
 
     @property
     def automatic_optimization(self) -> bool:
-        return self.steps_per_batch == 1
+        return not self.fused
+
+    def on_fit_start(self) -> None:
+        self._list_parameters()  # again, now on the device
+
+    def _list_parameters(self) -> None:
+        # Listed once: walking the modules for them costs ~10 us a step (a spiral step ~500 us)
+        self.params = list(self.parameters())
+        self.weights = [p for n, p in self.net.named_parameters() if not n.endswith("bias")]  # l2's
 
     def setup(self, stage: str) -> None:
         # Lightning's DDP re-seeds torch on every rank as its process group starts (reset_seed() in
@@ -83,8 +92,7 @@ class Classifier(L.LightningModule):
         return self.net(x)
 
     def l2_penalty(self) -> Tensor:
-        return 0.5 * self.hparams.l2 * sum(p.pow(2).sum() for n, p in self.net.named_parameters()
-                                           if not n.endswith("bias"))
+        return 0.5 * self.hparams.l2 * sum(w.pow(2).sum() for w in self.weights)
 
     def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
         x, y = batch
@@ -95,8 +103,8 @@ class Classifier(L.LightningModule):
         self.sums[stage].update(loss, logits, y)
         return loss
 
-    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        if not self.automatic_optimization:
+    def training_step(self, batch: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]], batch_idx: int) -> Tensor:
+        if self.fused:
             return self._fused_steps(batch)
         loss = self._step(batch, "fit")
         self.loss = loss.detach()  # checked with the gradients before the step (below)
@@ -111,7 +119,7 @@ class Classifier(L.LightningModule):
         finite one (overflow), would silently poison every weight: the caller drops the gradients, so
         the step leaves the weights as they were (the last checkpoint never holds NaN weights), and
         the run stops. One host sync a step decides both."""
-        grads = [p.grad.flatten() for p in self.parameters() if p.grad is not None]
+        grads = [p.grad.flatten() for p in self.params if p.grad is not None]
         if torch.cat([self.loss.view(1), *grads]).isfinite().all():
             self.finite_loss = self.loss
             return True
@@ -123,19 +131,20 @@ class Classifier(L.LightningModule):
         self.trainer.should_stop = True
         return False
 
-    def _fused_steps(self, batch: tuple[Tensor, Tensor]) -> Tensor:
-        """steps_per_batch gradient steps on one batch, each what automatic optimization does (zero
-        grads, forward, backward, finiteness check, step), with the torch optimizer itself: Lightning's per-step hooks cost more than a spiral step. Each is
-        counted where Lightning counts optimizer steps (global_step) and logger steps."""
+    def _fused_steps(self, group: list[tuple[Tensor, Tensor]]) -> Tensor:
+        """A gradient step on each minibatch of the group, each what automatic optimization does
+        (zero grads, forward, backward, finiteness check, step), with the torch optimizer itself:
+        Lightning's per-batch work (~1 ms of hooks, progress and logging) is paid once per group, not
+        per step (a spiral step is ~0.5 ms). Each step is counted where Lightning counts optimizer
+        steps (global_step) and logger steps, so logs, checkpoints and max_steps see every one."""
         trainer, optimizer, scheduler = self.trainer, self.optimizers().optimizer, self.lr_schedulers()
         loop = trainer.fit_loop.epoch_loop
         steps = loop.manual_optimization.optim_step_progress  # global_step: its completed count
-        n = self.steps_per_batch if trainer.max_steps < 0 else min(self.steps_per_batch,
-                                                                    trainer.max_steps - self.global_step)
+        n = len(group) if trainer.max_steps < 0 else min(len(group), trainer.max_steps - self.global_step)
         done = 0
         while done < n:
             optimizer.zero_grad(set_to_none=True)
-            loss = self._step(batch, "fit")
+            loss = self._step(group[done], "fit")
             loss.backward()
             self.loss = loss.detach()
             steps.increment_ready()
@@ -146,7 +155,7 @@ class Classifier(L.LightningModule):
             done += 1
             if not finite:
                 break
-        if scheduler is not None and trainer.is_last_batch:  # per epoch (train.fused_steps)
+        if scheduler is not None and trainer.is_last_batch:  # per epoch (train.fusable)
             scheduler.step()  # where Lightning steps it in automatic optimization: after the epoch's last batch
         loop._batches_that_stepped += max(done - 1, 0)  # the logger's step; Lightning adds 1 a batch
         return self.loss

@@ -10,7 +10,6 @@ tensorboard/ (events), checkpoints/last.ckpt, train.log and metrics.json (final 
 """
 import json
 import logging
-import math
 import sys
 import time
 import warnings
@@ -37,6 +36,8 @@ OmegaConf.register_new_resolver("nnlab.subdir", lambda resume: ".hydra/resumed" 
 # Data sits in memory as tensors: loader workers would only add inter-process copies.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # Lightning 2.6 on torch 2.14, harmless
+# It counts batches; fused steps (see fusable) make a batch many steps, and steps are what is logged
+warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
 log = logging.getLogger("nnlab")
 FINISHED = ("ok", "diverged")  # a diverged run is a result, not something to retry
 
@@ -53,24 +54,17 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
                               callbacks=[instantiate(c) for c in cfg.callbacks.values()])
     except InstantiationException as e:  # Hydra's multi-line wrapper: keep the cause's one line
         raise ConfigError(str(e.__cause__ or e).splitlines()[0]) from e
-    data.steps_per_batch = module.steps_per_batch = fused_steps(data, module, trainer)
+    data.fused = module.fused = fusable(module, trainer)
     return data, module, trainer
 
 
-def fused_steps(data: L.LightningDataModule, module: Classifier, trainer: L.Trainer) -> int:
-    """Gradient steps per Lightning batch. Full-batch data (the spiral) is one batch, stepped on
-    train_repeat times an epoch: served once per gcd(train_repeat, log_every_n_steps) steps, Lightning's
-    per-batch work (~1.5 ms of hooks, progress and logging, more than a spiral step) is paid that many
-    times less, while every log point and epoch end still falls on a batch boundary. What Lightning
-    does per optimizer step (DDP's gradient sync, clipping, accumulation, fp16 loss scaling, stepping
-    and logging a per-step LR schedule) needs 1."""
-    if (getattr(data, "batch_size", 0) is not None or trainer.world_size > 1 or trainer.gradient_clip_val
-            or trainer.accumulate_grad_batches > 1 or trainer.precision == "16-mixed"
-            or module.hparams.scheduler_interval != "epoch"):
-        return 1
-    # Lightning's "fewer batches than log_every_n_steps" warning counts batches; the steps are what log
-    warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
-    return math.gcd(data.train_repeat, trainer.log_every_n_steps or data.train_repeat)
+def fusable(module: Classifier, trainer: L.Trainer) -> bool:
+    """Whether the module may take the training steps itself, a group of minibatches per Lightning
+    batch (Classifier._fused_steps): a spiral step costs less than Lightning's work per batch. What
+    Lightning does per optimizer step (DDP's gradient sync, clipping, accumulation, fp16 loss scaling,
+    stepping and logging a per-step LR schedule) needs its automatic optimization, a step a batch."""
+    return not (trainer.world_size > 1 or trainer.gradient_clip_val or trainer.accumulate_grad_batches > 1
+                or trainer.precision == "16-mixed" or module.hparams.scheduler_interval != "epoch")
 
 
 def train(cfg: DictConfig, ckpt_path: str | None = None) -> dict:

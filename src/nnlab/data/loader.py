@@ -13,25 +13,43 @@ class TensorLoader:
 
     shuffle draws each iteration's seed from torch's global RNG exactly as DataLoader(shuffle=True)
     does, so `seed` fixes the order and it is the order such a DataLoader gives. `repeat` passes make
-    one epoch (full-batch spiral: the same batch, steps_per_epoch times). With `world` > 1 (DDP) rank
-    `rank` gets every world-th sample of each global batch. `resume(seed, skip)` makes the next
-    iteration replay the pass drawn with `seed` from batch `skip` on: how a run resumes mid-epoch.
+    one iteration (full-batch spiral: the same batch, steps_per_epoch times). With `world` > 1 (DDP)
+    rank `rank` gets every world-th sample of each global batch. `group`=k yields lists of k
+    consecutive minibatches (for the module to step through, see Classifier.fused) instead of single
+    ones. `resume(seed, skip)` makes the next iteration replay the pass drawn with `seed` from item
+    `skip` on: how a run resumes mid-epoch.
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool = False, repeat: int = 1,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, group: int | None = None):
         self.x, self.y, self.batch_size, self.shuffle, self.repeat = x, y, batch_size, shuffle, repeat
-        self.rank, self.world = rank, world
+        self.rank, self.world, self.group = rank, world, group
         self.seed: int | None = None  # of the pass being iterated
         self._resume: tuple[int | None, int] | None = None
 
     def __len__(self) -> int:
+        return math.ceil(self.minibatches() / (self.group or 1))
+
+    def minibatches(self) -> int:
         return self.repeat * math.ceil(len(self.y) / self.batch_size)
 
     def resume(self, seed: int | None, skip: int) -> None:
         self._resume = seed, skip
 
-    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+    def __iter__(self) -> Iterator:
+        if self.group is None:
+            yield from self._minibatches()
+            return
+        group = []
+        for xy in self._minibatches():
+            group.append(xy)
+            if len(group) == self.group:
+                yield group
+                group = []
+        if group:
+            yield group
+
+    def _minibatches(self) -> Iterator[tuple[Tensor, Tensor]]:
         n, per_pass = len(self.y), math.ceil(len(self.y) / self.batch_size)
         if self._resume is not None:
             (self.seed, skip), self._resume = self._resume, None
@@ -40,11 +58,12 @@ class TensorLoader:
             draw = lambda: int(torch.empty((), dtype=torch.int64).random_().item())  # noqa: E731
             draw()  # as a DataLoader draws its workers' base seed: runs recorded with one replay exactly
             self.seed = draw() if self.shuffle else None
+        skip *= self.group or 1
         generator = torch.Generator().manual_seed(self.seed) if self.shuffle else None
         order = None
-        for i in range(len(self)):
+        for i in range(self.minibatches()):
             if generator is not None and i % per_pass == 0:  # a fresh permutation every pass
-                order = torch.randperm(n, generator=generator)
+                order = torch.randperm(n, generator=generator).to(self.x.device)
             if i < skip:
                 continue
             start = (i % per_pass) * self.batch_size
@@ -64,7 +83,7 @@ class TensorDataModule(L.LightningDataModule):
     batch_size: int | None = None  # None: the whole training set is one batch
     eval_batch_size: int = 1000
     train_repeat: int = 1  # full batch: gradient steps on it per epoch
-    steps_per_batch: int = 1  # full batch: gradient steps the module takes on each batch it is served
+    fused: bool = False  # the module steps through groups of minibatches itself (train.build sets it)
 
     def _loader(self, xy: tuple[Tensor, Tensor], batch_size: int | None, **kw) -> TensorLoader:
         trainer = self.trainer  # DDP: each rank takes its share of every batch
@@ -73,7 +92,11 @@ class TensorDataModule(L.LightningDataModule):
 
     def train_dataloader(self) -> TensorLoader:
         self.train_loader = self._loader(self.train_set, self.batch_size, shuffle=self.batch_size is not None,
-                                         repeat=self.train_repeat // self.steps_per_batch)
+                                         repeat=self.train_repeat)
+        if self.fused:  # groups of k steps, k = gcd(steps an epoch, log interval): every log point and
+            # epoch end is a group's end, and Lightning's ~1 ms of per-batch work is paid once per k steps
+            steps = self.train_loader.minibatches()
+            self.train_loader.group = math.gcd(steps, self.trainer.log_every_n_steps or steps)
         if self._resume_at is not None and self._resume_at[1] < len(self.train_loader):  # else: at epoch end
             self.train_loader.resume(*self._resume_at)
         self._resume_at = None
