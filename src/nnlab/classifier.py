@@ -142,9 +142,9 @@ class Classifier(L.LightningModule):
         steps = loop.manual_optimization.optim_step_progress  # global_step: its completed count
         n = len(group) if trainer.max_steps < 0 else min(len(group), trainer.max_steps - self.global_step)
         done = 0
-        while done < n:
+        for batch in group[:n]:
             optimizer.zero_grad(set_to_none=True)
-            loss = self._step(group[done], "fit")
+            loss = self._step(batch, "fit")
             loss.backward()
             self.loss = loss.detach()
             steps.increment_ready()

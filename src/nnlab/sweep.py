@@ -30,13 +30,18 @@ def claim_dir(resume: str | None, base: str) -> str:
             path = Path(f"{base}_{n}")
 
 
+def run_status(run_dir: Path) -> str | None:
+    """The status its metrics.json records ("?" if none), or None when it has no metrics.json."""
+    metrics = run_dir / "metrics.json"
+    return json.loads(metrics.read_text()).get("status", "?") if metrics.exists() else None
+
+
 def prepare_job(run_dir: Path, finished: tuple[str, ...]) -> tuple[str | None, str | None]:
     """A sweep job whose folder has been used before (RESUME=): (status, checkpoint to resume from).
 
     Finished runs are skipped by the caller; an interrupted run continues from its last.ckpt (a step
     boundary, so exactly); anything else starts over, its old outputs moved into attempt-<n>/."""
-    metrics, ckpt = run_dir / "metrics.json", run_dir / "checkpoints" / "last.ckpt"
-    status = json.loads(metrics.read_text()).get("status") if metrics.exists() else None
+    status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
     if status in finished:
         return status, None
     if status == "interrupted" and ckpt.exists():
@@ -86,8 +91,7 @@ class SweepReport(Callback):
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)
         runs = sorted(d for d in sweep.iterdir() if (d / ".hydra").is_dir())
-        status = {r: json.loads((r / "metrics.json").read_text()).get("status", "?")
-                  if (r / "metrics.json").exists() else "no metrics.json" for r in runs}
+        status = {r: run_status(r) or "no metrics.json" for r in runs}
         failed = {r: s for r, s in status.items() if s not in ("ok", "diverged")}
         counts = ", ".join(f"{sum(1 for s in status.values() if s == k)} {k}" for k in sorted(set(status.values())))
         print(f"\nsweep folder: {sweep}  ({len(runs)} runs: {counts})")

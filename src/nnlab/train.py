@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 from nnlab import CONF_DIR, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
 from nnlab.classifier import Classifier
 from nnlab.config import ConfigError, check, check_argv
-from nnlab.sweep import claim_dir, hparams, prepare_job
+from nnlab.sweep import claim_dir, hparams, prepare_job, run_status
 
 OmegaConf.register_new_resolver("nnlab.or", lambda value, default: value or default, replace=True)
 OmegaConf.register_new_resolver("nnlab.claim", claim_dir, replace=True, use_cache=True)
@@ -115,7 +115,7 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
     if not saved.exists() or not ckpt.exists():
         raise ConfigError(f"resume={run} is not a run folder with a checkpoint: "
                           "give runs/<overrides>/<time> of a run that saved checkpoints/last.ckpt")
-    status = json.loads((run / "metrics.json").read_text()).get("status") if (run / "metrics.json").exists() else None
+    status = run_status(run)
     if status in FINISHED:
         raise ConfigError(f"resume={run} finished already (status {status}): nothing to resume")
     return OmegaConf.load(saved), str(ckpt)
@@ -125,6 +125,7 @@ def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
 def main(cfg: DictConfig) -> None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(cfg.run_dir)
+    shown_dir = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
     try:
         ckpt_path = None
         if cfg.resume:
@@ -144,10 +145,9 @@ def main(cfg: DictConfig) -> None:
             return
         sys.exit(f"nnlab: {e}")
     except (KeyboardInterrupt, SystemExit):  # SIGTERM / Ctrl-C: last.ckpt is at a step boundary
-        shown = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
         sys.exit("nnlab: interrupted; continue exactly where it stopped with: " +
-                 (f"make sweep RESUME={shown.parent} (and the same SWEEP/ARGS)" if sweeping else
-                  f"make train RESUME={shown}"))
+                 (f"make sweep RESUME={shown_dir.parent} (and the same SWEEP/ARGS)" if sweeping else
+                  f"make train RESUME={shown_dir}"))
     except Exception:
         if not sweeping:
             raise
@@ -156,7 +156,6 @@ def main(cfg: DictConfig) -> None:
     if rank_zero_only.rank != 0:  # DDP: one report, from rank 0
         return
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
-    shown_dir = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
     log.info(f"\nrun folder: {shown_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
     if metrics["status"] == "diverged":  # a result, not a crash: a sweep goes on past it
         print(f"nnlab: {metrics['error']}", file=sys.stderr)
