@@ -48,3 +48,18 @@ def test_datamodule_full_batch_and_fresh_draws_for_evaluation():
     (xt, _), = list(dm.test_dataloader())
     assert not torch.equal(x, xv) and not torch.equal(xv, xt)
     assert torch.equal(x, make_spiral(50, 4, seed=7)[0])
+
+
+def test_datamodule_holds_its_sets_on_the_device_and_serves_batches_there():
+    # "meta" stands in for a GPU here: tensors with a device and shapes but no storage.
+    dm = SpiralDataModule(n=50, k=4, seed=7, batch_size=64)
+    dm.setup()
+    dm.to(torch.device("meta"))
+    assert {t.device.type for split in (dm.train_set, dm.val_set, dm.test_set) for t in split} == {"meta"}
+    torch.manual_seed(0)
+    batches = list(dm.train_dataloader())  # shuffled: the permutation is drawn on the CPU, then moved
+    assert [b[0].shape for b in batches] == [(64, 2), (64, 2), (64, 2), (8, 2)]
+    assert all(x.device.type == y.device.type == "meta" for x, y in batches)
+    x = dm.train_set[0]
+    dm.to(torch.device("meta"))  # no copy where they already are
+    assert dm.train_set[0] is x

@@ -69,11 +69,13 @@ def run_plain(cfg: DictConfig) -> dict:
     tensors), loss, optimizer, schedule, epoch sums and evaluation, and the train loss read every
     log_interval steps as the notebook did. Nothing more: no guards, logger, checkpoint or figures."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.use_deterministic_algorithms(True)  # as the Trainer's deterministic=True
+    torch.use_deterministic_algorithms(True)  # as the Trainer's deterministic=True, which also sets:
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode (GPU)
     L.seed_everything(cfg.seed, verbose=False)
     data = instantiate(cfg.data)
     net = instantiate(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(device)
     data.setup()  # read the files (or draw the spiral), split: tensors in memory
+    data.to(device)  # as nnlab holds them: on the GPU, when there is one
     optimizer = instantiate(cfg.optimizer)(net.parameters())
     scheduler = instantiate(cfg.scheduler)(optimizer)
     assert cfg.scheduler_interval == "epoch", "the plain loop steps its schedule once an epoch"
@@ -82,7 +84,6 @@ def run_plain(cfg: DictConfig) -> dict:
     for _ in range(cfg.trainer.max_epochs):
         loss_sum, correct, n = torch.zeros((), device=device), torch.zeros((), dtype=torch.int64, device=device), 0
         for x, y in data.train_dataloader():
-            x, y = x.to(device), y.to(device)
             optimizer.zero_grad()
             logits = net(x)
             loss = F.cross_entropy(logits, y)
@@ -106,7 +107,6 @@ def run_plain(cfg: DictConfig) -> dict:
 def evaluate(net: torch.nn.Module, loader, device: torch.device) -> tuple[float, float]:
     loss_sum, correct, n = torch.zeros((), device=device), torch.zeros((), dtype=torch.int64, device=device), 0
     for x, y in loader:
-        x, y = x.to(device), y.to(device)
         logits = net(x)
         loss_sum += F.cross_entropy(logits, y) * len(y)
         correct += (logits.argmax(1) == y).sum()
@@ -174,7 +174,8 @@ WAYS = {"nnlab": run_nnlab, "plain": run_plain, "notebook": run_notebook}
 
 def measure(case: str, way: str, spiral_steps: int, mnist_overrides: list[str]) -> dict:
     """One timed run of `way` in this process: seconds, its scores, and peak memory (max RSS of this
-    process: the notebook's DataLoader worker process is not in it)."""
+    process: the notebook's DataLoader worker process is not in it; on a GPU, also the most memory
+    torch allocated there)."""
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore")
     mib = lambda kib: round(kib / 1024)  # noqa: E731  (Linux reports max RSS in KiB)
@@ -186,7 +187,8 @@ def measure(case: str, way: str, spiral_steps: int, mnist_overrides: list[str]) 
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
-    return {"seconds": seconds, "peak_mib": mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss),
+    gpu = {"gpu_peak_mib": round(torch.cuda.max_memory_allocated() / 2**20)} if torch.cuda.is_available() else {}
+    return {"seconds": seconds, "peak_mib": mib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss), **gpu,
             "start_mib": mib(before), "threads": torch.get_num_threads(), "results": results}
 
 
@@ -223,6 +225,7 @@ def main(repeats: int = 3, spiral_steps: int = 10_000, out: str = "bench.json", 
     seconds = {key: [run["seconds"] for run in done] for key, done in runs.items()}
     rows = [{"case": case, "way": way, "seconds": seconds[case, way], "median_s": statistics.median(seconds[case, way]),
              "peak_mib": max(run["peak_mib"] for run in done), "start_mib": min(run["start_mib"] for run in done),
+             "gpu_peak_mib": max(run.get("gpu_peak_mib", 0) for run in done),
              "results": done[0]["results"]}
             for (case, way), done in runs.items()]
     ratios = []
@@ -237,12 +240,15 @@ def main(repeats: int = 3, spiral_steps: int = 10_000, out: str = "bench.json", 
     print(f"{facts['cpu']}, {facts['cores']} cores, torch {facts['torch']} ({facts['threads']} threads), "
           f"Lightning {facts['lightning']}, device {facts['device']}; median of {repeats} fresh processes (min-max); "
           f"load average {facts['load_average_before'][0]:.1f} before, {facts['load_average_after'][0]:.1f} after\n")
-    print("| case | way | seconds | / plain | peak MiB | val/acc | test/acc |\n|---|---|---|---|---|---|---|")
+    gpu = facts["device"] != "cpu"
+    print(f"| case | way | seconds | / plain | peak MiB |{' GPU MiB |' * gpu} val/acc | test/acc |\n"
+          f"|---|---|---|---|---|{'---|' * gpu}---|---|")
     for row in rows:
         plain = statistics.median(seconds[row["case"], "plain"])
         res = row["results"]
+        memory = f"{row['peak_mib']} | {row['gpu_peak_mib']}" if gpu else f"{row['peak_mib']}"
         print(f"| {TITLES[row['case']].format(steps=spiral_steps)} | {row['way']} | {spread(row['seconds'])} | "
-              f"{row['median_s'] / plain:.2f} | {row['peak_mib']} | {res['val/acc']:.4f} | {res['test/acc']:.4f} |")
+              f"{row['median_s'] / plain:.2f} | {memory} | {res['val/acc']:.4f} | {res['test/acc']:.4f} |")
     print()
     for r in ratios:
         print(f"{r['case']}: {r['ratio']} = {r['value']:.2f} (same-repeat {r['same_repeat_min']:.2f}-"

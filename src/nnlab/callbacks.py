@@ -91,9 +91,10 @@ class Figures(L.Callback):
             trainer.logger.experiment.add_text("data/first_batch", stats)
         if x.ndim != 4:
             return
+        x, y = x.cpu(), y.cpu()
         # One image of 4x5 tiles with a label over each: 20 subplots took ~0.9 s to lay out and draw.
         n, cols, pad, side = min(20, len(x)), 5, 8, x.shape[-1]
-        tiles = make_grid(x[:n, :1].float().cpu(), nrow=cols, padding=pad, normalize=True, pad_value=1.0)[0]
+        tiles = make_grid(x[:n, :1].float(), nrow=cols, padding=pad, normalize=True, pad_value=1.0)[0]
         fig, ax = plt.subplots(figsize=(10, 8.5))
         ax.imshow(tiles.numpy(), cmap="gray", interpolation="none", vmin=0, vmax=1)
         for i in range(n):
@@ -105,7 +106,7 @@ class Figures(L.Callback):
 
     @torch.no_grad()
     def _regions(self, trainer, module) -> None:
-        x, y = (t.numpy() for t in trainer.datamodule.train_set)
+        x, y = (t.cpu().numpy() for t in trainer.datamodule.train_set)
         grid = torch.linspace(-1.1, 1.1, 300)
         gx, gy = torch.meshgrid(grid, grid, indexing="xy")  # (300, 300) each
         pred = module(torch.stack([gx.ravel(), gy.ravel()], 1).to(module.device)).argmax(1).cpu()

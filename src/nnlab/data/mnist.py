@@ -4,7 +4,7 @@ from pathlib import Path
 import torch
 from torchvision.datasets import MNIST
 
-from nnlab.data.loader import TensorDataModule
+from nnlab.data.loader import Split, TensorDataModule
 from nnlab.data.mnist_raw import SOURCES, prepare_raw
 
 MEAN, STD = 0.1307, 0.3081  # of the 60k training pixels in [0, 1]
@@ -38,17 +38,14 @@ class MNISTDataModule(TensorDataModule):
     def prepare_data(self) -> None:
         prepare_raw(self.root / "MNIST" / "raw", self.source)
 
-    def setup(self, stage: str | None = None) -> None:
-        if hasattr(self, "train_set"):  # read once: Lightning calls setup for fit, then again for test
-            return
+    def load(self) -> tuple[Split, Split, Split]:
         x, y = self._load(train=True)
-        self.test_set = self._load(train=False)
-        if self.val_size:
-            order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.split_seed))
-            held, kept = order[: self.val_size], order[self.val_size:]
-            self.train_set, self.val_set = (x[kept], y[kept]), (x[held], y[held])
-        else:
-            self.train_set, self.val_set = (x, y), self.test_set
+        test = self._load(train=False)
+        if not self.val_size:
+            return (x, y), test, test
+        order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.split_seed))
+        held, kept = order[: self.val_size], order[self.val_size:]
+        return (x[kept], y[kept]), (x[held], y[held]), test
 
     def _load(self, train: bool) -> tuple[torch.Tensor, torch.Tensor]:
         ds = MNIST(self.root, train=train, download=False)  # torchvision's reader of the raw idx files

@@ -2,7 +2,7 @@
 import torch
 from torch import Tensor
 
-from nnlab.data.loader import TensorDataModule
+from nnlab.data.loader import Split, TensorDataModule
 
 
 def make_spiral(n: int = 100, k: int = 3, seed: int = 0, noise: float = 0.2) -> tuple[Tensor, Tensor]:
@@ -42,6 +42,5 @@ class SpiralDataModule(TensorDataModule):
         # one-step epochs); minibatches: one shuffled pass per epoch.
         self.train_repeat = steps_per_epoch if batch_size is None else 1
 
-    def setup(self, stage: str | None = None) -> None:
-        self.train_set, self.val_set, self.test_set = (
-            make_spiral(self.n, self.k, s, self.noise) for s in (self.seed, self.seed + 1, self.seed + 2))
+    def load(self) -> tuple[Split, Split, Split]:
+        return tuple(make_spiral(self.n, self.k, s, self.noise) for s in (self.seed, self.seed + 1, self.seed + 2))
