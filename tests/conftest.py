@@ -5,6 +5,7 @@ import struct
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from nnlab import CONF_DIR
 from nnlab.data import mnist_raw
@@ -46,3 +47,13 @@ def make_cfg(tmp_path):
             return compose("train", overrides=[f"run_dir={tmp_path / 'run'}", "callbacks.epoch_log.every_n_epochs=1000",
                                                *overrides])
     return _make
+
+
+@pytest.fixture
+def scalars():
+    """Every TensorBoard scalar of a run folder: {tag: [(step, value), ...]}."""
+    def _read(run):
+        events = EventAccumulator(str(run / "tensorboard"))
+        events.Reload()
+        return {tag: sorted((e.step, e.value) for e in events.Scalars(tag)) for tag in events.Tags()["scalars"]}
+    return _read

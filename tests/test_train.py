@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
-from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import nnlab.train
 from nnlab.data.loader import TensorDataModule
@@ -90,21 +89,16 @@ def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path):
     assert not (run / "checkpoints").exists()
 
 
-def scalars(run: Path) -> dict[str, list[tuple[int, float]]]:
-    events = EventAccumulator(str(run / "tensorboard"))
-    events.Reload()
-    return {tag: sorted((e.step, e.value) for e in events.Scalars(tag)) for tag in events.Tags()["scalars"]}
-
-
 MOMENTUM_DECAY = ["scheduler=exponential", "scheduler.gamma=0.8", "optimizer.momentum=0.9", "optimizer.lr=0.3"]
 
 
 @pytest.mark.parametrize("data,overrides,steps,group", [
     ("spiral", MOMENTUM_DECAY, 60, 10),                       # 20 full-batch steps an epoch, logged every 10
     ("spiral", ["scheduler=none", "+trainer.max_steps=25"], 25, 10),  # stops mid-group
-    ("mnist", MOMENTUM_DECAY, 36, 4)])                        # 12 shuffled batches of 10 an epoch, logged every 8
+    ("mnist", MOMENTUM_DECAY, 36, 4),                         # 12 shuffled batches of 10 an epoch, logged every 8
+    ("mnist", ["model=cnn", "trainer.precision=bf16-mixed", "channels_last=true"], 36, 4)])  # the GPU options
 def test_fused_steps_are_the_steps_lightning_takes_one_batch_at_a_time(data, overrides, steps, group, make_cfg,
-                                                                      tiny_mnist, tmp_path, monkeypatch):
+                                                                      tiny_mnist, scalars, tmp_path, monkeypatch):
     # The module stepping through groups of minibatches itself (the fast path) against Lightning's
     # automatic optimization, one batch at a time: the same weights, metrics, learning rates and
     # TensorBoard points, at the same steps, bit for bit.
@@ -133,3 +127,35 @@ def test_lightning_takes_each_step_where_it_acts_per_step(make_cfg):
                          (["+trainer.gradient_clip_val=1.0"], False), (["scheduler=onecycle"], False)]:
         data, module, _ = build(make_cfg(*SPIRAL_MLP, *extra))
         assert data.fused == module.fused == fused and module.automatic_optimization != fused, extra
+
+
+def test_gpu_options_take_effect_and_checkpoints_load_into_a_plain_model(make_cfg, tiny_mnist, tmp_path, monkeypatch):
+    # bf16 autocast and channels-last are GPU options; both run (slowly) on the CPU, so they are checked here.
+    seen = []
+    forward = nnlab.classifier.Classifier.forward
+    monkeypatch.setattr(nnlab.classifier.Classifier, "forward", lambda self, x: seen.append(
+        (self.net.conv1(x), out := forward(self, x))) or out)
+    metrics = train(make_cfg(f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=20", "optimizer=adam",
+                             "optimizer.lr=0.01", "trainer.max_epochs=3",
+                             "trainer.precision=bf16-mixed", "channels_last=true"))
+    assert metrics["status"] == "ok" and metrics["steps"] == 15 and metrics["test/acc"] > 0.3
+    conv1, logits = seen[0]  # the first training step's
+    assert logits.dtype == torch.bfloat16 and conv1.is_contiguous(memory_format=torch.channels_last)
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["state_dict"]["net.conv2.0.weight"].is_contiguous(memory_format=torch.channels_last)
+    # into an eager float32 NCHW CNN: bfloat16's rounding may flip a test image or two of the 40
+    assert evaluate(tmp_path / "run" / "checkpoints" / "last.ckpt") == pytest.approx(metrics["test/acc"], abs=0.051)
+
+
+def test_compiled_model_trains_to_the_eager_numbers_and_its_checkpoint_loads_into_a_plain_model(make_cfg, tmp_path):
+    args = [*SPIRAL_MLP, "trainer.max_epochs=2", "data.steps_per_epoch=20"]
+    eager = train(make_cfg(*args, f"run_dir={tmp_path / 'eager'}"))
+    compiled = train(make_cfg(*args, "compile=default", f"run_dir={tmp_path / 'compiled'}"))  # ~30 s: inductor
+    assert compiled["status"] == "ok"
+    for key, value in eager.items():  # inductor fuses the arithmetic its own way: float32 rounding apart
+        if "/" in key:
+            assert compiled[key] == pytest.approx(value, rel=1e-4), key
+    ckpts = [torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+             for d in ("eager", "compiled")]
+    assert ckpts[0].keys() == ckpts[1].keys()  # net.*, not net._orig_mod.*
+    assert evaluate(tmp_path / "compiled" / "checkpoints" / "last.ckpt") == pytest.approx(compiled["test/acc"], abs=1e-6)

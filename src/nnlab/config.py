@@ -38,11 +38,15 @@ class Settings:
     scheduler_interval: str
     threads: int | None
     resume: str | None
+    channels_last: bool
+    compile: bool | str | None
 
 
 def _number(v) -> bool:
     return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
+
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 # Ranges that types cannot say: (key, test, what is allowed).
 RANGES = [("optimizer.lr", lambda v: _number(v) and v > 0, "a positive number, e.g. optimizer.lr=0.01"),
@@ -53,7 +57,8 @@ RANGES = [("optimizer.lr", lambda v: _number(v) and v > 0, "a positive number, e
           ("l2", lambda v: _number(v) and v >= 0, "a number >= 0, e.g. l2=0.001"),
           ("log_interval", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
           ("threads", lambda v: v is None or isinstance(v, int) and v >= 1, "a whole number >= 1, or null"),
-          ("scheduler_interval", lambda v: v in ("epoch", "step"), "epoch or step")]
+          ("scheduler_interval", lambda v: v in ("epoch", "step"), "epoch or step"),
+          ("compile", lambda v: v in (None, False, True, *COMPILE_MODES), f"null or a torch.compile mode: {', '.join(COMPILE_MODES)}")]
 
 
 def _fits(value, hint) -> bool | None:

@@ -47,6 +47,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
     try:
         data = instantiate(cfg.data)
         net = instantiate(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes)
+        if cfg.channels_last:
+            net = net.to(memory_format=torch.channels_last)
+        if cfg.compile:  # in place: the state dict's names stay net.*, checkpoints load into eager models
+            net.compile(mode=None if cfg.compile is True else cfg.compile)
         module = Classifier(net, data.num_classes, instantiate(cfg.optimizer), instantiate(cfg.scheduler),
                             l2=cfg.l2, scheduler_interval=cfg.scheduler_interval,
                             config=OmegaConf.to_container(cfg, resolve=True))
