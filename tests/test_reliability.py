@@ -5,6 +5,7 @@ wrong type, out of range, unknown key  ConfigError, one line naming key, value, 
 unknown group option                   one line listing the options, exit 1, no run folder  test_cli_refuses_*
 _target_ outside the allow-list        refused before anything is imported or opened       test_forbidden_target_*
 non-finite loss / gradient             status diverged, the step never taken, finite ckpt  test_non_finite_*
+... on a GPU (flag read once a group)   the same steps, weights and points as on the CPU     test_a_gpu_reads_*
 SIGTERM or Ctrl-C mid-run              last.ckpt at a step boundary, interrupted, exit 1    test_interrupt_*
 resume                                 bitwise the weights and metrics of an unbroken run   test_interrupt_*
 checkpoint write fails (disk full)     clear error, previous checkpoint still loads         test_failed_checkpoint_*
@@ -24,6 +25,7 @@ import pytest
 import torch
 
 import nnlab.checkpoint
+import nnlab.fused
 import nnlab.train
 from nnlab.config import ConfigError, check_argv
 from nnlab.train import train
@@ -124,6 +126,38 @@ def test_non_finite_loss_stops_before_the_step(make_cfg, tmp_path):
     assert metrics["status"] == "diverged" and "lower optimizer.lr" in metrics["error"] and metrics["steps"] < 100
     weights = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.parametrize("overrides,inf_step,status", [
+    (["optimizer.momentum=0.9", "scheduler=exponential", "scheduler.gamma=0.8"], None, "ok"),
+    (["optimizer.momentum=0.9"], 13, "diverged"),  # inf gradients from step 13: 10-12 of the group 10-19 are taken
+    (["optimizer.lr=1e38"], None, "diverged")])    # a NaN loss
+def test_a_gpu_reads_finiteness_once_a_group_and_stops_where_the_cpu_stops(overrides, inf_step, status, make_cfg,
+                                                                           scalars, tmp_path, monkeypatch):
+    # On a GPU the fused steps read their finiteness flag once a group (10 steps here), and a group
+    # that went non-finite is put back and taken again step by step. Forced here on the CPU: the
+    # same steps taken, weights, metrics and TensorBoard points as reading it every step.
+    build, restore, restores = nnlab.train.build, nnlab.fused.restore, []
+    monkeypatch.setattr(nnlab.fused, "restore", lambda *a: restores.append(1) or restore(*a))
+    runs = {}
+    for every_step in (True, False):
+        def build_with(cfg):
+            data, module, trainer = build(cfg)
+            module.check_every_step = every_step
+            trainer.callbacks += [InfGradientFrom(inf_step)] if inf_step else []
+            return data, module, trainer
+        monkeypatch.setattr(nnlab.train, "build", build_with)
+        runs[every_step] = train(make_cfg(*SPIRAL_MLP, "data.steps_per_epoch=20", "log_interval=10",
+                                          "trainer.max_epochs=2", *overrides, f"run_dir={tmp_path / str(every_step)}"))
+        runs[every_step].pop("seconds")
+    assert json.dumps(runs[True]) == json.dumps(runs[False]) and runs[True]["status"] == status  # NaN == NaN
+    assert len(restores) == (status == "diverged")  # the per-group run put one group back
+    if inf_step:
+        assert f"gradient was not finite at step {inf_step}" in runs[True]["error"] and runs[True]["steps"] == inf_step + 1
+    weights = [torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+               for d in ("True", "False")]
+    assert all(torch.equal(w, weights[1][k]) and w.isfinite().all() for k, w in weights[0].items())
+    assert json.dumps(scalars(tmp_path / "True")) == json.dumps(scalars(tmp_path / "False"))
 
 
 class SignalAt(L.Callback):

@@ -9,6 +9,8 @@ from torch import Tensor, nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
+from nnlab import fused
+
 
 class EpochSums(nn.Module):
     """A stage's sums over its epoch, for exact means over every sample (averaging per-batch
@@ -64,8 +66,9 @@ class Classifier(L.LightningModule):
         self.finite_loss: Tensor | None = None  # the epoch's latest finite one: train/loss
         self.rng_after_init = torch.get_rng_state()  # the net has drawn its init by now; see setup()
         # train.build sets it: the training loader then serves groups of minibatches, which
-        # training_step steps through itself (manual optimization); see _fused_steps.
+        # training_step steps through itself (manual optimization); see nnlab/fused.py.
         self.fused = False
+        self.check_every_step: bool | None = None  # fused steps read finiteness every step, or once a group
         self._list_parameters()
 
     @property
@@ -74,6 +77,8 @@ class Classifier(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._list_parameters()  # again, now on the device
+        if self.check_every_step is None:  # reading a flag costs nothing on the CPU; see nnlab/fused.py
+            self.check_every_step = self.device.type == "cpu"
 
     def _list_parameters(self) -> None:
         # Listed once: walking the modules for them costs ~10 us a step (a spiral step ~500 us)
@@ -105,22 +110,21 @@ class Classifier(L.LightningModule):
 
     def training_step(self, batch: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]], batch_idx: int) -> Tensor:
         if self.fused:
-            return self._fused_steps(batch)
+            return fused.take_steps(self, batch)
         loss = self._step(batch, "fit")
         self.loss = loss.detach()  # checked with the gradients before the step (below)
         return loss
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        if not self._finite(self.global_step):
+        if not self.finite(self.global_step):
             optimizer.zero_grad(set_to_none=True)  # optimizers skip parameters without a gradient
 
-    def _finite(self, step: int) -> bool:
+    def finite(self, step: int) -> bool:
         """Whether this step's loss and gradients are finite. A NaN/inf loss, or inf gradients from a
         finite one (overflow), would silently poison every weight: the caller drops the gradients, so
         the step leaves the weights as they were (the last checkpoint never holds NaN weights), and
         the run stops. One host sync a step decides both."""
-        grads = [p.grad.flatten() for p in self.params if p.grad is not None]
-        if torch.cat([self.loss.view(1), *grads]).isfinite().all():
+        if self.all_finite():
             self.finite_loss = self.loss
             return True
         if self.loss.isfinite():
@@ -131,34 +135,10 @@ class Classifier(L.LightningModule):
         self.trainer.should_stop = True
         return False
 
-    def _fused_steps(self, group: list[tuple[Tensor, Tensor]]) -> Tensor:
-        """A gradient step on each minibatch of the group, each what automatic optimization does
-        (zero grads, forward, backward, finiteness check, step), with the torch optimizer itself:
-        Lightning's per-batch work (~1 ms of hooks, progress and logging) is paid once per group, not
-        per step (a spiral step is ~0.5 ms). Each step is counted where Lightning counts optimizer
-        steps (global_step) and logger steps, so logs, checkpoints and max_steps see every one."""
-        trainer, optimizer, scheduler = self.trainer, self.optimizers().optimizer, self.lr_schedulers()
-        loop = trainer.fit_loop.epoch_loop
-        steps = loop.manual_optimization.optim_step_progress  # global_step: its completed count
-        n = len(group) if trainer.max_steps < 0 else min(len(group), trainer.max_steps - self.global_step)
-        done = 0
-        for batch in group[:n]:
-            optimizer.zero_grad(set_to_none=True)
-            loss = self._step(batch, "fit")
-            loss.backward()
-            self.loss = loss.detach()
-            steps.increment_ready()
-            finite = self._finite(self.global_step)
-            if finite:
-                optimizer.step()
-            steps.increment_completed()  # a diverged step counts, unstepped, as in automatic optimization
-            done += 1
-            if not finite:
-                break
-        if scheduler is not None and trainer.is_last_batch:  # per epoch (train.fusable)
-            scheduler.step()  # where Lightning steps it in automatic optimization: after the epoch's last batch
-        loop._batches_that_stepped += max(done - 1, 0)  # the logger's step; Lightning adds 1 a batch
-        return self.loss
+    def all_finite(self) -> Tensor:
+        """Whether this step's loss and gradients are all finite: a bool on the device, not yet read."""
+        return torch.cat([self.loss.view(1), *(p.grad.flatten() for p in self.params if p.grad is not None)]
+                         ).isfinite().all()
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # train/loss is logged only where it is read: each self.log call costs ~0.3 ms (more than

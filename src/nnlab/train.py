@@ -64,7 +64,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
 
 def fusable(module: Classifier, trainer: L.Trainer) -> bool:
     """Whether the module may take the training steps itself, a group of minibatches per Lightning
-    batch (Classifier._fused_steps): a spiral step costs less than Lightning's work per batch. What
+    batch (nnlab/fused.py): a spiral step costs less than Lightning's work per batch. What
     Lightning does per optimizer step (DDP's gradient sync, clipping, accumulation, fp16 loss scaling,
     stepping and logging a per-step LR schedule) needs its automatic optimization, a step a batch."""
     return not (trainer.world_size > 1 or trainer.gradient_clip_val or trainer.accumulate_grad_batches > 1
