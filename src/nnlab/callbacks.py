@@ -34,7 +34,7 @@ class EpochLog(L.Callback):
         m = trainer.callback_metrics
         shown = "  ".join(f"{k} {m[k].item():.4f}" for k in ("train/loss", "val/loss", "val/acc") if k in m)
         log.info(f"epoch {epoch}/{trainer.max_epochs}  step {trainer.global_step}  {shown}  "
-                 f"({time.perf_counter() - self.start:.1f} s)")
+                 f"({time.perf_counter() - self.start:.2f} s)")
 
 
 class Figures(L.Callback):

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# nnlab's GPU checks and numbers in one call of a lent GPU machine (15 minutes of device time in all).
+#   bash experiments/gpu.sh prepare   # here, once: .gpu/ gets what that machine lacks (~15 MB): the wheels
+#                                     # of hydra-core, omegaconf and antlr4 (its image has torch and
+#                                     # Lightning) and MNIST's idx files, gzipped (it cannot download)
+#   bash experiments/gpu.sh           # there (device run, carry [".gpu"], timeout_s 480): the GPU tests,
+#                                     # experiments/gpu.py's recipe timings, make bench; tables last
+# Anywhere else it is a dry run of the same steps: GPU_ARGS="+trainer.limit_train_batches=5"
+# BENCH_ARGS="repeats=1 spiral_steps=100" bash experiments/gpu.sh
+set -uo pipefail
+cd "$(dirname "$0")/.."
+if [[ ${1:-} == prepare ]]; then
+  set -e
+  rm -rf .gpu && mkdir -p .gpu/whl .gpu/mnist
+  pip="${PYTHON:-.venv/bin/python} -m pip"
+  $pip download --quiet --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+    --platform manylinux2014_x86_64 -d .gpu/whl hydra-core==1.3.8 omegaconf==2.3.1
+  $pip wheel --quiet --no-deps -w .gpu/whl antlr4-python3-runtime==4.9.3  # an sdist only: built here, pure Python
+  for f in data/MNIST/raw/*-ubyte; do gzip -c "$f" >".gpu/mnist/$(basename "$f").gz"; done
+  du -sh .gpu
+  exit
+fi
+
+OUT=${OUT:-.gpu/out}
+mkdir -p "$OUT"
+export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD/src${PYTHONPATH:+:$PYTHONPATH}"
+if ! python3 -c "import hydra" 2>/dev/null; then  # the device image: install the carried wheels
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl || exit
+  export PYTHONPATH="$PYTHONPATH:/tmp/site"
+fi
+mkdir -p data/MNIST/raw
+for f in .gpu/mnist/*.gz; do [[ -e $f ]] && { t=data/MNIST/raw/$(basename "$f" .gz); [[ -e $t ]] || gunzip -c "$f" >"$t"; }; done
+python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__,
+  torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" | tee "$OUT/machine.txt"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >>"$OUT/machine.txt" 2>&1
+
+# 1. The tests that run training end to end, on the GPU (accelerator=auto picks it): fused steps bitwise
+#    equal to Lightning's, resume, divergence, the GPU options.
+timeout 100 python3 -m pytest -q -x -p no:cacheprovider tests/test_train.py tests/test_reliability.py \
+  -k "fused or gpu_options or compiled or checkpoint or diverg or resum or same_seed" 2>&1 | tail -n 25 >"$OUT/tests.txt"
+# 2. The recipes, one process a variant; 3. make bench (nnlab vs plain PyTorch vs the notebook's loop).
+timeout 200 python3 experiments/gpu.py "$OUT" ${GPU_ARGS:-} >"$OUT/recipes.md"
+timeout 150 python3 -m nnlab.bench repeats=2 out="$OUT/bench.json" ${BENCH_ARGS:-} >"$OUT/bench.md" 2>"$OUT/bench.err"
+cat "$OUT/machine.txt" "$OUT/tests.txt"; echo; cat "$OUT/recipes.md"; echo; cat "$OUT/bench.md"
