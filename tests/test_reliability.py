@@ -95,9 +95,15 @@ def test_cli_refuses_a_forbidden_target_in_one_line_and_the_file_is_untouched(tm
     assert (tmp_path / "victim.txt").read_text() == "precious" and not (tmp_path / "runs").exists()
 
 
-def test_forbidden_target_in_a_dict_value_is_refused_too():
-    with pytest.raises(ConfigError, match="'subprocess.run' is not allowed"):
-        check_argv(["+callbacks.x={_target_: subprocess.run, args: [ls]}"])
+@pytest.mark.parametrize("arg", [
+    "+callbacks.x={_target_: subprocess.run, args: [ls]}",
+    "+callbacks.x={a: {b: [{_target_: subprocess.run}]}}",         # nested in dicts and lists
+    "+callbacks.x=choice({_target_: subprocess.run},{})",           # one choice of a sweep
+    "+callbacks.x={_target_: 'subprocess.run'}"])                  # quoted
+def test_forbidden_target_in_a_dict_value_is_refused_too(arg):
+    with pytest.raises(ConfigError, match="_target_='subprocess.run' is not allowed"):
+        check_argv(["--multirun", arg])
+    check_argv(["--multirun", arg.replace("subprocess.run", "torch.nn.ReLU")])  # an allowed class passes
 
 
 class InfGradientFrom(L.Callback):

@@ -14,6 +14,8 @@ import types
 import typing
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.errors import HydraException
 from hydra.utils import get_class
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -153,24 +155,39 @@ def check(cfg: DictConfig) -> None:
             _walk(str(key), cfg[key])
 
 
+def _targets(key: str, value) -> None:
+    """Every `_target_` inside an override's value (a dict, or a list of them, at any depth)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            (check_target if k == "_target_" else _targets)(f"{key}.{k}", v)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _targets(f"{key}[{i}]", v)
+
+
 def check_argv(argv: list[str]) -> list[str]:
     """Before Hydra sees the command line: group choices that exist, and no `_target_` outside the
-    allow-list anywhere (Hydra instantiates hydra.* targets, e.g. callbacks, before nnlab runs).
+    allow-list anywhere (Hydra instantiates hydra.* targets, e.g. callbacks, before nnlab runs). Each
+    override is read by Hydra's own parser, so a value means here what it will mean to Hydra.
     Returns argv with `resume=<run folder>` quoted: run folders are named `a=1,b=2`, which Hydra's
     grammar would read as a sweep."""
     argv = [f"resume='{a.split('=', 1)[1]}'" if a.startswith("resume=") and "'" not in a else a for a in argv]
+    parser = OverridesParser.create()
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
-        key, value = arg.lstrip("+~").split("=", 1)
-        if "_target_" in key:
-            check_target(key, value)
-        elif "_target_" in value:  # a dict value: {_target_: x, ...}
-            for part in value.split("_target_")[1:]:
-                check_target(f"{key}._target_", part.lstrip(" :'\"").split(",")[0].split("}")[0].strip(" '\""))
-        if key in GROUPS:
-            options = sorted(p.stem for p in (Path(CONF_DIR) / key).glob("*.yaml"))
-            for choice in value.split(","):
-                if choice not in options and choice != "null":
-                    raise ConfigError(f"{key}={choice} is not an option: {key} is one of {', '.join(options)}")
+        try:
+            (override,) = parser.parse_overrides([arg])
+            values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
+        except HydraException:  # unreadable: Hydra stops on it before building anything; glob(): existing names
+            continue
+        key = override.key_or_group
+        for value in values:
+            if key.split(".")[-1] == "_target_":
+                check_target(key, value)
+            _targets(key, value)
+            if key in GROUPS and value is not None:
+                options = sorted(p.stem for p in (Path(CONF_DIR) / key).glob("*.yaml"))
+                if value not in options:
+                    raise ConfigError(f"{key}={value} is not an option: {key} is one of {', '.join(options)}")
     return argv
