@@ -108,8 +108,7 @@ def test_fused_steps_are_the_steps_lightning_takes_one_batch_at_a_time(data, ove
     groups, serve = [], TensorDataModule.train_dataloader
     monkeypatch.setattr(TensorDataModule, "train_dataloader", lambda self: groups.append(serve(self)) or groups[-1])
     a = train(make_cfg(*args, f"run_dir={tmp_path / 'fused'}"))
-    monkeypatch.setattr(nnlab.train, "fusable", lambda *_: False)
-    b = train(make_cfg(*args, f"run_dir={tmp_path / 'single'}"))
+    b = train(make_cfg(*args, "fused=false", f"run_dir={tmp_path / 'single'}"))
     assert groups[0].group == group and groups[-1].group is None
     assert a["steps"] == b["steps"] == steps
     assert {k: v for k, v in a.items() if "/" in k} == {k: v for k, v in b.items() if "/" in k}

@@ -42,6 +42,7 @@ class Settings:
     resume: str | None
     channels_last: bool
     compile: bool | str | None
+    fused: bool
 
 
 def _number(v) -> bool:

@@ -58,7 +58,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
                               callbacks=[instantiate(c) for c in cfg.callbacks.values()])
     except InstantiationException as e:  # Hydra's multi-line wrapper: keep the cause's one line
         raise ConfigError(str(e.__cause__ or e).splitlines()[0]) from e
-    data.fused = module.fused = fusable(module, trainer)
+    data.fused = module.fused = cfg.fused and fusable(module, trainer)
     return data, module, trainer
 
 
