@@ -123,7 +123,9 @@ def test_fused_steps_are_the_steps_lightning_takes_one_batch_at_a_time(data, ove
 def test_lightning_takes_each_step_where_it_acts_per_step(make_cfg):
     from nnlab.train import build  # noqa: PLC0415
     for extra, fused in [([], True), (["+trainer.accumulate_grad_batches=2"], False),
-                         (["+trainer.gradient_clip_val=1.0"], False), (["scheduler=onecycle"], False)]:
+                         (["+trainer.gradient_clip_val=1.0"], False), (["scheduler=onecycle"], False),
+                         (["+trainer.limit_train_batches=5"], False), (["+trainer.val_check_interval=10"], False),
+                         (["fused=false"], False)]:
         data, module, _ = build(make_cfg(*SPIRAL_MLP, *extra))
         assert data.fused == module.fused == fused and module.automatic_optimization != fused, extra
 
