@@ -4,6 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -121,7 +122,14 @@ def test_fused_steps_are_the_steps_lightning_takes_one_batch_at_a_time(data, ove
 
 
 def test_lightning_takes_each_step_where_it_acts_per_step(make_cfg):
-    from nnlab.train import build  # noqa: PLC0415
+    from nnlab.train import build, fusable  # noqa: PLC0415
+    data, module, trainer = build(make_cfg(*SPIRAL_MLP))
+    assert fusable(module, trainer)
+    class GradientNorms(L.Callback):  # a user's callback that looks at every step's gradients
+        def on_after_backward(self, trainer, module) -> None:
+            pass
+    trainer.callbacks.append(GradientNorms())
+    assert not fusable(module, trainer)
     for extra, fused in [([], True), (["+trainer.accumulate_grad_batches=2"], False),
                          (["+trainer.gradient_clip_val=1.0"], False), (["scheduler=onecycle"], False),
                          (["+trainer.limit_train_batches=5"], False), (["+trainer.val_check_interval=10"], False),
