@@ -137,7 +137,8 @@ def test_non_finite_loss_stops_before_the_step(make_cfg, tmp_path):
 @pytest.mark.parametrize("overrides,inf_step,status", [
     (["optimizer.momentum=0.9", "scheduler=exponential", "scheduler.gamma=0.8"], None, "ok"),
     (["optimizer.momentum=0.9"], 13, "diverged"),  # inf gradients from step 13: 10-12 of the group 10-19 are taken
-    (["optimizer.lr=1e38"], None, "diverged")])    # a NaN loss
+    (["optimizer.lr=1e38"], None, "diverged"),     # a NaN loss
+    (["scheduler=onecycle", "scheduler.max_lr=1.0", "~callbacks.lr_monitor"], 13, "diverged")])  # LR steps too
 def test_a_gpu_reads_finiteness_once_a_group_and_stops_where_the_cpu_stops(overrides, inf_step, status, make_cfg,
                                                                            scalars, tmp_path, monkeypatch):
     # On a GPU the fused steps read their finiteness flag once a group (10 steps here), and a group
@@ -186,14 +187,17 @@ def with_callback(monkeypatch, callback: L.Callback) -> None:
     monkeypatch.setattr(nnlab.train, "build", build_with)
 
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_interrupt_mid_epoch_then_resume_gives_bitwise_the_unbroken_run(signum, make_cfg, tiny_mnist, tmp_path,
-                                                                        monkeypatch):
+@pytest.mark.parametrize("signum,schedule", [
+    (signal.SIGTERM, ["optimizer.lr=0.05", "optimizer.momentum=0.9", "scheduler.gamma=0.8"]),
+    (signal.SIGINT, ["optimizer.lr=0.05", "optimizer.momentum=0.9", "scheduler.gamma=0.8"]),
+    (signal.SIGTERM, ["optimizer=adam", "scheduler=onecycle"])])  # the LR moves every step
+def test_interrupt_mid_epoch_then_resume_gives_bitwise_the_unbroken_run(signum, schedule, make_cfg, tiny_mnist,
+                                                                        tmp_path, monkeypatch):
     # MNIST-shaped, shuffled batches of 10 (10 steps an epoch), momentum and a decaying lr: all of
     # the data order, optimizer state, schedule and running epoch metrics must survive the restart.
     # log_interval=2: the fused steps go 2 to a Lightning batch, so step 14 ends one
     overrides = [f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=10", "model=mlp", "log_interval=2",
-                 "optimizer.lr=0.05", "optimizer.momentum=0.9", "scheduler.gamma=0.8", "trainer.max_epochs=3"]
+                 *schedule, "trainer.max_epochs=3"]
     unbroken = train(make_cfg(*overrides, f"run_dir={tmp_path / 'unbroken'}"))
     build = nnlab.train.build
     with_callback(monkeypatch, SignalAt(step=14, signum=signum))  # epoch 2, batch 5 of 10

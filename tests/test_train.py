@@ -97,7 +97,9 @@ MOMENTUM_DECAY = ["scheduler=exponential", "scheduler.gamma=0.8", "optimizer.mom
     ("spiral", MOMENTUM_DECAY, 60, 10),                       # 20 full-batch steps an epoch, logged every 10
     ("spiral", ["scheduler=none", "+trainer.max_steps=25"], 25, 10),  # stops mid-group
     ("mnist", MOMENTUM_DECAY, 36, 4),                         # 12 shuffled batches of 10 an epoch, logged every 8
-    ("mnist", ["model=cnn", "trainer.precision=bf16-mixed", "channels_last=true"], 36, 4)])  # the GPU options
+    ("mnist", ["model=cnn", "trainer.precision=bf16-mixed", "channels_last=true"], 36, 4),  # the GPU options
+    ("mnist", ["scheduler=onecycle", "optimizer=adam"], 36, 4),  # an LR step and an LR monitor point every step
+    ("spiral", ["scheduler=onecycle", "scheduler.max_lr=1.0", "+trainer.max_steps=25"], 25, 10)])
 def test_fused_steps_are_the_steps_lightning_takes_one_batch_at_a_time(data, overrides, steps, group, make_cfg,
                                                                       tiny_mnist, scalars, tmp_path, monkeypatch):
     # The module stepping through groups of minibatches itself (the fast path) against Lightning's
@@ -131,7 +133,7 @@ def test_lightning_takes_each_step_where_it_acts_per_step(make_cfg):
     trainer.callbacks.append(GradientNorms())
     assert not fusable(module, trainer)
     for extra, fused in [([], True), (["+trainer.accumulate_grad_batches=2"], False),
-                         (["+trainer.gradient_clip_val=1.0"], False), (["scheduler=onecycle"], False),
+                         (["+trainer.gradient_clip_val=1.0"], False), (["scheduler=onecycle"], True),
                          (["+trainer.limit_train_batches=5"], False), (["+trainer.val_check_interval=10"], False),
                          (["fused=false"], False)]:
         data, module, _ = build(make_cfg(*SPIRAL_MLP, *extra))

@@ -175,13 +175,21 @@ class Classifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_epoch("test")
 
+    def total_steps(self) -> int:
+        """Optimizer steps in the run. Lightning counts batches (after loading the training data to
+        count them): fused, a batch is a group of steps."""
+        trainer, batches = self.trainer, self.trainer.estimated_stepping_batches
+        if not self.fused:
+            return batches
+        steps = trainer.max_epochs * trainer.datamodule.train_loader.minibatches()
+        return steps if trainer.max_steps < 0 else min(steps, trainer.max_steps)
+
     def configure_optimizers(self):
         optimizer = self.make_optimizer(self.parameters())
         if self.make_scheduler is None:
             return optimizer
         # A per-step schedule (OneCycleLR) is told the run's length; per-epoch ones need nothing.
         step = self.hparams.scheduler_interval == "step"
-        scheduler = self.make_scheduler(optimizer, **({"total_steps": self.trainer.estimated_stepping_batches}
-                                                      if step else {}))
+        scheduler = self.make_scheduler(optimizer, **({"total_steps": self.total_steps()} if step else {}))
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}

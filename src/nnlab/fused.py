@@ -5,20 +5,24 @@ automatic optimization's closure), more than a whole spiral step (~0.5 ms). Wher
 feature acts per optimizer step (train.fusable), the training loader serves groups of k minibatches
 (k divides both the steps an epoch and log_interval: every logged step and epoch end is a group's
 end) and the Classifier takes the k steps here, each exactly what automatic optimization does (zero
-grads, forward, backward, finiteness check, step), with the torch optimizer itself. Each step is
-counted where Lightning counts optimizer steps (global_step) and logger steps, so logs, checkpoints,
-max_steps and a mid-epoch resume see every one (tests/test_train.py: bitwise Lightning's own steps).
+grads, forward, backward, finiteness check, step, a per-step LR schedule's step), with the torch
+optimizer itself. Each step is counted where Lightning counts optimizer steps (global_step) and
+logger steps, so logs, checkpoints, max_steps and a mid-epoch resume see every one
+(tests/test_train.py: bitwise Lightning's own steps).
 
 The finiteness check reads a flag on the host. On the CPU that is free and done every step; on a
 GPU it would make the host wait for the GPU's queue every step, so there the flag stays on the
 device and is read once a group: the group's state is saved first, and a group that went
-non-finite is put back and taken again, checked every step, to stop where a CPU run stops.
+non-finite is put back and taken again, checked every step, to stop where a CPU run stops (not
+where a per-step LR is logged within groups: a written log cannot be taken back).
 """
 import copy
 
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor
 from torch import Tensor
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 
 def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -27,9 +31,16 @@ def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
     loop = trainer.fit_loop.epoch_loop
     steps = loop.manual_optimization.optim_step_progress  # global_step is its completed count
     n = len(group) if trainer.max_steps < 0 else min(len(group), trainer.max_steps - module.global_step)
-    saved = None if module.check_every_step else save(module, optimizer, steps)
-    done = 0
-    for batch in group[:n]:
+    per_step = scheduler is not None and module.hparams.scheduler_interval == "step"  # onecycle
+    # Lightning's LR monitor logs a per-step schedule's LR at batch starts: here, at each step's. Logs
+    # cannot be taken back, so such runs read finiteness every step, never retake a group.
+    monitors = [c for c in trainer.callbacks if isinstance(c, LearningRateMonitor)] if per_step else []
+    saved = None if module.check_every_step or monitors else save(module, optimizer, scheduler, steps)
+    first, done = loop._batches_that_stepped, 0  # the logger's step: Lightning adds 1 a batch, we 1 a step
+    for i, batch in enumerate(group[:n]):
+        loop._batches_that_stepped = first + i
+        for monitor in monitors if i else ():  # the group's first step: Lightning's own batch start
+            monitor.on_train_batch_start(trainer, module, batch, i)
         optimizer.zero_grad(set_to_none=True)
         loss = module._step(batch, "fit")
         loss.backward()
@@ -41,26 +52,30 @@ def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
         elif finite := module.finite(module.global_step):
             optimizer.step()
         steps.increment_completed()  # a diverged step counts, unstepped, as in automatic optimization
+        if per_step:
+            scheduler.step()  # after every batch's step in automatic optimization, a diverged one too
         done += 1
         if saved is None and not finite:
             break
     if saved is not None:
         if not saved["finite"]:  # the one host read a group
-            restore(module, saved, optimizer, steps)
+            restore(module, saved, optimizer, scheduler, steps)
+            loop._batches_that_stepped = first
             module.check_every_step = True  # from here on: a deterministic run stops within this group
             return take_steps(module, group)
         module.finite_loss = module.loss
-    if scheduler is not None and trainer.is_last_batch:  # per epoch (train.fusable)
-        scheduler.step()  # where Lightning steps it in automatic optimization: after the epoch's last batch
-    loop._batches_that_stepped += max(done - 1, 0)  # the logger's step; Lightning adds 1 a batch
+    if scheduler is not None and not per_step and trainer.is_last_batch:
+        scheduler.step()  # where Lightning steps an epoch's schedule: after the epoch's last batch
+    loop._batches_that_stepped = first + max(done - 1, 0)
     return module.loss
 
 
-def save(module, optimizer: Optimizer, steps) -> dict:
-    """What a group of steps changes, copied: weights, optimizer state, epoch sums, step counts, RNG
-    (a model with dropout draws from it); and the group's finiteness flag, on the device."""
+def save(module, optimizer: Optimizer, scheduler: LRScheduler | None, steps) -> dict:
+    """What a group of steps changes, copied: weights, optimizer and LR schedule state, epoch sums,
+    step counts, RNG (a model with dropout draws from it); and the group's finiteness flag, on the device."""
     cuda = module.device.type == "cuda"
     return {"params": [p.detach().clone() for p in module.params],
+            "scheduler": copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
             "optimizer": ({p: copy.deepcopy(state) for p, state in optimizer.state.items()},  # tensors cloned
                           [{k: v for k, v in g.items() if k != "params"} for g in optimizer.param_groups]),
             "sums": [b.clone() for b in module.sums["fit"].buffers()], "steps": copy.deepcopy(steps.state_dict()),
@@ -70,9 +85,11 @@ def save(module, optimizer: Optimizer, steps) -> dict:
 
 
 @torch.no_grad()
-def restore(module, saved: dict, optimizer: Optimizer, steps) -> None:
+def restore(module, saved: dict, optimizer: Optimizer, scheduler: LRScheduler | None, steps) -> None:
     for p, value in zip(module.params, saved["params"]):
         p.copy_(value)
+    if scheduler is not None:
+        scheduler.load_state_dict(saved["scheduler"])
     state, groups = saved["optimizer"]
     optimizer.state.clear()  # in place: Lightning's optimizer wrapper holds these very objects
     optimizer.state.update(state)
