@@ -31,8 +31,6 @@ VARIANTS = [  # (recipe, option, overrides)
     ("fast", "fp32", FAST),
     ("fast", "bf16 autocast", [*FAST, "trainer.precision=bf16-mixed"]),
     ("fast", "fp32, Lightning's loop (fused=false)", [*FAST, "fused=false"]),
-    # its per-step LR points make fused steps read finiteness every step; without them, once a group
-    ("fast", "fp32, no LR monitor", [*FAST, "~callbacks.lr_monitor"]),
 ]
 EPOCH_LINE = re.compile(r"epoch (\d+)/\d+ .*\((\d+(?:\.\d+)?) s\)$")  # nnlab.callbacks.EpochLog's
 

@@ -138,7 +138,9 @@ def test_non_finite_loss_stops_before_the_step(make_cfg, tmp_path):
     (["optimizer.momentum=0.9", "scheduler=exponential", "scheduler.gamma=0.8"], None, "ok"),
     (["optimizer.momentum=0.9"], 13, "diverged"),  # inf gradients from step 13: 10-12 of the group 10-19 are taken
     (["optimizer.lr=1e38"], None, "diverged"),     # a NaN loss
-    (["scheduler=onecycle", "scheduler.max_lr=1.0", "~callbacks.lr_monitor"], 13, "diverged")])  # LR steps too
+    (["scheduler=onecycle", "scheduler.max_lr=1.0", "~callbacks.lr_monitor"], 13, "diverged"),  # LR steps too
+    (["scheduler=onecycle", "scheduler.max_lr=1.0"], 13, "diverged"),  # stops before step 19's LR point
+    (["scheduler=onecycle", "scheduler.max_lr=1.0"], 19, "diverged")])  # after it: written once, not twice
 def test_a_gpu_reads_finiteness_once_a_group_and_stops_where_the_cpu_stops(overrides, inf_step, status, make_cfg,
                                                                            scalars, tmp_path, monkeypatch):
     # On a GPU the fused steps read their finiteness flag once a group (10 steps here), and a group

@@ -13,8 +13,8 @@ logger steps, so logs, checkpoints, max_steps and a mid-epoch resume see every o
 The finiteness check reads a flag on the host. On the CPU that is free and done every step; on a
 GPU it would make the host wait for the GPU's queue every step, so there the flag stays on the
 device and is read once a group: the group's state is saved first, and a group that went
-non-finite is put back and taken again, checked every step, to stop where a CPU run stops (not
-where a per-step LR is logged within groups: a written log cannot be taken back).
+non-finite is put back and taken again, checked every step, to stop where a CPU run stops. A
+per-step LR logged within a group reads the flag before it is written (logs cannot be taken back).
 """
 import copy
 
@@ -32,15 +32,20 @@ def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
     steps = loop.manual_optimization.optim_step_progress  # global_step is its completed count
     n = len(group) if trainer.max_steps < 0 else min(len(group), trainer.max_steps - module.global_step)
     per_step = scheduler is not None and module.hparams.scheduler_interval == "step"  # onecycle
-    # Lightning's LR monitor logs a per-step schedule's LR at batch starts: here, at each step's. Logs
-    # cannot be taken back, so such runs read finiteness every step, never retake a group.
+    # Lightning's LR monitor writes a per-step schedule's LR at the batch starts of logged steps; here,
+    # at those steps' starts (the group's last step, as the group size divides log_interval).
     monitors = [c for c in trainer.callbacks if isinstance(c, LearningRateMonitor)] if per_step else []
-    saved = None if module.check_every_step or monitors else save(module, optimizer, scheduler, steps)
+    every = trainer.log_every_n_steps
+    saved = None if module.check_every_step else save(module, optimizer, scheduler, steps)
     first, done = loop._batches_that_stepped, 0  # the logger's step: Lightning adds 1 a batch, we 1 a step
     for i, batch in enumerate(group[:n]):
         loop._batches_that_stepped = first + i
-        for monitor in monitors if i else ():  # the group's first step: Lightning's own batch start
-            monitor.on_train_batch_start(trainer, module, batch, i)
+        if monitors and i and every and (first + i + 1) % every == 0 and first + i > module.lr_logged_at:
+            if saved is not None and not saved["finite"]:  # a written log cannot be taken back: read first
+                break
+            for monitor in monitors:  # (the group's first step had Lightning's own batch start)
+                monitor.on_train_batch_start(trainer, module, batch, i)
+            module.lr_logged_at = first + i  # a retaken group does not write it twice
         optimizer.zero_grad(set_to_none=True)
         loss = module._step(batch, "fit")
         loss.backward()
