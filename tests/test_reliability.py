@@ -285,6 +285,7 @@ def test_interrupt_from_the_cli_exits_nonzero_and_resume_finishes_it(tmp_path):
     resumed = run_cli(f"resume={run.relative_to(tmp_path)}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     unbroken = run_cli(*args, cwd=tmp_path)
+    assert unbroken.returncode == 0, unbroken.stderr[-2000:]
     runs = sorted((tmp_path / "runs").glob("*/*"))
     assert len(runs) == 2  # the resume went on in the run's own folder
     a, b = (json.loads((r / "metrics.json").read_text()) for r in runs)

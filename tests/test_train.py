@@ -11,10 +11,9 @@ from hydra.utils import instantiate
 
 import nnlab.train
 from nnlab.data.loader import TensorDataModule
-
 from nnlab.data.spiral import make_spiral
 from nnlab.evaluate import evaluate
-from nnlab.train import ConfigError, train
+from nnlab.train import train
 
 SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0", "scheduler=none", "l2=0.001"]
 
