@@ -69,7 +69,6 @@ class Classifier(L.LightningModule):
         # training_step steps through itself (manual optimization); see nnlab/fused.py.
         self.fused = False
         self.check_every_step: bool | None = None  # fused steps read finiteness every step, or once a group
-        self.lr_logged_at = -1  # the last step fused steps logged a per-step LR at
         self._list_parameters()
 
     @property

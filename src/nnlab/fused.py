@@ -25,8 +25,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 
-def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
-    """A step on each (x, y) minibatch of the group; returns the last step's loss."""
+def take_steps(module, group: list[tuple[Tensor, Tensor]], lr_logged_at: int = -1) -> Tensor:
+    """A step on each (x, y) minibatch of the group; returns the last step's loss. `lr_logged_at`: the
+    step whose LR point a first take of this group wrote (its retake must not write it twice)."""
     trainer, optimizer, scheduler = module.trainer, module.optimizers().optimizer, module.lr_schedulers()
     loop = trainer.fit_loop.epoch_loop
     steps = loop.manual_optimization.optim_step_progress  # global_step is its completed count
@@ -40,12 +41,12 @@ def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
     first, done = loop._batches_that_stepped, 0  # the logger's step: Lightning adds 1 a batch, we 1 a step
     for i, batch in enumerate(group[:n]):
         loop._batches_that_stepped = first + i
-        if monitors and i and every and (first + i + 1) % every == 0 and first + i > module.lr_logged_at:
+        if monitors and i and every and (first + i + 1) % every == 0 and first + i > lr_logged_at:
             if saved is not None and not saved["finite"]:  # a written log cannot be taken back: read first
                 break
             for monitor in monitors:  # (the group's first step had Lightning's own batch start)
                 monitor.on_train_batch_start(trainer, module, batch, i)
-            module.lr_logged_at = first + i  # a retaken group does not write it twice
+            lr_logged_at = first + i
         optimizer.zero_grad(set_to_none=True)
         loss = module._step(batch, "fit")
         loss.backward()
@@ -67,7 +68,7 @@ def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
             restore(module, saved, optimizer, scheduler, steps)
             loop._batches_that_stepped = first
             module.check_every_step = True  # from here on: a deterministic run stops within this group
-            return take_steps(module, group)
+            return take_steps(module, group, lr_logged_at)
         module.finite_loss = module.loss
     if scheduler is not None and not per_step and trainer.is_last_batch:
         scheduler.step()  # where Lightning steps an epoch's schedule: after the epoch's last batch

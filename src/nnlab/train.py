@@ -64,11 +64,10 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
 
 def fusable(module: Classifier, trainer: L.Trainer) -> bool:
     """Whether the module may take the training steps itself, a group of minibatches per Lightning
-    batch (nnlab/fused.py): a spiral step costs less than Lightning's work per batch. What
-    Lightning does per optimizer step (DDP's gradient sync, clipping, accumulation, fp16 loss scaling)
-    needs its automatic optimization, a step a batch;
-    so do limits and validation intervals counted in batches (fused, a batch is many steps), and
-    callbacks with hooks around each backward or optimizer step."""
+    batch (nnlab/fused.py): a spiral step costs less than Lightning's work per batch. What Lightning
+    does per optimizer step (DDP's gradient sync, clipping, accumulation, fp16 loss scaling) needs its
+    automatic optimization, a step a batch; so do limits and validation intervals counted in batches
+    (fused, a batch is many steps), and callbacks with hooks around each backward or optimizer step."""
     per_step_hooks = any(getattr(type(c), hook) is not getattr(L.Callback, hook) for c in trainer.callbacks
                          for hook in ("on_before_zero_grad", "on_before_backward", "on_after_backward",
                                       "on_before_optimizer_step"))
