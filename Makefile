@@ -4,11 +4,15 @@ PYTHON ?= python3.11
 VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
-# make sweep: SWEEP names a grid in conf/sweep/ (SWEEP= runs a plain multirun of ARGS); JOBS runs at
-# once through Hydra's joblib launcher, each with cores/JOBS torch threads; RESUME is an existing sweep
-# folder: finished runs are skipped, interrupted ones continue (make train RESUME=<run folder>: that
-# run continues). make tensorboard serves RUNS.
-SWEEP  ?= mnist_grid
+# make sweep: SWEEP names a grid in conf/sweep/, ARGS goes on top of it; without SWEEP, ARGS alone is
+# the multirun, and with neither the default grid DEFAULT_SWEEP runs. JOBS runs at once through Hydra's
+# joblib launcher, each with cores/JOBS torch threads; RESUME is an existing sweep folder: finished runs
+# are skipped, interrupted ones continue (make train RESUME=<run folder>: that run continues).
+# make compare: DIR is a sweep folder (default: the latest under runs/sweeps/).
+# make tensorboard serves RUNS.
+SWEEP  ?=
+DEFAULT_SWEEP := mnist_grid
+DIR    ?=
 JOBS   ?= 1
 RESUME ?=
 RUNS   ?= runs
@@ -30,13 +34,14 @@ data: install  ## fetch + MD5-check MNIST's raw files into data/MNIST/raw (ARGS=
 train: install  ## one run into runs/<overrides>/<time>/ (ARGS="experiment=seed_mnist_cnn"; RESUME=<run folder>)
 	$(PY) -m nnlab.train $(if $(RESUME),resume=$(RESUME)) $(ARGS)
 
-sweep: install  ## a grid: SWEEP=spiral_grid|mnist_grid, JOBS=N, RESUME=runs/sweeps/<time> -> runs/sweeps/<time>/
-	$(PY) -m nnlab.train --multirun $(if $(SWEEP),sweep=$(SWEEP)) $(if $(RESUME),hydra.sweep.dir=$(RESUME)) \
+sweep: install  ## a multirun into runs/sweeps/<time>/: SWEEP=<grid in conf/sweep/>, ARGS="k=a,b ...", JOBS=N, RESUME=<sweep folder>
+	$(PY) -m nnlab.train --multirun $(if $(SWEEP),sweep=$(SWEEP),$(if $(strip $(ARGS)),,sweep=$(DEFAULT_SWEEP))) \
+	  $(if $(RESUME),hydra.sweep.dir=$(RESUME)) \
 	  $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) \
 	  threads=$(shell echo $$(( $(CORES) / $(JOBS) > 0 ? $(CORES) / $(JOBS) : 1 )))) $(ARGS)
 
-compare: install  ## summary.csv/.md + plots of a sweep folder (SWEEP=runs/sweeps/<time>; default: the latest)
-	$(PY) -m nnlab.compare $(if $(filter command line,$(origin SWEEP)),$(SWEEP)) $(ARGS)
+compare: install  ## summary.csv/.md + plots of a sweep folder (DIR=runs/sweeps/<time>; default: the latest)
+	$(PY) -m nnlab.compare $(DIR) $(ARGS)
 
 evaluate: install  ## re-score a checkpoint without Lightning (ARGS=runs/.../checkpoints/last.ckpt)
 	$(PY) -m nnlab.evaluate $(ARGS)

@@ -3,6 +3,7 @@ import csv
 import json
 import subprocess
 import sys
+import time
 
 from nnlab.compare import best_per_architecture, load_runs, summarize
 
@@ -49,3 +50,24 @@ def test_cli_writes_summary_files_and_names_a_missing_folder(tmp_path):
     assert (tmp_path / "sweep" / "summary.md").exists() and (tmp_path / "sweep" / "val_acc_vs_lr.png").exists()
     done = subprocess.run([sys.executable, "-m", "nnlab.compare", str(tmp_path / "nope")], capture_output=True, text=True)
     assert done.returncode == 1 and "no such folder" in done.stderr
+
+
+def test_the_latest_sweep_is_the_last_sweep_folder_started_not_a_file_or_a_summary(tmp_path):
+    sweeps = tmp_path / "runs" / "sweeps"
+    for name in ("old", "new"):
+        fake_run(sweeps / name, "mlp", 0.1, 0.9, 0)
+        (sweeps / name / "multirun.yaml").write_text("hydra: {}\n")  # what a sweep writes as it starts
+        time.sleep(0.01)  # distinct mtimes
+    compare = [sys.executable, "-m", "nnlab.compare"]
+    # The parent of the sweeps means what it says: every run below it, summarised there ...
+    done = subprocess.run([*compare, "runs/sweeps"], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    rows = list(csv.DictReader(open(sweeps / "summary.csv")))
+    assert len(rows) == 1 and rows[0]["n"] == "2"  # the two sweeps' runs share one setting
+    # ... and neither its files nor a later summary of the older sweep make something else "the latest"
+    assert subprocess.run([*compare, "runs/sweeps/old"], cwd=tmp_path, capture_output=True).returncode == 0
+    done = subprocess.run(compare, cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "written: runs/sweeps/new/summary.csv" in done.stdout
+    done = subprocess.run(compare, cwd=tmp_path / "runs", capture_output=True, text=True)  # no runs/sweeps here
+    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "no sweep folder under runs/sweeps" in done.stderr

@@ -11,6 +11,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 SHORT, EPOCHS = "data.steps_per_epoch=5,log_interval=1", "trainer.max_epochs=2"  # in every run's name
@@ -174,3 +175,52 @@ def test_jobs_run_side_by_side_through_joblib_each_with_its_thread_share(tmp_pat
     folder = tmp_path / sweep_folder(done.stdout)
     metrics = [json.loads(p.read_text()) for p in folder.glob("*/metrics.json")]
     assert len(metrics) == 2 and all(m["status"] == "ok" and m["threads"] == 1 for m in metrics)
+
+
+def make_sweep_line(*variables: str) -> list[str]:
+    """The overrides `make sweep VARIABLES...` hands to `python -m nnlab.train --multirun`."""
+    done = subprocess.run(["make", "-n", "sweep", *variables], cwd=Path(__file__).parents[1], capture_output=True,
+                          text=True, check=True)
+    line = done.stdout.replace("\\\n", " ").splitlines()[-1].split()
+    return line[line.index("--multirun") + 1:]
+
+
+def test_make_sweep_runs_the_default_grid_alone_exactly_args_without_sweep_and_args_on_top_of_sweep():
+    assert make_sweep_line() == ["sweep=mnist_grid"]
+    assert make_sweep_line("JOBS=1", "RESUME=runs/sweeps/x") == ["sweep=mnist_grid", "hydra.sweep.dir=runs/sweeps/x"]
+    assert make_sweep_line("ARGS=experiment=spiral_mlp seed=0,1,2") == ["experiment=spiral_mlp", "seed=0,1,2"]
+    assert make_sweep_line("SWEEP=spiral_grid", "ARGS=seed=0") == ["sweep=spiral_grid", "seed=0"]
+
+
+def test_job_count_is_the_grid_with_the_command_line_on_top():
+    from nnlab.sweep import jobs
+    grid = {"model": "linear,mlp", "optimizer.lr": "0.3,1.0,3.0,10.0", "scheduler.gamma": "0.7,0.9,1.0", "seed": "0,1,2"}
+    assert len(jobs(grid, ["sweep=spiral_grid"])) == 72
+    assert len(jobs(grid, ["sweep=spiral_grid", "seed=0", "trainer.max_epochs=2"])) == 24  # seed replaced, not added
+    assert jobs({}, ["experiment=spiral_mlp", "seed=0,1,2"]) == [["experiment=spiral_mlp", f"seed={s}"] for s in range(3)]
+    assert len(jobs({}, ["model=linear,mlp", "seed=range(0,3)"])) == 6
+
+
+def test_a_plain_multirun_runs_exactly_its_jobs_of_the_experiment_and_says_so_first(tmp_path):
+    done = sweep("experiment=spiral_mlp", "seed=0,1,2", "data.steps_per_epoch=5", "trainer.max_epochs=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("sweep: 3 jobs from experiment=spiral_mlp seed=0,1,2")
+    runs = sorted((tmp_path / sweep_folder(done.stdout)).glob("*/.hydra/config.yaml"))
+    assert len(runs) == 3
+    for saved in runs:  # the experiment's own settings, only the seed swept
+        cfg = OmegaConf.load(saved)
+        assert cfg.model.hidden == 100 and cfg.optimizer.lr == 1.0 and cfg.l2 == 0.001 and cfg.log_interval == 100
+        assert cfg.data._target_.endswith("SpiralDataModule") and cfg.scheduler.factor == 1.0  # constant lr
+
+
+def test_an_experiment_wins_over_the_settings_a_grid_fixes(make_cfg):
+    cfg = make_cfg("sweep=spiral_grid", "experiment=spiral_mlp")
+    assert cfg.log_interval == 100 and cfg.data.steps_per_epoch == 1000  # spiral_mlp's, not the grid's 10 and 100
+    assert cfg.model.init_std == 0.01 and cfg.l2 == 0.001
+
+
+def test_a_grid_sweeping_what_an_experiment_sets_is_refused_before_any_folder(tmp_path):
+    done = sweep("sweep=spiral_grid", "experiment=spiral_mlp", cwd=tmp_path)
+    assert done.returncode == 1 and not (tmp_path / "runs").exists()
+    assert done.stderr.strip().count("\n") == 0 and "sweeps model, optimizer.lr, scheduler.gamma, which " \
+        "experiment=spiral_mlp sets" in done.stderr and 'make sweep ARGS="experiment=spiral_mlp' in done.stderr

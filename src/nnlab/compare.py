@@ -1,7 +1,7 @@
 """Compare the runs of a sweep, the tuning playbook's way: architecture is the question, lr and gamma
 are nuisance parameters tuned per architecture, and each architecture is judged at its best.
 
-    python -m nnlab.compare [FOLDER]       # make compare [SWEEP=runs/sweeps/<time>]; default: the latest sweep
+    python -m nnlab.compare [FOLDER]       # make compare [DIR=runs/sweeps/<time>]; default: the latest sweep
 
 Reads every run's saved config (.hydra/) and metrics.json under FOLDER and writes there:
   summary.csv / summary.md   one row per setting (every override but the seed): n finished seeds,
@@ -175,17 +175,19 @@ def compare(folder: Path) -> str:
 
 
 def latest_sweep(root: Path = Path("runs/sweeps")) -> Path:
-    sweeps = sorted(root.iterdir(), key=lambda p: p.stat().st_mtime) if root.is_dir() else []
+    """The sweep folder started last: a folder holding multirun.yaml, which a sweep writes as it starts
+    (summaries written into runs/sweeps/ itself or into an older sweep do not make it the latest)."""
+    sweeps = sorted(root.glob("*/multirun.yaml"), key=lambda p: p.stat().st_mtime)
     if not sweeps:
-        raise SystemExit(f"nnlab: no sweep under {root}: run one first (make sweep SWEEP=spiral_grid)")
-    return sweeps[-1]
+        raise SystemExit(f"nnlab: no sweep folder under {root}: run one first (make sweep), or give DIR=<folder>")
+    return sweeps[-1].parent
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 2:
-        sys.exit("nnlab: compare takes one folder: make compare SWEEP=runs/sweeps/<time>")
+        sys.exit("nnlab: compare takes one folder: make compare DIR=runs/sweeps/<time>")
     folder = Path(sys.argv[1]) if len(sys.argv) == 2 else latest_sweep()
     if not folder.is_dir():
-        sys.exit(f"nnlab: no such folder: {folder} (sweeps land in runs/sweeps/)")
+        sys.exit(f"nnlab: no such folder: {folder} (sweeps land in runs/sweeps/<time>)")
     print(compare(folder))
     print(f"written: {folder}/summary.csv, summary.md, val_acc_vs_lr.png, best_curves.png")

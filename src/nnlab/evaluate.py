@@ -38,5 +38,8 @@ if __name__ == "__main__":
         sys.exit("usage: python -m nnlab.evaluate RUN_FOLDER/checkpoints/last.ckpt")
     ckpt = Path(sys.argv[1])
     acc = evaluate(ckpt)
-    reported = json.loads((ckpt.parent.parent / "metrics.json").read_text()).get("test/acc")
-    print(f"test accuracy recomputed from {ckpt}: {acc:.4f} (the run reported {reported:.4f})")
+    metrics_file = ckpt.parent.parent / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    reported = (f"the run reported {metrics['test/acc']:.4f}" if "test/acc" in metrics else  # a failed or
+                f"the run reported no test/acc: status {metrics.get('status', 'unknown')}")  # interrupted run
+    print(f"test accuracy recomputed from {ckpt}: {acc:.4f} ({reported})")

@@ -3,13 +3,17 @@ of what failed, and each run's hyperparameters in TensorBoard's HPARAMS tab.
 
     make sweep SWEEP=spiral_grid [JOBS=2] [RESUME=runs/sweeps/<time>]   then   make compare
 """
+import itertools
 import json
 import shutil
 import sys
 from pathlib import Path
 
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+
+from nnlab import CONF_DIR
 from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 
@@ -84,9 +88,57 @@ def hparams(logger, cfg: DictConfig, metrics: dict, step: int) -> None:
     writer.flush()
 
 
+def jobs(params: dict, overrides: list[str]) -> list[list[str]]:
+    """The jobs of a multirun as Hydra's basic sweeper expands them: every combination of a grid's
+    `hydra.sweeper.params` and the command line's overrides, a key on the command line replacing the
+    grid's (`make sweep SWEEP=spiral_grid ARGS="seed=0"`: 24 jobs, not 72)."""
+    axes = {}
+    for o in OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides)):
+        key = o.get_key_element()
+        values = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
+        axes[key] = [f"{key}={v}" for v in values]
+    return [list(job) for job in itertools.product(*axes.values())]
+
+
+def check_grid(grid: str | None, experiment: str | None, params: dict) -> None:
+    """A grid may not sweep a key that the experiment sets (its own settings would be replaced without
+    a word): refuse, naming both. `seed` is the exception, a sweep axis by nature. Keys the grid only
+    fixes are no conflict: the experiment comes after the grid in conf/train.yaml's defaults, so it wins."""
+    if not experiment or not params:
+        return
+    recipe = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "experiment" / f"{experiment}.yaml"))
+    keys = {next(iter(d)).split("/")[-1] for d in recipe.pop("defaults", []) if isinstance(d, dict)}  # override /model: mlp
+
+    def walk(node: dict, prefix: str = "") -> None:
+        for k, v in node.items():
+            keys.add(prefix + k)
+            if isinstance(v, dict):
+                walk(v, f"{prefix}{k}.")
+    walk(recipe)
+    clash = [k for k in params if k != "seed" and any(k == e or e.startswith(k + ".") or k.startswith(e + ".")
+                                                      for e in keys)]
+    if clash:
+        sys.exit(f"nnlab: sweep={grid} sweeps {', '.join(clash)}, which experiment={experiment} sets: sweep what you "
+                 f"want in ARGS alone, e.g. make sweep ARGS=\"experiment={experiment} {clash[-1]}=...\"")
+
+
 class SweepReport(Callback):
-    """Hydra callback: after a multirun, list the runs that failed (crashed, bad config, interrupted)
-    and exit non-zero when there are any. Diverged runs are results and are not listed as failures."""
+    """Hydra callback: before a multirun, refuse a grid that would replace an experiment's settings and
+    say how many jobs it launches and from what; after it, list the runs that failed (crashed, bad
+    config, interrupted) and exit non-zero when there are any. Diverged runs are results, not failures."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
+        params = dict(config.hydra.sweeper.get("params") or {})
+        overrides = list(config.hydra.overrides.task)
+        choices = config.hydra.runtime.choices
+        check_grid(choices.get("sweep"), choices.get("experiment"), params)
+        given = " ".join(overrides)
+        if "_target_" in config.hydra.sweeper and config.hydra.sweeper._target_.endswith("BasicSweeper"):
+            grid = " ".join(f"{k}={v}" for k, v in params.items())
+            print(f"sweep: {len(jobs(params, overrides))} jobs from {given}" + (f" (grid: {grid})" if grid else ""),
+                  flush=True)
+        else:
+            print(f"sweep: {config.hydra.sweeper._target_} over {given}", flush=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs) -> None:
         sweep = Path(config.hydra.sweep.dir)

@@ -3,7 +3,7 @@
     python -m nnlab.train [overrides]          # or: make train ARGS="..."
     python -m nnlab.train model=mlp data=spiral optimizer.lr=1.0 scheduler=none trainer.max_epochs=2000
     python -m nnlab.train resume=runs/<overrides>/<time>     # continue an interrupted run exactly
-    python -m nnlab.train --multirun +sweep=spiral_grid      # or: make sweep SWEEP=spiral_grid
+    python -m nnlab.train --multirun sweep=spiral_grid       # or: make sweep SWEEP=spiral_grid
 
 Leaves runs/<overrides>/<start time>/ holding .hydra/config.yaml (the resolved config),
 tensorboard/ (events), checkpoints/last.ckpt, train.log and metrics.json (final metrics, status).
