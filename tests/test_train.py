@@ -9,7 +9,9 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
+import nnlab
 import nnlab.train
+from nnlab.config import ConfigError
 from nnlab.data.loader import TensorDataModule
 from nnlab.data.spiral import make_spiral
 from nnlab.evaluate import evaluate
@@ -38,6 +40,40 @@ def test_spiral_run_through_the_hydra_entry_point_leaves_a_complete_run_folder(t
         assert 0 <= metrics[key] < 5, key
     assert (run / ".hydra" / "config.yaml").exists() and (run / "checkpoints" / "last.ckpt").exists()
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+
+
+def test_nnlab_run_is_the_command_line_run_from_python(tmp_path, monkeypatch):
+    args = [*SPIRAL_MLP, "data.steps_per_epoch=5", "trainer.max_epochs=2"]
+    (tmp_path / "cli").mkdir()
+    done = run_cli(*args, cwd=tmp_path / "cli")
+    assert done.returncode == 0, done.stderr[-2000:]
+    monkeypatch.chdir(tmp_path)
+    metrics = nnlab.run(args)
+    run = Path(metrics.pop("run_dir"))
+    cli_run, = (tmp_path / "cli" / "runs").glob("*/*")
+    assert run.parent == tmp_path / "runs" / cli_run.parent.name  # the same folder name: its overrides
+    assert json.loads((run / "metrics.json").read_text()) == metrics
+    cli_metrics = json.loads((cli_run / "metrics.json").read_text())
+    assert {k: v for k, v in metrics.items() if "/" in k} == {k: v for k, v in cli_metrics.items() if "/" in k}
+    assert metrics["status"] == "ok" and metrics["steps"] == 10
+    for leaf in (".hydra/config.yaml", ".hydra/overrides.yaml", "train.log", "checkpoints/last.ckpt"):
+        assert (run / leaf).exists(), leaf
+    assert nnlab.run([*args, "seed=2"])["test/acc"] != metrics["test/acc"]  # a second call in the same process
+    with pytest.raises(ConfigError, match="optimizer.lr"):
+        nnlab.run([*args, "optimizer.lr=abc"])
+    with pytest.raises(ConfigError, match="overrides only"):
+        nnlab.run(["--multirun", "seed=1,2"])
+
+
+def test_evaluate_rescores_the_checkpoint_of_a_run_that_did_not_finish(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    metrics = nnlab.run([*SPIRAL_MLP, "data.steps_per_epoch=5", "trainer.max_epochs=1"])
+    run = Path(metrics["run_dir"])
+    (run / "metrics.json").write_text(json.dumps({"status": "interrupted", "error": "KeyboardInterrupt()"}))
+    done = subprocess.run([sys.executable, "-m", "nnlab.evaluate", str(run / "checkpoints" / "last.ckpt")],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{metrics['test/acc']:.4f} (the run reported no test/acc: status interrupted)" in done.stdout
 
 
 def test_checkpoint_loads_weights_only_and_reproduces_its_reported_accuracy(make_cfg, tmp_path):

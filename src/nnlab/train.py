@@ -1,15 +1,16 @@
 """Train and test one model; everything it makes lands in its own run folder.
 
-    python -m nnlab.train [overrides]          # or: make train ARGS="..."
+    python -m nnlab.train [overrides]          # or: make train ARGS="...", or nnlab.run([overrides])
     python -m nnlab.train model=mlp data=spiral optimizer.lr=1.0 scheduler=none trainer.max_epochs=2000
     python -m nnlab.train resume=runs/<overrides>/<time>     # continue an interrupted run exactly
     python -m nnlab.train --multirun sweep=spiral_grid       # or: make sweep SWEEP=spiral_grid
 
-Leaves runs/<overrides>/<start time>/ holding .hydra/config.yaml (the resolved config),
+Leaves runs/<overrides>/<start time>/ holding .hydra/config.yaml (the composed config),
 tensorboard/ (events), checkpoints/last.ckpt, train.log and metrics.json (final metrics, status).
 """
 import json
 import logging
+import os
 import sys
 import time
 import warnings
@@ -39,6 +40,7 @@ warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # Lightning 2.6 
 # It counts batches; fused steps (see fusable) make a batch many steps, and steps are what is logged
 warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
 log = logging.getLogger("nnlab")
+_returned: list[dict] | None = None  # during nnlab.run: main puts its result here and raises its errors
 FINISHED = ("ok", "diverged")  # a diverged run is a result, not something to retry
 
 
@@ -152,8 +154,12 @@ def main(cfg: DictConfig) -> None:
         if sweeping:  # one bad job must not end the sweep; the sweep's end lists it
             log.error("nnlab: %s", e)
             return
+        if _returned is not None:
+            raise
         sys.exit(f"nnlab: {e}")
     except (KeyboardInterrupt, SystemExit):  # SIGTERM / Ctrl-C: last.ckpt is at a step boundary
+        if _returned is not None:
+            raise
         sys.exit("nnlab: interrupted; continue exactly where it stopped with: " +
                  (f"make sweep RESUME={shown_dir.parent} (and the same SWEEP/ARGS)" if sweeping else
                   f"make train RESUME={shown_dir}"))
@@ -162,12 +168,37 @@ def main(cfg: DictConfig) -> None:
             raise
         log.exception("nnlab: %s failed; the sweep goes on", run_dir.name)  # into the run's train.log
         return
+    if _returned is not None:
+        _returned.append({**metrics, "run_dir": str(run_dir)})
     if rank_zero_only.rank != 0:  # DDP: one report, from rank 0
         return
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
     log.info(f"\nrun folder: {shown_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
     if metrics["status"] == "diverged":  # a result, not a crash: a sweep goes on past it
         print(f"nnlab: {metrics['error']}", file=sys.stderr)
+
+
+def run(overrides: list[str]) -> dict:
+    """One training from Python, as `python -m nnlab.train *overrides` runs it: the same config check,
+    run folder and outputs (Hydra's own entry point runs it, on these overrides instead of sys.argv).
+    Returns metrics.json's content plus "run_dir". A bad config raises ConfigError (one line); any
+    other error, Ctrl-C included, raises as such, after the run folder has recorded it."""
+    global _returned
+    if any(o.startswith("-") for o in overrides):
+        raise ConfigError(f"nnlab.run takes overrides only (got {' '.join(o for o in overrides if o.startswith('-'))}): "
+                          "sweep with python -m nnlab.train --multirun or make sweep")
+    argv, env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
+    sys.argv, _returned = [argv[0], *check_argv(list(overrides))], []
+    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises the run's own exception instead of exiting
+    try:
+        main()
+        return _returned[0]
+    finally:
+        sys.argv, _returned = argv, None
+        if env is None:
+            del os.environ["HYDRA_FULL_ERROR"]
+        else:
+            os.environ["HYDRA_FULL_ERROR"] = env
 
 
 if __name__ == "__main__":
