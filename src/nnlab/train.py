@@ -90,6 +90,7 @@ def train(cfg: DictConfig, ckpt_path: str | None = None) -> dict:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()})
         metrics.update(trainer.test(module, datamodule=data, verbose=False)[0])
+        metrics["test/n"] = len(data.test_set[1])  # examples scored: compare's binomial SE of test/acc
         metrics["status"] = "diverged" if module.diverged else "ok"
         if module.diverged:
             metrics["error"] = f"{module.diverged}: lower optimizer.lr"
