@@ -8,7 +8,8 @@ ARGS   ?=
 # the multirun, and with neither the default grid DEFAULT_SWEEP runs. JOBS runs at once through Hydra's
 # joblib launcher, each with cores/JOBS torch threads; RESUME is an existing sweep folder: finished runs
 # are skipped, interrupted ones continue (make train RESUME=<run folder>: that run continues).
-# make compare: DIR is a sweep folder (default: the latest under runs/sweeps/).
+# make compare: DIR is a sweep folder (default: the latest under runs/sweeps/), or several ("a b").
+# make confirm: reruns DIR's chosen settings on SEEDS fresh seeds into DIR/confirm/.
 # make tensorboard serves RUNS.
 SWEEP  ?=
 DEFAULT_SWEEP := mnist_grid
@@ -16,9 +17,10 @@ DIR    ?=
 JOBS   ?= 1
 RESUME ?=
 RUNS   ?= runs
+SEEDS  ?= 5
 CORES  := $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: install data train sweep compare evaluate bench test test-slow tensorboard clean-runs
+.PHONY: install data train sweep compare confirm evaluate bench test test-slow tensorboard clean-runs
 
 # The venv is rebuilt when pyproject.toml changes; torch 2.14.1 + torchvision 0.29.1 pinned there.
 $(VENV)/.installed: pyproject.toml
@@ -40,8 +42,11 @@ sweep: install  ## a multirun into runs/sweeps/<time>/: SWEEP=<grid in conf/swee
 	  $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) \
 	  threads=$(shell echo $$(( $(CORES) / $(JOBS) > 0 ? $(CORES) / $(JOBS) : 1 )))) $(ARGS)
 
-compare: install  ## summary.csv/.md + plots of a sweep folder (DIR=runs/sweeps/<time>; default: the latest)
+compare: install  ## verdicts, summary.csv/.md + plots of a sweep folder (DIR=runs/sweeps/<time>; default: the latest; DIR="a b": side by side)
 	$(PY) -m nnlab.compare $(DIR) $(ARGS)
+
+confirm: install  ## rerun each architecture's chosen setting on SEEDS=5 fresh seeds into <sweep folder>/confirm/ (DIR=; default: the latest)
+	$(PY) -m nnlab.confirm $(DIR) --seeds $(SEEDS) $(ARGS)
 
 evaluate: install  ## re-score a checkpoint without Lightning (ARGS=runs/.../checkpoints/last.ckpt)
 	$(PY) -m nnlab.evaluate $(ARGS)

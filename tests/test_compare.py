@@ -1,21 +1,35 @@
-"""compare's rules on hand-made run folders: grouping, spread, choosing on validation, edge warnings."""
+"""compare's rules on hand-made run folders: grouping, spread, choosing on validation, edge warnings,
+and the statistics of its verdicts, checked against scipy on the same arrays."""
 import csv
 import json
 import subprocess
 import sys
 import time
 
-from nnlab.compare import best_per_architecture, load_runs, summarize
+import numpy as np
+import pytest
+from scipy import stats as sp
+
+from nnlab import stats
+from nnlab.compare import best_per_architecture, compare, load_runs, summarize
+from nnlab.confirm import commands
 
 
-def fake_run(folder, model, lr, gamma, seed, status="ok", val=0.5, test=0.5):
+def fake_run(folder, model, lr, gamma, seed, status="ok", val=0.5, test=0.5, n_test=300):
     run = folder / f"model={model},optimizer.lr={lr},scheduler.gamma={gamma},seed={seed}"
     (run / ".hydra").mkdir(parents=True)
     (run / ".hydra" / "overrides.yaml").write_text(
-        f"- model={model}\n- optimizer.lr={lr}\n- scheduler.gamma={gamma}\n- seed={seed}\n")
-    (run / ".hydra" / "config.yaml").write_text(f"optimizer:\n  lr: {lr}\nscheduler:\n  gamma: {gamma}\n")
+        f"- model={model}\n- optimizer.lr={lr}\n- scheduler.gamma={gamma}\n- seed={seed}\n- sweep=spiral_grid\n")
+    (run / ".hydra" / "config.yaml").write_text(f"seed: {seed}\noptimizer:\n  lr: {lr}\nscheduler:\n  gamma: {gamma}\n")
     (run / ".hydra" / "hydra.yaml").write_text(f"hydra:\n  runtime:\n    choices:\n      model: {model}\n      data: spiral\n")
-    (run / "metrics.json").write_text(json.dumps({"status": status, "val/acc": val, "test/acc": test, "val/loss": 1 - val}))
+    (run / "metrics.json").write_text(json.dumps({"status": status, "val/acc": val, "test/acc": test, "val/loss": 1 - val,
+                                                  "test/n": n_test}))
+
+
+def fake_arch(folder, model, tests, seeds=None, lr=0.1):
+    """One setting of `model` with the given test/acc per seed (seeds 0, 1, ... unless given)."""
+    for seed, test in zip(seeds or range(len(tests)), tests):
+        fake_run(folder, model, lr, 1.0, seed, val=test, test=test)
 
 
 def test_best_is_chosen_on_validation_not_test_and_needs_every_seed(tmp_path):
@@ -71,3 +85,112 @@ def test_the_latest_sweep_is_the_last_sweep_folder_started_not_a_file_or_a_summa
     assert "written: runs/sweeps/new/summary.csv" in done.stdout
     done = subprocess.run(compare, cwd=tmp_path / "runs", capture_output=True, text=True)  # no runs/sweeps here
     assert done.returncode == 1 and done.stderr.count("\n") == 1 and "no sweep folder under runs/sweeps" in done.stderr
+
+
+A = np.array([0.900, 0.910, 0.905, 0.915, 0.920])   # three architectures 1 pt apart with paired noise:
+B = A - [0.004, 0.012, 0.001, 0.010, 0.013]          # each pair's paired t p is 0.027-0.030
+C = B - [0.003, 0.013, 0.002, 0.009, 0.014]
+
+
+def test_intervals_and_test_set_error_are_scipys_on_the_same_scores(tmp_path):
+    fake_arch(tmp_path, "mlp", A)
+    (row,) = summarize(load_runs(tmp_path))
+    t = sp.t.interval(0.95, 4, loc=A.mean(), scale=sp.sem(A))
+    boot = sp.bootstrap((A,), np.mean, method="percentile", rng=np.random.default_rng(0)).confidence_interval
+    assert (row["test_acc_ci_low"], row["test_acc_ci_high"]) == pytest.approx(t, abs=1e-12)
+    assert (row["test_acc_boot_low"], row["test_acc_boot_high"]) == pytest.approx((boot.low, boot.high), abs=1e-12)
+    assert row["test_acc_boot_low"] > row["test_acc_ci_low"]  # bootstrap intervals run narrow at n = 5
+    assert row["test_acc_se"] == pytest.approx((A.mean() * (1 - A.mean()) / 300) ** 0.5)
+    assert stats.binomial_se(0.91, 10_000) == pytest.approx(0.00286, abs=1e-5)  # MNIST's test set: about ±0.3 pt
+    assert stats.bootstrap_interval(A[:4]) is None and stats.t_interval(A[:1]) is None
+
+
+def test_a_real_difference_is_called_with_its_interval_and_scipys_paired_tests(tmp_path):
+    linear = [0.52, 0.55, 0.50]
+    mlp = [0.97, 0.98, 0.96]
+    fake_arch(tmp_path, "linear", linear)
+    fake_arch(tmp_path, "mlp", mlp)
+    text = compare(tmp_path)
+    ttest = sp.ttest_rel(mlp, linear)
+    assert f"- mlp > linear: +44.7 pt [{100 * ttest.confidence_interval().low:+.1f}, " in text
+    assert f"paired t p = {ttest.pvalue:.2g}, Holm p = {ttest.pvalue:.2g}, 3 paired seeds" in text
+    # the exact sign-flip test over 3 pairs cannot go below 2/2^3 = 0.25, and says so
+    assert "| mlp | linear | 3 paired | +44.7 pt" in text and "| 0.25 (0.25) | 1.00 |" in text
+    assert (tmp_path / "best_seeds.png").stat().st_size > 5_000
+    assert "![best_seeds.png](best_seeds.png)" in (tmp_path / "summary.md").read_text()
+
+
+def test_the_same_distribution_is_not_called_and_the_seeds_needed_are_estimated(tmp_path):
+    fake_arch(tmp_path, "linear", A)
+    fake_arch(tmp_path, "mlp", A[[1, 0, 3, 2, 4]])  # the same five scores, on other seeds
+    d = stats.difference("mlp", "linear", dict(enumerate(A[[1, 0, 3, 2, 4]])), dict(enumerate(A)))
+    assert d.p == pytest.approx(sp.ttest_rel(A[[1, 0, 3, 2, 4]], A).pvalue) and d.p == 1.0 and d.mean == pytest.approx(0)
+    assert "linear vs mlp: no detectable difference with 5 seeds (+0.0 pt" in compare(tmp_path)
+    # a 1-pt difference at a 1-pt spread of the paired differences: the noncentral t says 10 seeds
+    assert stats.seeds_needed(0.01, 0.01) == 10 and stats.seeds_needed(0.01, 0.02) > 30
+
+
+def test_seeds_that_do_not_pair_fall_back_to_welch_and_say_so(tmp_path):
+    fake_arch(tmp_path, "linear", [0.50, 0.53, 0.52], seeds=[0, 1, 2])
+    fake_arch(tmp_path, "mlp", [0.96, 0.98, 0.97, 0.95], seeds=[3, 4, 5, 6])
+    text = compare(tmp_path)
+    welch = sp.ttest_ind([0.50, 0.53, 0.52], [0.96, 0.98, 0.97, 0.95], equal_var=False)
+    assert f"Welch t p = {welch.pvalue:.2g}" in text and "unpaired: the seeds differ" in text
+    assert "3+ unpaired (Welch)" in text and "– (unpaired)" in text
+
+
+def test_holm_matches_a_known_answer_and_turns_a_lone_call_into_none_among_three_pairs(tmp_path):
+    assert stats.holm([0.01, 0.02, 0.03, 0.04, 0.05]) == pytest.approx([0.05, 0.08, 0.09, 0.09, 0.09])  # R's p.adjust
+    assert stats.holm([0.04, 0.001]) == pytest.approx([0.04, 0.002])
+    fake_arch(tmp_path / "two", "cnn", A)
+    fake_arch(tmp_path / "two", "mlp", B)
+    assert "- cnn > mlp: +0.8 pt" in compare(tmp_path / "two")  # one pair: p = 0.027 is called
+    fake_arch(tmp_path / "three", "cnn", A)
+    fake_arch(tmp_path / "three", "mlp", B)
+    fake_arch(tmp_path / "three", "linear", C)
+    text = compare(tmp_path / "three")
+    assert "cnn vs mlp: no detectable difference with 5 seeds" in text  # three pairs: Holm p = 0.081
+    assert " > " not in text.split("\n\n")[1]
+
+
+def test_the_same_sweep_compared_twice_gives_byte_identical_summaries(tmp_path):
+    fake_arch(tmp_path, "linear", C)
+    fake_arch(tmp_path, "mlp", A)
+    compare(tmp_path)
+    first = [(tmp_path / f).read_bytes() for f in ("summary.csv", "summary.md")]
+    compare(tmp_path)
+    assert [(tmp_path / f).read_bytes() for f in ("summary.csv", "summary.md")] == first
+
+
+def test_confirm_runs_fresh_seeds_and_compare_bases_its_verdicts_on_them(tmp_path):
+    for seed in (0, 1, 2):
+        fake_run(tmp_path, "mlp", 1.0, 0.9, seed, val=0.98, test=0.97)
+        fake_run(tmp_path, "mlp", 0.3, 0.9, seed, val=0.90, test=0.99)
+        fake_run(tmp_path, "linear", 0.3, 1.0, seed, val=0.52, test=0.52)
+    runs = commands(tmp_path, 5, ["threads=1"])
+    assert [c[4:] for c in runs] == [
+        ["model=linear", "optimizer.lr=0.3", "scheduler.gamma=1.0", "sweep=spiral_grid", "seed=5,6,7,8,9",
+         f"hydra.sweep.dir={tmp_path / 'confirm'}", "threads=1"],
+        ["model=mlp", "optimizer.lr=1.0", "scheduler.gamma=0.9", "sweep=spiral_grid", "seed=5,6,7,8,9",
+         f"hydra.sweep.dir={tmp_path / 'confirm'}", "threads=1"]]  # seeds 0-2 and their data draws (to 4) unused
+    for seed, (lin, mlp) in zip(range(5, 10), ((0.50, 0.96), (0.51, 0.95), (0.52, 0.97), (0.49, 0.94), (0.50, 0.96))):
+        fake_run(tmp_path / "confirm", "linear", 0.3, 1.0, seed, test=lin)
+        fake_run(tmp_path / "confirm", "mlp", 1.0, 0.9, seed, test=mlp)
+    text = compare(tmp_path)
+    assert "on the fresh seeds of make confirm" in text and "5 paired seeds" in text and "- mlp > linear: +45.2 pt" in text
+    assert "| spiral | mlp | model=mlp,optimizer.lr=1.0,scheduler.gamma=0.9 | 3 | 0.9800 ± 0.0000 | 0.9700 [0.9700, 0.9700] " \
+           "| ±0.0098 | 5 | 0.9560 [" in text  # selection-time beside fresh: the winner's curse, measured
+    assert len(summarize(load_runs(tmp_path))) == 3  # the fresh runs are not selection runs
+    assert commands(tmp_path, 2, [])[0][8] == "seed=5,6"  # a second call picks the same seeds: it resumes
+
+
+def test_several_folders_are_compared_on_equal_terms_in_their_own_folder(tmp_path):
+    fake_arch(tmp_path / "runs/sweeps/grid", "mlp", B)
+    fake_arch(tmp_path / "runs/sweeps/search", "mlp", A)
+    done = subprocess.run([sys.executable, "-m", "nnlab.compare", "runs/sweeps/grid", "runs/sweeps/search"],
+                          cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "- mlp@search > mlp@grid: +0.8 pt" in done.stdout
+    out = tmp_path / "runs/comparisons/grid+search"
+    assert (out / "summary.md").read_text().startswith("# runs/sweeps/grid + runs/sweeps/search\n")
+    assert not (tmp_path / "runs/sweeps/grid/summary.md").exists()

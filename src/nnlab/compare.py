@@ -1,17 +1,27 @@
 """Compare the runs of a sweep, the tuning playbook's way: architecture is the question, lr and gamma
-are nuisance parameters tuned per architecture, and each architecture is judged at its best.
+are nuisance parameters tuned per architecture, and each architecture is judged at its best, with
+how sure that judgement is.
 
-    python -m nnlab.compare [FOLDER]       # make compare [DIR=runs/sweeps/<time>]; default: the latest sweep
+    python -m nnlab.compare [FOLDER ...]   # make compare [DIR=runs/sweeps/<time>]; default: the latest sweep
 
 Reads every run's saved config (.hydra/) and metrics.json under FOLDER and writes there:
   summary.csv / summary.md   one row per setting (every override but the seed): n finished seeds,
-                             mean ± sample std of val/acc and test/acc, and the status counts
+                             mean ± sample std of val/acc and test/acc, test/acc's 95% t-interval over
+                             seeds (and a bootstrap one from 5 seeds), the test set's binomial standard
+                             error, and the status counts; summary.md opens with the verdicts and
+                             embeds the figures
   val_acc_vs_lr.png          validation accuracy against lr, one panel per architecture, a line per gamma
   best_curves.png            train/loss and val/acc of the best run of each architecture
+  best_seeds.png             each architecture's best-setting test/acc per seed, with its interval
 The best setting of each architecture is chosen on val/acc (never test/acc), among settings whose
 every seed finished; its test/acc is then reported. A best lr or gamma on the edge of the grid is
-flagged: the optimum may lie outside it. Nothing here depends on timing, so the same sweep run
-twice on the same machine gives byte-identical summary.csv files.
+flagged: the optimum may lie outside it. Every pair of architectures on the same data gets a verdict
+on test/acc (nnlab/stats.py: paired by seed, Holm-corrected across the pairs). When `make confirm`
+has rerun the chosen settings on fresh seeds (FOLDER/confirm/), the verdicts use those runs, which
+the choice never saw, and the selection-time score is shown beside the fresh one.
+Several folders are compared on equal terms (each architecture's best in each folder) into
+runs/comparisons/<names>/. Nothing here depends on timing, so the same sweep compared twice gives
+byte-identical summary files.
 """
 import csv
 import json
@@ -23,24 +33,32 @@ from pathlib import Path
 import matplotlib
 from omegaconf import OmegaConf
 
+from nnlab import stats
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 FIELDS = ["setting", "data", "model", "lr", "gamma", "n", "val_acc_mean", "val_acc_std",
-          "test_acc_mean", "test_acc_std", "val_loss_mean", "statuses"]
+          "test_acc_mean", "test_acc_std", "val_loss_mean", "statuses",
+          "test_acc_ci_low", "test_acc_ci_high", "test_acc_boot_low", "test_acc_boot_high", "test_acc_se"]
+CONFIRM = "confirm"  # make confirm's runs, inside the sweep folder they confirm
 
 
-def load_runs(folder: Path) -> list[dict]:
+def load_runs(folder: Path, label: str | None = None) -> list[dict]:
+    """Every run under folder except make confirm's (FOLDER/confirm/). With a label (several folders
+    compared), models and settings carry it, so each folder's architectures are contenders of their own."""
     runs = []
     for hydra_dir in sorted(folder.rglob(".hydra")):
+        if hydra_dir.relative_to(folder).parts[0] == CONFIRM:
+            continue
         run, metrics = hydra_dir.parent, hydra_dir.parent / "metrics.json"
         overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
         cfg = OmegaConf.load(hydra_dir / "config.yaml")
         choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
+        setting = ",".join(sorted(o for o in overrides if not o.startswith(("seed=", "sweep=")))) or "(defaults)"
         runs.append({"dir": run, "metrics": json.loads(metrics.read_text()) if metrics.exists() else {},
-                     "setting": ",".join(sorted(o for o in overrides if not o.startswith(("seed=", "sweep="))))
-                                or "(defaults)",
-                     "data": choices.data, "model": choices.model,
+                     "setting": f"{label}: {setting}" if label else setting, "seed": OmegaConf.select(cfg, "seed"),
+                     "data": choices.data, "model": f"{choices.model}@{label}" if label else choices.model,
                      "lr": OmegaConf.select(cfg, "optimizer.lr"), "gamma": OmegaConf.select(cfg, "scheduler.gamma")})
     return runs
 
@@ -62,11 +80,16 @@ def summarize(runs: list[dict]) -> list[dict]:
         for r in group:
             statuses[r["metrics"].get("status", "unfinished")] += 1
         val, test = mean_std([m["val/acc"] for m in ok]), mean_std([m["test/acc"] for m in ok])
+        ci, boot = stats.t_interval([m["test/acc"] for m in ok]), stats.bootstrap_interval([m["test/acc"] for m in ok])
+        n_test = {m.get("test/n") for m in ok}  # one test set size for the setting, or no SE
+        se = stats.binomial_se(test[0], n_test.pop()) if len(n_test) == 1 and None not in n_test else None
         rows.append({"setting": setting, "data": group[0]["data"], "model": group[0]["model"],
                      "lr": group[0]["lr"], "gamma": group[0]["gamma"], "n": len(ok),
                      "val_acc_mean": val[0], "val_acc_std": val[1], "test_acc_mean": test[0], "test_acc_std": test[1],
                      "val_loss_mean": mean_std([m["val/loss"] for m in ok])[0],
                      "statuses": " ".join(f"{k}:{v}" for k, v in sorted(statuses.items())),
+                     "test_acc_ci_low": ci and ci[0], "test_acc_ci_high": ci and ci[1],
+                     "test_acc_boot_low": boot and boot[0], "test_acc_boot_high": boot and boot[1], "test_acc_se": se,
                      "complete": len(ok) == len(group), "runs": group})
     return rows
 
@@ -91,8 +114,55 @@ def best_per_architecture(rows: list[dict]) -> dict[tuple[str, str], tuple[dict,
     return best
 
 
+def test_scores(row: dict) -> dict[int, float]:
+    """{seed: test/acc} of a setting's finished runs."""
+    return {r["seed"]: r["metrics"]["test/acc"] for r in row["runs"] if r["metrics"].get("status") == "ok"}
+
+
+def confirmed(folder: Path, best: dict, label: str | None = None) -> dict:
+    """arch -> the row of make confirm's fresh-seed runs of its chosen setting, where there are any."""
+    fresh = {r["setting"]: r for r in summarize(load_runs(folder / CONFIRM, label))} if (folder / CONFIRM).is_dir() else {}
+    return {arch: fresh[row["setting"]] for arch, (row, _) in best.items() if fresh.get(row["setting"], {}).get("n")}
+
+
+def differences(best: dict, fresh: dict) -> list[stats.Difference]:
+    """Every pair of architectures on the same data, on the fresh seeds where both have them (else
+    the selection's), Holm-corrected together. Pairs with fewer than 2 seeds a side are left out."""
+    diffs = []
+    for (data_a, a), (data_b, b) in ((x, y) for i, x in enumerate(best) for y in list(best)[i + 1:]):
+        if data_a != data_b:
+            continue
+        use_fresh = (data_a, a) in fresh and (data_b, b) in fresh
+        rows = [fresh[arch] if use_fresh else best[arch][0] for arch in ((data_a, a), (data_b, b))]
+        scores = [test_scores(r) for r in rows]
+        if min(len(x) for x in scores) < 2:
+            continue
+        if statistics.mean(scores[1].values()) > statistics.mean(scores[0].values()):  # A is the higher: A - B >= 0
+            (a, b), scores = (b, a), scores[::-1]
+        diffs.append(stats.difference(a, b, *scores))
+    for d, p in zip(diffs, stats.holm([d.p for d in diffs])):
+        d.p_holm = p
+    return diffs
+
+
 def fmt(mean: float | None, std: float | None) -> str:
     return "–" if mean is None else f"{mean:.4f} ± {std:.4f}"
+
+
+def fmt_interval(low: float | None, high: float | None) -> str:
+    return "–" if low is None else f"[{low:.4f}, {high:.4f}]"
+
+
+def fmt_test(r: dict) -> str:
+    """test/acc of a row: mean [95% t-interval over seeds], then the bootstrap interval from 5 seeds."""
+    if not r["n"]:
+        return "–"
+    boot = f" boot {fmt_interval(r['test_acc_boot_low'], r['test_acc_boot_high'])}" if r["test_acc_boot_low"] else ""
+    return f"{r['test_acc_mean']:.4f} {fmt_interval(r['test_acc_ci_low'], r['test_acc_ci_high'])}{boot}"
+
+
+def fmt_se(r: dict) -> str:
+    return "–" if r["test_acc_se"] is None else f"±{r['test_acc_se']:.4f}"
 
 
 def write_csv(rows: list[dict], path: Path) -> None:
@@ -100,21 +170,39 @@ def write_csv(rows: list[dict], path: Path) -> None:
         out = csv.DictWriter(f, FIELDS, extrasaction="ignore", lineterminator="\n")
         out.writeheader()
         for r in rows:
-            out.writerow({k: f"{v:.6f}" if isinstance(v, float) and k.endswith(("mean", "std")) else
+            out.writerow({k: f"{v:.6f}" if isinstance(v, float) and k.startswith(("val_", "test_")) else
                           "" if v is None else v for k, v in r.items()})
 
 
-def markdown(rows: list[dict], best: dict) -> str:
-    lines = ["| setting | n | val/acc | test/acc | statuses |", "|---|---|---|---|---|"]
+def markdown(rows: list[dict], best: dict, fresh: dict, diffs: list[stats.Difference]) -> str:
+    on = "the fresh seeds of make confirm" if fresh else "the selection's seeds (make confirm reruns on fresh ones)"
+    lines = [f"Verdicts on test/acc, 95% intervals in percentage points, on {on}:", ""]
+    lines += [f"- {stats.verdict(d)}" for d in diffs] or ["- none: no two architectures on the same data with 2+ seeds each"]
+    lines += ["", "Best setting per architecture, chosen on mean val/acc (settings with every seed finished); test/acc",
+              "as mean [95% t-interval over seeds] (bootstrap interval from 5 seeds) and the test set's own",
+              "binomial standard error:", "",
+              "| data | model | best setting | n | val/acc | test/acc [95% CI] | test set SE | fresh n | fresh test/acc [95% CI] |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for arch, (r, _) in best.items():
+        f = fresh.get(arch)
+        again = f"{f['n']} | {fmt_test(f)}" if f else "– | –"
+        lines.append(f"| {arch[0]} | {arch[1]} | {r['setting']} | {r['n']} | {fmt(r['val_acc_mean'], r['val_acc_std'])} | "
+                     f"{fmt_test(r)} | {fmt_se(r)} | {again} |")
+    if diffs:
+        lines += ["", "Pairs (A - B in test/acc; p-values two-sided; Holm across the pairs; the sign-flip test is exact,",
+                  "and with n pairs it cannot go below 2/2^n):", "",
+                  "| A | B | seeds | A - B [95% CI] | t-test p | Holm p | sign-flip p (smallest possible) | P(A > B) |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for d in diffs:
+            kind = f"{d.n} paired" if d.paired else f"{d.n}+ unpaired (Welch)"
+            flips = f"{d.p_sign_flip:.3g} ({d.p_min_sign_flip:.3g})" if d.paired else "– (unpaired)"
+            lines.append(f"| {d.a} | {d.b} | {kind} | {stats.pt(d.mean)} pt [{stats.pt(d.interval[0])}, "
+                         f"{stats.pt(d.interval[1])}] | {d.p:.2g} | {d.p_holm:.2g} | {flips} | {d.p_better:.2f} |")
+    lines += ["", "Every setting (test/acc as above):", "",
+              "| setting | n | val/acc | test/acc [95% CI] | test set SE | statuses |", "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['setting']} | {r['n']} | {fmt(r['val_acc_mean'], r['val_acc_std'])} | "
-                     f"{fmt(r['test_acc_mean'], r['test_acc_std'])} | {r['statuses']} |")
-    lines += ["", "Best setting per architecture, chosen on mean val/acc (settings with every seed finished);",
-              "test/acc is mean ± sample std over its seeds:", "",
-              "| data | model | best setting | n | val/acc | test/acc |", "|---|---|---|---|---|---|"]
-    for (data, model), (r, _) in best.items():
-        lines.append(f"| {data} | {model} | {r['setting']} | {r['n']} | {fmt(r['val_acc_mean'], r['val_acc_std'])} | "
-                     f"{fmt(r['test_acc_mean'], r['test_acc_std'])} |")
+        lines.append(f"| {r['setting']} | {r['n']} | {fmt(r['val_acc_mean'], r['val_acc_std'])} | {fmt_test(r)} | "
+                     f"{fmt_se(r)} | {r['statuses']} |")
     warnings = [f"- {data}/{model}: {w}" for (data, model), (_, ws) in best.items() for w in ws]
     return "\n".join(lines + (["", "Warnings:", *warnings] if warnings else [])) + "\n"
 
@@ -152,25 +240,67 @@ def plot_best_curves(best: dict, path: Path) -> None:
                 ax.plot([p.step for p in points], [p.value for p in points], label=f"{model} on {data}")
     loss_ax.set(xlabel="step", ylabel="train/loss", yscale="log")
     acc_ax.set(xlabel="step", ylabel="val/acc")
-    acc_ax.legend()
+    if acc_ax.lines:
+        acc_ax.legend()
     fig.suptitle("best run (best seed of the best setting) of each architecture")
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)
 
 
-def compare(folder: Path) -> str:
-    runs = load_runs(folder)
+def plot_best_seeds(best: dict, fresh: dict, path: Path) -> None:
+    """Each architecture's best setting: test/acc of every seed (hollow: the selection's seeds, filled:
+    make confirm's fresh ones) and the mean with its 95% t-interval; one panel per data set."""
+    datasets = sorted({data for data, _ in best})
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(6.0, 1.2 + 1.6 * len(best)), 4.5), squeeze=False)
+    for ax, data in zip(axes[0], datasets):
+        archs = [arch for arch in best if arch[0] == data]
+        for i, arch in enumerate(archs):
+            for shift, row, face in ((-0.12, best[arch][0], "none"), (0.12, fresh.get(arch), "C0")):
+                if row is None or not row["n"]:
+                    continue
+                accs = sorted(test_scores(row).values())
+                ax.scatter([i + shift - 0.05] * len(accs), accs, facecolors=face, edgecolors="C0", s=18, zorder=3)
+                if row["test_acc_ci_low"] is not None:
+                    err = [[row["test_acc_mean"] - row["test_acc_ci_low"]], [row["test_acc_ci_high"] - row["test_acc_mean"]]]
+                    ax.errorbar([i + shift + 0.05], [row["test_acc_mean"]], yerr=err, fmt="s", color="k", capsize=4)
+        ax.set_xticks(range(len(archs)), [model for _, model in archs])
+        ax.set(xlim=(-0.6, len(archs) - 0.4), title=data, ylabel="test/acc")
+    fig.suptitle("best setting of each architecture: test/acc per seed\n(hollow: the selection's seeds, "
+                 "filled: fresh ones) and the mean with its 95% interval", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
+FIGURES = {"best_seeds.png": "each architecture's best setting over seeds, with its 95% interval",
+           "val_acc_vs_lr.png": "validation accuracy against lr (mean ± std over seeds)",
+           "best_curves.png": "train/loss and val/acc of the best run of each architecture"}
+
+
+def compare(folders: Path | list[Path], out: Path | None = None) -> str:
+    """Summarise one sweep folder into itself, or several into `out` (their architectures side by side)."""
+    folders = [folders] if isinstance(folders, Path) else folders
+    labels = [f.name for f in folders] if len(folders) > 1 else [None]
+    runs = [run for folder, label in zip(folders, labels) for run in load_runs(folder, label)]
     if not runs:
-        raise SystemExit(f"nnlab: no runs under {folder}: run a sweep first (make sweep SWEEP=spiral_grid)")
+        raise SystemExit(f"nnlab: no runs under {' '.join(map(str, folders))}: run a sweep first (make sweep SWEEP=spiral_grid)")
+    out = out or folders[0]
+    out.mkdir(parents=True, exist_ok=True)
     rows = summarize(runs)
     best = best_per_architecture(rows)
-    write_csv(rows, folder / "summary.csv")
-    text = markdown(rows, best)
-    (folder / "summary.md").write_text(f"# {folder}\n\n{text}")
-    plot_val_vs_lr(rows, folder / "val_acc_vs_lr.png")
+    fresh = {}
+    for folder, label in zip(folders, labels):
+        fresh.update(confirmed(folder, {a: b for a, b in best.items() if label is None or a[1].endswith(f"@{label}")}, label))
+    diffs = differences(best, fresh)
+    write_csv(rows, out / "summary.csv")
+    plot_val_vs_lr(rows, out / "val_acc_vs_lr.png")
     if best:
-        plot_best_curves(best, folder / "best_curves.png")
+        plot_best_curves(best, out / "best_curves.png")
+        plot_best_seeds(best, fresh, out / "best_seeds.png")
+    text = markdown(rows, best, fresh, diffs)
+    figures = [f"![{name}]({name})  \n{what}" for name, what in FIGURES.items() if (out / name).exists()]
+    (out / "summary.md").write_text(f"# {' + '.join(map(str, folders))}\n\n{text}\n" + "\n\n".join(figures) + "\n")
     return text
 
 
@@ -183,11 +313,16 @@ def latest_sweep(root: Path = Path("runs/sweeps")) -> Path:
     return sweeps[-1].parent
 
 
+def main(argv: list[str]) -> None:
+    folders = [Path(a) for a in argv] or [latest_sweep()]
+    for folder in folders:
+        if not folder.is_dir():
+            sys.exit(f"nnlab: no such folder: {folder} (sweeps land in runs/sweeps/<time>)")
+    # several folders: their own report folder, named by theirs, so no sweep folder is written into
+    out = Path("runs/comparisons") / "+".join(f.name for f in folders) if len(folders) > 1 else folders[0]
+    print(compare(folders, out))
+    print(f"written: {out}/summary.csv, summary.md, " + ", ".join(FIGURES))
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 2:
-        sys.exit("nnlab: compare takes one folder: make compare DIR=runs/sweeps/<time>")
-    folder = Path(sys.argv[1]) if len(sys.argv) == 2 else latest_sweep()
-    if not folder.is_dir():
-        sys.exit(f"nnlab: no such folder: {folder} (sweeps land in runs/sweeps/<time>)")
-    print(compare(folder))
-    print(f"written: {folder}/summary.csv, summary.md, val_acc_vs_lr.png, best_curves.png")
+    main(sys.argv[1:])

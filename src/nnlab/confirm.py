@@ -1,0 +1,70 @@
+"""Rerun each architecture's chosen setting on fresh seeds: the best of many settings scores higher
+on the seeds it was chosen on than it will on new ones (the winner's curse), and new seeds are the
+measurement a verdict can rest on.
+
+    python -m nnlab.confirm [FOLDER] [--seeds 5] [OVERRIDE ...]   # make confirm [DIR=runs/sweeps/<time>] SEEDS=5
+
+Chooses in FOLDER (default: the latest sweep) as make compare does, the best mean val/acc of each
+architecture, then runs every chosen setting on SEEDS fresh seeds through Hydra's multirun into
+FOLDER/confirm/, one run folder per setting and seed as in a sweep (a second call resumes it:
+finished runs are skipped). make compare then bases its verdicts on those runs. Fresh means the
+selection never saw the seed nor its data: they start 3 past the largest seed the sweep used, because
+the spiral draws a run's validation and test sets with seed + 1 and seed + 2. Each setting is rerun
+with its exact overrides (its sweep grid included, with the grid's values overridden by the setting's),
+so a confirmation run differs from a selection run in its seed alone.
+"""
+import argparse
+import subprocess
+import sys
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from nnlab.compare import CONFIRM, best_per_architecture, latest_sweep, load_runs, summarize
+
+
+def fresh_seeds(used: set[int], count: int) -> list[int]:
+    """count consecutive seeds starting 3 past the largest used one (see the module docstring)."""
+    start = max(used, default=-3) + 3
+    return list(range(start, start + count))
+
+
+def commands(folder: Path, count: int, extra: list[str]) -> list[list[str]]:
+    """One multirun command per architecture: its chosen setting's overrides on the fresh seeds."""
+    runs = load_runs(folder)
+    best = best_per_architecture(summarize(runs))
+    if not best:
+        raise SystemExit(f"nnlab: no setting in {folder} has every seed finished: nothing to confirm "
+                         f"(finish the sweep with make sweep RESUME={folder})")
+    seeds = ",".join(map(str, fresh_seeds({r["seed"] for r in runs}, count)))
+    out = []
+    for row, _ in best.values():
+        overrides = OmegaConf.load(row["runs"][0]["dir"] / ".hydra" / "overrides.yaml")
+        keep = [o for o in overrides if not o.startswith("seed=")]
+        out.append([sys.executable, "-m", "nnlab.train", "--multirun", *keep, f"seed={seeds}",
+                    f"hydra.sweep.dir={folder / CONFIRM}", *extra])
+    return out
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nnlab.confirm", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folder", nargs="?", type=Path, help="a sweep folder (default: the latest under runs/sweeps/)")
+    parser.add_argument("--seeds", type=int, default=5, help="fresh seeds per chosen setting")
+    args, extra = parser.parse_known_args(argv)
+    bad = [a for a in extra if "=" not in a or a.startswith("-")]
+    if bad:
+        sys.exit(f"nnlab: confirm takes a folder, --seeds N and Hydra overrides (key=value); not: {' '.join(bad)}")
+    if args.seeds < 2:
+        sys.exit(f"nnlab: --seeds {args.seeds}: a verdict needs at least 2 seeds a side (SEEDS=5 is the default)")
+    folder = args.folder or latest_sweep()
+    if not folder.is_dir():
+        sys.exit(f"nnlab: no such folder: {folder} (sweeps land in runs/sweeps/)")
+    for command in commands(folder, args.seeds, extra):
+        print("confirm:", " ".join(command[2:]), flush=True)
+        if subprocess.run(command).returncode:
+            sys.exit(f"nnlab: a confirmation run did not finish; rerun make confirm DIR={folder} to finish them")
+    print(f"fresh-seed runs in {folder / CONFIRM}; make compare DIR={folder} bases its verdicts on them")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
