@@ -122,6 +122,9 @@ def test_scores(row: dict) -> dict[int, float]:
 def confirmed(folder: Path, best: dict, label: str | None = None) -> dict:
     """arch -> the row of make confirm's fresh-seed runs of its chosen setting, where there are any."""
     fresh = {r["setting"]: r for r in summarize(load_runs(folder / CONFIRM, label))} if (folder / CONFIRM).is_dir() else {}
+    for setting in sorted(set(fresh) - {row["setting"] for row, _ in best.values()}):
+        print(f"nnlab: {folder / CONFIRM} holds runs of {setting}, no architecture's chosen setting: not used "
+              f"(make confirm DIR={folder} runs the chosen ones)", file=sys.stderr)
     return {arch: fresh[row["setting"]] for arch, (row, _) in best.items() if fresh.get(row["setting"], {}).get("n")}
 
 
