@@ -1,6 +1,6 @@
 """nnlab on a GPU: the notebook recipe's epoch time under each GPU option, and the fast recipe's
-time to 99% test accuracy. experiments/gpu.sh runs it, with `make bench` and the GPU tests, in one
-call of a lent GPU machine (the README's Speed section records what it printed).
+time to 99% test accuracy. experiments/gpu.sh runs it on a GPU machine, with `make bench` and the
+GPU tests (docs/speed.md records what it printed).
 
     python experiments/gpu.py OUT_DIR [override ...]   # overrides go to every run (a CPU dry run:
                                                         # +trainer.limit_train_batches=5)

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# nnlab's GPU checks and numbers in one call of a lent GPU machine (15 minutes of device time in all).
-#   bash experiments/gpu.sh prepare   # here, once: .gpu/ gets what that machine lacks (~15 MB): the wheels
-#                                     # of hydra-core, omegaconf and antlr4 (its image has torch and
-#                                     # Lightning) and MNIST's idx files, gzipped (it cannot download)
-#   bash experiments/gpu.sh           # there (device run, carry [".gpu"], timeout_s 540): the GPU tests,
+# nnlab's GPU checks and numbers in one go, on a machine with a CUDA GPU and no internet access
+# (about 9 minutes there).
+#   bash experiments/gpu.sh prepare   # first, on a machine with this repo's .venv: .gpu/ gets what a GPU
+#                                     # image with torch and Lightning lacks (~15 MB): the wheels of
+#                                     # hydra-core, omegaconf and antlr4, and MNIST's idx files, gzipped
+#   bash experiments/gpu.sh           # then on the GPU machine, with .gpu/ beside the code: the GPU tests,
 #                                     # experiments/gpu.py's recipe timings, make bench; tables last
-# Anywhere else it is a dry run of the same steps: GPU_ARGS="+trainer.limit_train_batches=5"
+# Without a GPU it is a dry run of the same steps: GPU_ARGS="+trainer.limit_train_batches=5"
 # BENCH_ARGS="repeats=1 spiral_steps=100" bash experiments/gpu.sh
 set -uo pipefail
 cd "$(dirname "$0")/.."
