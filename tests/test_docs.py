@@ -1,0 +1,218 @@
+"""Every command the docs show does what its text says: a changed default breaks this test, not a user.
+
+Commands are found, not listed: every line of a code block (fenced or indented) in README.md, docs/*.md
+and experiments/README.md that starts with `make `, `python -m nnlab`, `.venv/bin/python` or `bash `,
+and every inline `make ...` / `python -m nnlab...`. Each is checked by what it is:
+  make ...           `make -n` accepts it; what it runs is checked as below
+  nnlab.train        Hydra composes every configuration it would run and nnlab's config check and build
+                     pass; a sweep's job count is the count its comment states ("36 runs", "3 jobs");
+                     a spiral run really runs, shrunk to a few steps
+  python -c / file   a one-liner really runs; a script or shell file named exists and parses
+Tables that document keys (a header cell naming "key") are checked too: every `key=value` shown is
+the value the composed config holds. Each failure names the doc line: README.md:57.
+"""
+import re
+import shlex
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
+
+import nnlab.train  # noqa: F401  (registers the resolvers the config names)
+from nnlab import CONF_DIR
+from nnlab.config import check
+from nnlab.sweep import check_grid, jobs
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "experiments" / "README.md"]
+COMMAND = re.compile(r"(make|python -m nnlab|\.venv/bin/python|bash) ")
+INLINE = re.compile(r"`((?:make [a-z]|python -m nnlab)[^`]*)`")
+COUNT = re.compile(r"(\d[\d,]*) (?:runs|jobs)\b")
+PLACEHOLDER = re.compile(r"<[^>]*>|\.\.\.")
+
+
+@dataclass
+class Shown:
+    where: str      # README.md:57
+    command: str
+    comment: str    # what the line says it does, after its `#`
+    block: bool     # in a code block (a full example) or inline in the text
+
+
+def shown_commands() -> list[Shown]:
+    shown = []
+    for doc in DOCS:
+        lines, fenced, n = doc.read_text().splitlines(), False, 0
+        while n < len(lines):
+            line, where = lines[n], f"{doc.relative_to(ROOT)}:{n + 1}"
+            n += 1
+            if line.lstrip().startswith("```"):
+                fenced = not fenced
+                continue
+            if fenced or line.startswith("    "):
+                while line.rstrip().endswith("\\") and n < len(lines):  # a command continued on the next line
+                    line, n = line.rstrip()[:-1] + " " + lines[n].strip(), n + 1
+                command, _, comment = line.strip().partition("  #")
+                if COMMAND.match(command):
+                    shown.append(Shown(where, command.strip(), comment.strip(), block=True))
+            else:
+                shown += [Shown(where, m, "", block=False) for m in INLINE.findall(line)]
+    return shown
+
+
+SHOWN = shown_commands()
+
+
+def make_dry_run(shown: Shown) -> list[str]:
+    """`make -n` of the command; the argv of the nnlab module it runs (or [] for other targets)."""
+    argv = shlex.split(PLACEHOLDER.sub("FILL_IN", shown.command))
+    done = subprocess.run(["make", "-n", *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, f"{shown.where}: `{shown.command}`: make -n fails: {done.stderr.strip()}"
+    for line in done.stdout.replace("\\\n", " ").splitlines():
+        if " -m nnlab." in line:
+            return shlex.split(line)[1:]
+    return []
+
+
+def compose_job(overrides: list[str], tmp_path: Path):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"run_dir={tmp_path}"], return_hydra_config=True)
+
+
+def checked(shown: Shown, overrides: list[str], tmp_path: Path):
+    """The composed config of one job, through nnlab's config check and build (no data is read)."""
+    try:
+        cfg = compose_job(overrides, tmp_path)
+        with_hydra = cfg
+        cfg = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+        check(cfg)
+        nnlab.train.build(cfg)
+    except Exception as e:  # ConfigError, or Hydra's own composition errors
+        pytest.fail(f"{shown.where}: `{shown.command}`: the job {' '.join(overrides)} is refused: {e}")
+    return with_hydra, cfg
+
+
+def sweep_jobs(shown: Shown, overrides: list[str], tmp_path: Path) -> list[list[str]]:
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    base = compose_job(fixed, tmp_path)
+    params = dict(base.hydra.sweeper.get("params") or {})
+    try:
+        check_grid(base.hydra.runtime.choices.get("sweep"), base.hydra.runtime.choices.get("experiment"), params)
+    except SystemExit as e:
+        pytest.fail(f"{shown.where}: `{shown.command}`: refused: {e}")
+    return jobs(params, overrides)
+
+
+@pytest.mark.parametrize("shown", SHOWN, ids=[s.where for s in SHOWN])
+def test_shown_command_does_what_its_line_says(shown: Shown, tmp_path, monkeypatch):
+    command = shown.command
+    if command.startswith("make "):
+        argv = make_dry_run(shown)
+    elif command.startswith("python -m nnlab"):
+        argv = shlex.split(command)[1:]
+    elif " -c " in command:  # a one-liner: run it as shown
+        monkeypatch.chdir(tmp_path)
+        argv = shlex.split(command)
+        done = subprocess.run([sys.executable, *argv[1:]], capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, f"{shown.where}: `{command}` fails: {done.stderr[-2000:]}"
+        return
+    else:  # a script or shell file: it exists and parses
+        path = ROOT / shlex.split(command)[1]
+        assert path.is_file(), f"{shown.where}: `{command}`: no such file {path.relative_to(ROOT)}"
+        parse = ["bash", "-n", str(path)] if path.suffix == ".sh" else [sys.executable, "-m", "py_compile", str(path)]
+        assert subprocess.run(parse, capture_output=True).returncode == 0, f"{shown.where}: {path} does not parse"
+        return
+    if not argv or argv[:2] != ["-m", "nnlab.train"]:
+        return  # compare, evaluate, data, bench, tensorboard, test: make -n was the check
+    overrides = argv[2:]
+    multirun = overrides[:1] == ["--multirun"]
+    overrides = overrides[1:] if multirun else overrides
+    if any(PLACEHOLDER.search(o) or "FILL_IN" in o for o in overrides):
+        return  # a run or sweep folder to be filled in (RESUME=<time>): make -n was the check
+    if multirun:
+        all_jobs = sweep_jobs(shown, overrides, tmp_path)
+        stated = COUNT.search(shown.comment) or COUNT.search(shown.comment.replace("exactly ", ""))
+        if shown.block:
+            assert stated, f"{shown.where}: `{command}`: say how many runs it launches in its comment ({len(all_jobs)})"
+            assert int(stated.group(1).replace(",", "")) == len(all_jobs), \
+                f"{shown.where}: `{command}`: the comment says {stated.group(0)}, it launches {len(all_jobs)}"
+        groups = {}  # one job per combination of group choices (model=..., data=...): first and last
+        for job in all_jobs:
+            key = tuple(o for o in job if "=" in o and "." not in o.split("=")[0])
+            groups.setdefault(key, []).append(job)
+        for group in groups.values():
+            for job in {tuple(group[0]), tuple(group[-1])}:
+                checked(shown, list(job), tmp_path)
+        return
+    with_hydra, cfg = checked(shown, overrides, tmp_path)
+    cheap = (with_hydra.hydra.runtime.choices.get("data") == "spiral" and cfg.trainer.get("devices") == 1
+             and "trainer=ddp" not in overrides)
+    if cheap and shown.block:  # really run it, a few steps
+        monkeypatch.chdir(tmp_path)
+        metrics = nnlab.run([*overrides, "data.steps_per_epoch=2", "trainer.max_epochs=1"])
+        assert metrics["status"] == "ok", f"{shown.where}: `{command}` ends {metrics['status']}: {metrics.get('error')}"
+
+
+KEY_VALUE = re.compile(r"`([a-z_0-9]+(?:\.[a-z_0-9]+)*)=([^`<>\s]+)`")
+
+
+def documented_values() -> list[tuple[str, str, str]]:
+    """(doc line, key, value) of every `key=value` in a table whose header names "key"."""
+    found = []
+    for doc in DOCS:
+        table = False
+        for n, line in enumerate(doc.read_text().splitlines(), 1):
+            if not line.startswith("|"):
+                table = False
+                continue
+            if not table and "key" in line.split("|")[1]:
+                table = True
+                continue
+            if table:
+                found += [(f"{doc.relative_to(ROOT)}:{n}", k, v) for k, v in KEY_VALUE.findall(line)]
+    return found
+
+
+VALUES = documented_values()
+
+
+@pytest.mark.parametrize("where,key,value", VALUES, ids=[f"{w} {k}" for w, k, _ in VALUES])
+def test_a_value_shown_in_a_settings_table_is_the_configs(where, key, value, tmp_path):
+    """Read from the default config, or from the first option of the key's group that has the key
+    (`model.hidden=100` lives in conf/model/mlp.yaml)."""
+    group = key.split(".")[0]
+    options = [[]] + [[f"{group}={p.stem}"] for p in sorted((CONF_DIR / group).glob("*.yaml"))] \
+        if (CONF_DIR / group).is_dir() else [[]]
+    for option in options:
+        cfg = compose_job(option, tmp_path)
+        actual = OmegaConf.select(cfg, key, default="<absent>")
+        if actual != "<absent>":
+            shown = OmegaConf.create(f"v: {value}").v  # read as YAML, as Hydra reads it: null is None
+            assert shown == actual, f"{where}: the docs say {key}={value}, the config gives {actual}"
+            return
+    pytest.fail(f"{where}: {key} is in no config")
+
+
+TESTED_IN = re.compile(r"`(test_\w+\.py)::(test_\w+)`")
+
+
+def test_every_test_the_docs_name_exists():
+    named = [(doc, *m) for doc in DOCS for m in TESTED_IN.findall(doc.read_text())]
+    assert named, "the docs name no test"
+    for doc, file, name in named:
+        source = ROOT / "tests" / file
+        assert source.exists() and f"def {name}(" in source.read_text(), \
+            f"{doc.relative_to(ROOT)} names {file}::{name}, which does not exist"
+
+
+def test_the_docs_show_commands_and_the_extraction_finds_them():
+    assert len(SHOWN) > 20
+    where = {s.command: s.where for s in SHOWN}
+    assert 'make sweep ARGS="experiment=spiral_mlp seed=0,1,2"' in where
+    assert "make compare" in where and len(VALUES) > 10
