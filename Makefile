@@ -20,7 +20,7 @@ RUNS   ?= runs
 SEEDS  ?= 5
 CORES  := $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: install data train sweep compare confirm evaluate bench test test-slow tensorboard clean-runs
+.PHONY: install data train sweep compare confirm evaluate bench lint test test-slow tensorboard clean-runs
 
 # The venv is rebuilt when pyproject.toml changes; torch 2.14.1 + torchvision 0.29.1 pinned there.
 $(VENV)/.installed: pyproject.toml
@@ -53,6 +53,9 @@ evaluate: install  ## re-score a checkpoint without Lightning (ARGS=runs/.../che
 
 bench: install  ## nnlab vs plain PyTorch vs the notebook loop, side by side: table + bench.json (ARGS="repeats=5")
 	$(PY) -m nnlab.bench $(ARGS)
+
+lint: install  ## ruff, configured in pyproject.toml (what .ci/run and .pre-commit-config.yaml run)
+	$(VENV)/bin/ruff check src tests experiments $(ARGS)
 
 test: install  ## the fast offline suite (what .ci/run runs)
 	$(PY) -m pytest $(ARGS)

@@ -39,7 +39,7 @@ def two_sweeps(tmp_path_factory):
     same = "hydra.sweep.dir=${nnlab.claim:null,runs/sweeps/same-second}"
     procs = [sweep(*TINY_GRID, same, cwd=cwd, wait=False) for _ in range(2)]
     outs = [p.communicate(timeout=900) for p in procs]
-    for p, (out, err) in zip(procs, outs):
+    for p, (_, err) in zip(procs, outs):
         assert p.returncode == 0, err[-3000:]
     return cwd, [cwd / sweep_folder(out) for out, _ in outs]
 

@@ -12,9 +12,9 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from nnlab import CONF_DIR
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 
 def claim_dir(resume: str | None, base: str) -> str:
