@@ -216,3 +216,10 @@ def test_the_docs_show_commands_and_the_extraction_finds_them():
     where = {s.command: s.where for s in SHOWN}
     assert 'make sweep ARGS="experiment=spiral_mlp seed=0,1,2"' in where
     assert "make compare" in where and len(VALUES) > 10
+
+
+def test_the_layout_names_every_module():
+    layout = (ROOT / "README.md").read_text().split("## Layout", 1)[1]
+    modules = [p for p in (ROOT / "src" / "nnlab").rglob("*.py") if p.stem not in ("__init__", "__main__")]
+    missing = [str(p.relative_to(ROOT)) for p in modules if p.name not in layout and f"{p.parent.name}/" not in layout]
+    assert not missing, f"README.md's Layout does not name {', '.join(missing)}"
