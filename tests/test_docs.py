@@ -1,8 +1,9 @@
 """Every command the docs show does what its text says: a changed default breaks this test, not a user.
 
 Commands are found, not listed: every line of a code block (fenced or indented) in README.md, docs/*.md
-and experiments/README.md that starts with `make `, `python -m nnlab`, `.venv/bin/python` or `bash `,
-and every inline `make ...` / `python -m nnlab...`. Each is checked by what it is:
+and experiments/README.md that starts with `make `, `python -m nnlab.`, `.venv/bin/python` or `bash `,
+every inline `make ...` / `python -m nnlab...`, and the commands the modules' docstrings and the yaml
+files' opening comments show. Each distinct command is checked once, by what it is:
   make ...           `make -n` accepts it; what it runs is checked as below
   nnlab.train        Hydra composes every configuration it would run and nnlab's config check and build
                      pass; a sweep's job count is the count its comment states ("36 runs", "3 jobs");
@@ -11,6 +12,7 @@ and every inline `make ...` / `python -m nnlab...`. Each is checked by what it i
 Tables that document keys (a header cell naming "key") are checked too: every `key=value` shown is
 the value the composed config holds. Each failure names the doc line: README.md:57.
 """
+import ast
 import re
 import shlex
 import subprocess
@@ -30,7 +32,7 @@ from nnlab.sweep import check_grid, jobs
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "experiments" / "README.md"]
-COMMAND = re.compile(r"(make|python -m nnlab|\.venv/bin/python|bash) ")
+COMMAND = re.compile(r"make |python -m nnlab\.|\.venv/bin/python |bash ")
 INLINE = re.compile(r"`((?:make [a-z]|python -m nnlab)[^`]*)`")
 COUNT = re.compile(r"(\d[\d,]*) (?:runs|jobs)\b")
 PLACEHOLDER = re.compile(r"<[^>]*>|\.\.\.")
@@ -62,10 +64,45 @@ def shown_commands() -> list[Shown]:
                     shown.append(Shown(where, command.strip(), comment.strip(), block=True))
             else:
                 shown += [Shown(where, m, "", block=False) for m in INLINE.findall(line)]
-    return shown
+    return shown + headers()
 
 
-SHOWN = shown_commands()
+def headers() -> list[Shown]:
+    """The commands entry points and config files open with: the indented lines of each module's
+    docstring, and each yaml's comment lines (`# make train ARGS="experiment=spiral_mlp"`). Optional
+    parts and remarks in brackets (`[JOBS=2]`, `(the default)`) are left out; `a && b` is two commands."""
+    lines = []  # (path, line number, text)
+    for path in sorted((ROOT / "src" / "nnlab").rglob("*.py")):
+        text = path.read_text().splitlines()
+        first = ast.parse(path.read_text()).body[:1]
+        if first and isinstance(first[0], ast.Expr) and isinstance(first[0].value, ast.Constant):
+            span = range(first[0].lineno - 1, first[0].end_lineno)
+            lines += [(path, n + 1, text[n]) for n in span if text[n].startswith("    ")]
+    yamls = [p for p in sorted((ROOT / "conf").rglob("*.yaml")) if "experiment" not in p.parts]
+    for path in [*yamls, *sorted((ROOT / "experiments").glob("*.yaml"))]:
+        lines += [(path, n, line.lstrip("# ")) for n, line in enumerate(path.read_text().splitlines(), 1)
+                  if line.startswith("#")]
+    found = []
+    for path, n, line in lines:
+        line, _, comment = line.strip().partition("  #")
+        for command in re.sub(r" (\[[^]]*\]|\([^)]*\))", "", line).split("&&"):
+            command = command.strip().split("   ")[0]  # what follows a wide gap is a remark
+            if COMMAND.match(command):
+                found.append(Shown(f"{path.relative_to(ROOT)}:{n}", command, comment.strip(), block=False))
+    return found
+
+
+def unique(shown: list[Shown]) -> list[Shown]:
+    """Each command once (where it is first shown in full), or once per count its lines state."""
+    first = {}
+    for s in shown:
+        key = (s.command, tuple(COUNT.findall(s.comment)[:1]))
+        if key not in first or (s.block and not first[key].block):
+            first[key] = s
+    return list(first.values())
+
+
+SHOWN = unique(shown_commands())
 
 
 def make_dry_run(shown: Shown) -> list[str]:
@@ -153,7 +190,7 @@ def test_shown_command_does_what_its_line_says(shown: Shown, tmp_path, monkeypat
     with_hydra, cfg = checked(shown, overrides, tmp_path)
     cheap = (with_hydra.hydra.runtime.choices.get("data") == "spiral" and cfg.trainer.get("devices") == 1
              and "trainer=ddp" not in overrides)
-    if cheap and shown.block:  # really run it, a few steps
+    if cheap:  # really run it, a few steps
         monkeypatch.chdir(tmp_path)
         metrics = nnlab.run([*overrides, "data.steps_per_epoch=2", "trainer.max_epochs=1"])
         assert metrics["status"] == "ok", f"{shown.where}: `{command}` ends {metrics['status']}: {metrics.get('error')}"
