@@ -18,9 +18,10 @@ JOBS   ?= 1
 RESUME ?=
 RUNS   ?= runs
 SEEDS  ?= 5
+PORT   ?= 8080
 CORES  := $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: install data train sweep compare confirm evaluate bench lint test test-slow tensorboard clean-runs
+.PHONY: install data train sweep compare confirm evaluate bench lint test test-slow tensorboard dashboard clean-runs
 
 # The venv is rebuilt when pyproject.toml changes; torch 2.14.1 + torchvision 0.29.1 pinned there.
 $(VENV)/.installed: pyproject.toml
@@ -65,6 +66,9 @@ test-slow: install  ## full-length experiments against their bands, real MNIST (
 
 tensorboard: install  ## curves and HPARAMS of every run under RUNS=runs, on 127.0.0.1 only (see README)
 	$(VENV)/bin/tensorboard --logdir $(RUNS) --host 127.0.0.1 $(ARGS)
+
+dashboard: install  ## optuna-dashboard of a study on 127.0.0.1:PORT (DIR=runs/sweeps/<time>; default: the latest sweep)
+	$(PY) -m nnlab.search $(DIR) --port $(PORT) $(ARGS)
 
 clean-runs:
 	rm -rf runs

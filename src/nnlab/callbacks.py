@@ -131,3 +131,24 @@ class Figures(L.Callback):
             trainer.logger.experiment.add_image(f"figures/{name}", rgba[..., :3], trainer.global_step,
                                                 dataformats="HWC")
         plt.close(fig)
+
+
+class Pruning(L.Callback):
+    """In a study's trial (nnlab/search.py): report `metric` to the Optuna trial after every epoch's
+    validation, and stop the run there when the study's pruner says so. The run then ends as any
+    other (test, figures, checkpoint, TensorBoard) and train() records status pruned at that epoch."""
+
+    def __init__(self, trial, metric: str):
+        self.trial, self.metric, self.pruned_epoch = trial, metric, None
+
+    def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
+        value = trainer.callback_metrics.get(self.metric)
+        if trainer.sanity_checking or value is None:
+            return
+        epoch, prune = trainer.current_epoch + 1, False  # the rung: epochs trained so far
+        if trainer.is_global_zero:
+            self.trial.report(value.item(), epoch)
+            prune = epoch < trainer.max_epochs and self.trial.should_prune()  # the last epoch finishes it
+        if trainer.strategy.broadcast(prune, src=0):  # DDP: every rank stops after the same epoch
+            self.pruned_epoch = epoch
+            trainer.should_stop = True

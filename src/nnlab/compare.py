@@ -304,6 +304,10 @@ def compare(folders: Path | list[Path], out: Path | None = None) -> str:
     text = markdown(rows, best, fresh, diffs)
     figures = [f"![{name}]({name})  \n{what}" for name, what in FIGURES.items() if (out / name).exists()]
     (out / "summary.md").write_text(f"# {' + '.join(map(str, folders))}\n\n{text}\n" + "\n\n".join(figures) + "\n")
+    from nnlab import search  # a study's folder (make sweep SWEEP=spiral_search): its trials and history too
+    for folder in folders:
+        if search.storage_file(folder):
+            text += "\n" + search.report(folder)
     return text
 
 

@@ -125,7 +125,8 @@ def check_grid(grid: str | None, experiment: str | None, params: dict) -> None:
 class SweepReport(Callback):
     """Hydra callback: before a multirun, refuse a grid that would replace an experiment's settings and
     say how many jobs it launches and from what; after it, list the runs that failed (crashed, bad
-    config, interrupted) and exit non-zero when there are any. Diverged runs are results, not failures."""
+    config, interrupted) and exit non-zero when there are any. Diverged and pruned runs are results,
+    not failures."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         params = dict(config.hydra.sweeper.get("params") or {})
@@ -144,7 +145,7 @@ class SweepReport(Callback):
         sweep = Path(config.hydra.sweep.dir)
         runs = sorted(d for d in sweep.iterdir() if (d / ".hydra").is_dir())
         status = {r: run_status(r) or "no metrics.json" for r in runs}
-        failed = {r: s for r, s in status.items() if s not in ("ok", "diverged")}
+        failed = {r: s for r, s in status.items() if s not in ("ok", "diverged", "pruned")}
         counts = ", ".join(f"{sum(1 for s in status.values() if s == k)} {k}" for k in sorted(set(status.values())))
         print(f"\nsweep folder: {sweep}  ({len(runs)} runs: {counts})")
         if failed:

@@ -27,6 +27,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import CONF_DIR, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
+from nnlab.callbacks import Pruning
 from nnlab.classifier import Classifier
 from nnlab.config import ConfigError, check, check_argv
 from nnlab.sweep import claim_dir, hparams, prepare_job, run_status
@@ -41,10 +42,11 @@ warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # Lightning 2.6 
 warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
 log = logging.getLogger("nnlab")
 _returned: list[dict] | None = None  # during nnlab.run: main puts its result here and raises its errors
-FINISHED = ("ok", "diverged")  # a diverged run is a result, not something to retry
+FINISHED = ("ok", "diverged", "pruned")  # results, not something to retry
+SEARCH = "hydra_plugins.nnlab_search.OptunaSweeper"  # conf/hydra/sweeper/optuna.yaml
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
+def build(cfg: DictConfig, extra_callbacks: tuple = ()) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
     """Instantiate everything (cheap: no data is read); bad values raise ConfigError here."""
     try:
         data = instantiate(cfg.data)
@@ -57,7 +59,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
                             l2=cfg.l2, scheduler_interval=cfg.scheduler_interval,
                             config=OmegaConf.to_container(cfg, resolve=True))
         trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger),
-                              callbacks=[instantiate(c) for c in cfg.callbacks.values()])
+                              callbacks=[*(instantiate(c) for c in cfg.callbacks.values()), *extra_callbacks])
     except InstantiationException as e:  # Hydra's multi-line wrapper: keep the cause's one line
         raise ConfigError(str(e.__cause__ or e).splitlines()[0]) from e
     data.fused = module.fused = cfg.fused and fusable(module, trainer)
@@ -78,12 +80,13 @@ def fusable(module: Classifier, trainer: L.Trainer) -> bool:
                 or trainer.limit_train_batches != 1.0 or trainer.val_check_interval != 1.0 or per_step_hooks)
 
 
-def train(cfg: DictConfig, ckpt_path: str | None = None) -> dict:
+def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None = None) -> dict:
+    """One run; `pruning`: a study's trial, which may stop it after an epoch (status pruned)."""
     check(cfg)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before build: init draws from it
-    data, module, trainer = build(cfg)
+    data, module, trainer = build(cfg, (pruning,) if pruning else ())
     run_dir, start = Path(cfg.run_dir), time.perf_counter()
     metrics: dict = {"status": "failed"}
     try:
@@ -91,7 +94,9 @@ def train(cfg: DictConfig, ckpt_path: str | None = None) -> dict:
         metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()})
         metrics.update(trainer.test(module, datamodule=data, verbose=False)[0])
         metrics["test/n"] = len(data.test_set[1])  # examples scored: compare's binomial SE of test/acc
-        metrics["status"] = "diverged" if module.diverged else "ok"
+        metrics["status"] = "diverged" if module.diverged else "pruned" if pruning and pruning.pruned_epoch else "ok"
+        if metrics["status"] == "pruned":
+            metrics["pruned_epoch"] = pruning.pruned_epoch
         if module.diverged:
             metrics["error"] = f"{module.diverged}: lower optimizer.lr"
         if trainer.is_global_zero:
@@ -147,8 +152,12 @@ def main(cfg: DictConfig) -> None:
             if status in FINISHED:
                 log.info(f"{run_dir.name}: {status} already, skipped")
                 return
+        pruning = None
+        if sweeping and HydraConfig.get().sweeper._target_ == SEARCH:  # a trial of a study
+            from nnlab.search import job_trial  # Optuna: imported by a study's jobs only
+            pruning = Pruning(job_trial(cfg), HydraConfig.get().sweeper.metric)
         with ddp.job_scope():  # the next job of a multirun in this process starts clean
-            metrics = train(cfg, ckpt_path)
+            metrics = train(cfg, ckpt_path, pruning)
     except ConfigError as e:
         if not cfg.resume:
             write_json(run_dir / "metrics.json", {"status": "invalid_config", "error": str(e)})

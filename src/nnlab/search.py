@@ -1,0 +1,319 @@
+"""Search instead of a grid: nnlab's Hydra sweeper on Optuna. A sweep file writes the search space in
+Hydra's own sweep syntax under hydra.sweeper.params, with the study's settings beside it
+(conf/hydra/sweeper/optuna.yaml); each trial is a normal run folder in the sweep folder, started by
+Hydra's configured launcher (basic, joblib for JOBS=N, slurm), and a hopeless one is pruned after
+an epoch.
+
+    make sweep SWEEP=spiral_search [JOBS=2] [RESUME=runs/sweeps/<time>]
+    make compare DIR=runs/sweeps/<time>        make dashboard DIR=runs/sweeps/<time>
+
+Leaves in the sweep folder, beside the trials' run folders: the Optuna study (study.db, sqlite; or
+study.journal, Optuna's journal file, where several processes write at once), best.yaml (the best
+trial and the command that reruns it) and multirun.yaml; make compare adds study.md and
+optimization_history.png. Results of spiral_search on this machine: experiments/README.md.
+"""
+import json
+import math
+import sys
+import warnings
+from pathlib import Path
+
+import optuna
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.trial import TrialState
+
+from nnlab.config import ConfigError
+
+SAMPLERS = ("tpe", "random", "qmc", "grid")
+PRUNERS = ("none", "median", "successive_halving", "hyperband")
+# What the Classifier logs after every validation, and which way is better; never test/*: test
+# numbers are reported, not chosen on.
+METRICS = {"val/acc": "maximize", "val/loss": "minimize"}
+STUDY = "nnlab"  # one study a sweep folder
+FILES = ("study.db", "study.journal")
+optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints one line a trial itself
+
+
+def distribution(override: Override) -> BaseDistribution:
+    """One searched key's Optuna distribution, from Hydra's parse of its sweep:
+        tag(log, interval(0.03, 30))   log-uniform (floats; ints if both ends are ints)
+        interval(0.5, 1.0)             uniform
+        range(1, 5)                    the ints 1..4 (Hydra's range excludes its end)
+        choice(sgd, adam), sgd,adam    categorical"""
+    key, value = override.get_key_element(), override.value()
+    shown = override.input_line or key
+    if override.is_interval_sweep():
+        low, high, log = value.start, value.end, "log" in value.tags
+        if not low < high:
+            raise ConfigError(f"{shown} is an empty interval: write interval(low, high) with low < high")
+        if log and low <= 0:
+            raise ConfigError(f"{shown} is a log interval that includes 0: its low end must be above 0, "
+                              "e.g. tag(log, interval(1e-5, 1e-2))")
+        kind = IntDistribution if isinstance(low, int) and isinstance(high, int) else FloatDistribution
+        return kind(low, high, log=log)
+    if override.is_range_sweep() and not value.shuffle:
+        values = list(override.sweep_iterator())
+        if not values:
+            raise ConfigError(f"{shown} is an empty range: range(start, stop) needs start < stop")
+        if all(isinstance(v, int) for v in values):
+            return IntDistribution(min(values), max(values), step=abs(int(value.step)))
+    values = list(override.sweep_string_iterator())  # as Hydra writes them back: valid override values
+    if not values:
+        raise ConfigError(f"{shown} offers no choice: give at least one value")
+    return CategoricalDistribution(values)
+
+
+def search_space(params: dict | None, arguments: list[str]) -> tuple[list[str], dict[str, BaseDistribution]]:
+    """(the overrides every trial shares, {key: distribution}) from the sweep file's
+    hydra.sweeper.params and the command line (later wins), each read by Hydra's own parser."""
+    parser = OverridesParser.create()
+    fixed, space = {}, {}
+    for line in [f"{k}={v}" for k, v in (params or {}).items()] + list(arguments):
+        try:
+            (override,) = parser.parse_overrides([line])
+        except HydraException as e:
+            raise ConfigError(f"{line} is not a valid override ({str(e).splitlines()[0]}): "
+                              "write e.g. optimizer.lr='tag(log, interval(0.01, 10))'") from None
+        key = override.get_key_element()
+        fixed.pop(key, None)
+        space.pop(key, None)
+        if override.is_sweep_override():
+            space[key] = distribution(override)
+        else:
+            fixed[key] = f"{key}={override.get_value_element_as_str()}"
+    return list(fixed.values()), space
+
+
+def check_settings(s: DictConfig, cfg: DictConfig) -> None:
+    """The refusals that need no search space; each one line, before anything is written."""
+    if s.sampler not in SAMPLERS:
+        raise ConfigError(f"hydra.sweeper.sampler={s.sampler} is not a sampler: use one of {', '.join(SAMPLERS)}")
+    if s.pruner not in PRUNERS:
+        raise ConfigError(f"hydra.sweeper.pruner={s.pruner} is not a pruner: use one of {', '.join(PRUNERS)}")
+    if not isinstance(s.n_trials, int) or isinstance(s.n_trials, bool) or s.n_trials < 1:
+        raise ConfigError(f"hydra.sweeper.n_trials={s.n_trials} is invalid: it must be a whole number >= 1")
+    if s.metric not in METRICS:
+        raise ConfigError(f"hydra.sweeper.metric={s.metric} is never logged after a validation: "
+                          f"use one of {', '.join(METRICS)}")
+    if s.direction not in (None, "maximize", "minimize"):
+        raise ConfigError(f"hydra.sweeper.direction={s.direction} is invalid: maximize, minimize or null "
+                          f"(null: {', '.join(f'{k} {v}' for k, v in METRICS.items())})")
+    every = OmegaConf.select(cfg, "trainer.check_val_every_n_epoch", default=1)
+    limit = OmegaConf.select(cfg, "trainer.limit_val_batches", default=None)
+    if s.pruner != "none" and (every != 1 or limit == 0):
+        raise ConfigError(f"hydra.sweeper.pruner={s.pruner} needs {s.metric} after every epoch, but validation "
+                          f"runs {'never' if limit == 0 else f'every {every} epochs'}: use pruner=none, "
+                          "or validate every epoch")
+
+
+def make_sampler(name: str, seed: int, space: dict[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
+    if name == "grid":
+        continuous = [k for k, d in space.items() if isinstance(d, FloatDistribution)]
+        if continuous:
+            raise ConfigError(f"hydra.sweeper.sampler=grid cannot search an interval ({', '.join(continuous)}): "
+                              "give those keys a choice or a range, or use sampler=tpe")
+        grid = {k: d.choices if isinstance(d, CategoricalDistribution) else list(range(d.low, d.high + 1, d.step))
+                for k, d in space.items()}
+        return optuna.samplers.GridSampler(grid, seed=seed)
+    kind = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
+            "qmc": optuna.samplers.QMCSampler}[name]
+    return kind(seed=seed)
+
+
+def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
+    """Rungs count epochs (a trial reports its metric after each): successive halving and hyperband
+    keep the best third of the trials at each of epochs 1, 3, 9...; median stops a trial below the
+    median of the earlier trials at the same epoch, once 5 have run."""
+    return {"none": optuna.pruners.NopPruner,
+            "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+            "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3),
+            "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
+                                                                reduction_factor=3)}[name]()
+
+
+def storage_file(folder: Path) -> Path | None:
+    """The study file of a sweep folder, if it holds one."""
+    return next((folder / f for f in FILES if (folder / f).exists()), None)
+
+
+def open_storage(path: Path) -> optuna.storages.BaseStorage:
+    """study.journal: Optuna's journal file, appended to under a file lock, so joblib workers and
+    SLURM array tasks write one study safely; study.db: sqlite, for one process at a time."""
+    if path.suffix == ".journal":
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    return optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+
+
+class Search:
+    """A study in the sweep folder, run to n_trials through Hydra's launcher a batch at a time."""
+
+    def __init__(self, settings: dict, *, hydra_context, task_function, config: DictConfig) -> None:
+        from hydra.core.plugins import Plugins
+        self.s, self.config = OmegaConf.create(settings), config
+        try:
+            check_settings(self.s, config)
+        except ConfigError as e:
+            sys.exit(f"nnlab: {e}")
+        self.launcher = Plugins.instance().instantiate_launcher(
+            hydra_context=hydra_context, task_function=task_function, config=config)
+        self.direction = self.s.direction or METRICS[self.s.metric]
+
+    def run(self, arguments: list[str]) -> list:
+        try:
+            fixed, space = search_space(self.s.params, arguments)
+            if not space:
+                raise ConfigError("nothing to search: give hydra.sweeper.params in the sweep file, or a key on the "
+                                  "command line, e.g. optimizer.lr='tag(log, interval(0.01, 10))'")
+            make_sampler(self.s.sampler, self.s.seed, space)  # refused here, before the folder exists
+        except ConfigError as e:
+            sys.exit(f"nnlab: {e}")
+        folder = Path(self.config.hydra.sweep.dir)  # resolving it claims the folder: after every refusal
+        folder.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, folder / "multirun.yaml")
+        # Several processes write the study when the launcher is not Hydra's in-process basic one.
+        in_process = self.config.hydra.launcher._target_.endswith("BasicLauncher")
+        path = storage_file(folder) or folder / FILES[0 if in_process else 1]
+        storage = open_storage(path)
+        # A resumed study's sampler is seeded past the trials it holds: seeded as at the start, it would
+        # ask the same first points again. So a resumed study is reproducible, but not the uninterrupted one.
+        names = [s.study_name for s in storage.get_all_studies()]
+        resumed = len(storage.get_all_trials(storage.get_study_id_from_name(STUDY))) if STUDY in names else 0
+        study = optuna.create_study(storage=storage, study_name=STUDY, sampler=make_sampler(
+                                        self.s.sampler, self.s.seed + resumed, space),
+                                    pruner=optuna.pruners.NopPruner(),  # pruning is the trials' own business
+                                    direction=self.direction, load_if_exists=True)
+        study.set_user_attr("metric", self.s.metric)
+        study.set_user_attr("fixed", fixed)
+        # A sweep stopped mid-trial left it RUNNING: run again, it continues from its last.ckpt.
+        todo = [(t.number, t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+        print(f"study: {path}  ({len(study.trials) - len(todo)} of {self.s.n_trials} trials done; "
+              f"{self.s.sampler} sampler, seed {self.s.seed}; pruner {self.s.pruner})")
+        returns = []
+        while todo or len(study.trials) < self.s.n_trials:
+            while len(todo) < self.s.batch and len(study.trials) < self.s.n_trials:
+                trial = study.ask(space)
+                todo.append((trial.number, trial.params))
+            batch, todo = todo[:self.s.batch], todo[self.s.batch:]
+            returns.append(self.launch(study, batch, fixed))
+        self.best(study, folder)
+        return returns
+
+    def launch(self, study: optuna.Study, batch: list[tuple[int, dict]], fixed: list[str]) -> list:
+        """Run the trials of a batch at once; a job's number is its trial's number (the job finds
+        its trial by it to report to), so only consecutive trials share one launch."""
+        results, start = [], 0
+        for i in range(1, len(batch) + 1):
+            if i == len(batch) or batch[i][0] != batch[i - 1][0] + 1:
+                runs = batch[start:i]
+                results += self.launcher.launch([fixed + [f"{k}={v}" for k, v in p.items()] for _, p in runs],
+                                                initial_job_idx=runs[0][0])
+                start = i
+        for (number, params), ret in zip(batch, results):
+            run = Path(ret.hydra_cfg.hydra.runtime.output_dir)
+            metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
+            status, value = metrics.get("status", "failed"), metrics.get(self.s.metric)
+            if status == "pruned":
+                study.tell(number, state=TrialState.PRUNED)
+            elif status in ("ok", "diverged") and value is not None and math.isfinite(value):
+                study.tell(number, value)
+            else:
+                study.tell(number, state=TrialState.FAIL)
+            shown = f"{self.s.metric} {value:.4f}" if isinstance(value, float) else ""
+            epoch = f" at epoch {metrics.get('pruned_epoch')}" if status == "pruned" else ""
+            print(f"trial {number}: {status}{epoch} {shown}  {run.name}")
+        return results
+
+    def best(self, study: optuna.Study, folder: Path) -> None:
+        done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if not done:
+            print("no trial finished: no best setting")
+            return
+        best = study.best_trial
+        overrides = study.user_attrs["fixed"] + [f"{k}={v}" for k, v in best.params.items()]
+        command = f'make train ARGS="{" ".join(overrides)}"'
+        OmegaConf.save(OmegaConf.create({"trial": best.number, self.s.metric: best.value, "overrides": overrides,
+                                         "command": command}), folder / "best.yaml")
+        print(f"best: trial {best.number}, {self.s.metric} {best.value:.4f} ({len(done)} finished)\n"
+              f"rerun it with: {command}\n(also in {folder / 'best.yaml'})")
+
+
+def job_trial(cfg: DictConfig) -> optuna.Trial:
+    """In a job of a study: the trial this job runs (its job number is the trial's number), loaded
+    with the study's pruner, so that its reports decide here whether it stops. Optuna's Trial is
+    made from a storage id outside study.optimize/ask, which its API allows but does not advertise."""
+    from hydra.core.hydra_config import HydraConfig
+    hc = HydraConfig.get()
+    storage = open_storage(storage_file(Path(hc.sweep.dir)))
+    study = optuna.load_study(study_name=STUDY, storage=storage, sampler=optuna.samplers.RandomSampler(),
+                              pruner=make_pruner(hc.sweeper.pruner, cfg.trainer.max_epochs))
+    trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(STUDY), hc.job.num)
+    trial = optuna.Trial(study, trial_id)
+    trial.set_user_attr("run_dir", str(cfg.run_dir))
+    return trial
+
+
+def report(folder: Path) -> str:
+    """make compare on a study's sweep folder: its trials with their statuses, how much each searched
+    parameter mattered (Optuna's get_param_importances over the finished trials) and the optimisation
+    history, as study.md and optimization_history.png in the folder; returns the markdown."""
+    study = optuna.load_study(study_name=STUDY, storage=open_storage(storage_file(folder)))
+    metric, trials = study.user_attrs.get("metric", "value"), study.get_trials(deepcopy=False)
+    states = [t.state.name.lower() for t in trials]
+    counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
+    lines = [f"## Study: {len(trials)} trials ({counts}), {study.direction.name.lower()} {metric}", "",
+             f"| trial | state | {metric} | epochs reported | parameters |", "|---|---|---|---|---|"]
+    for t in trials:
+        value = f"{t.value:.4f}" if t.value is not None else "–"
+        params = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in t.params.items())
+        lines.append(f"| {t.number} | {t.state.name.lower()} | {value} | {max(t.intermediate_values, default='–')} "
+                     f"| {params} |")
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    if len(done) >= 2 and len({tuple(t.params.items()) for t in done}) >= 2:
+        importances = optuna.importance.get_param_importances(study)
+        lines += ["", f"Importance of each searched parameter for {metric} (Optuna's get_param_importances, "
+                  f"over the {len(done)} finished trials; they sum to 1):", "",
+                  "| parameter | importance |", "|---|---|"]
+        lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()]
+    else:
+        lines += ["", "Parameter importances need two finished trials with different parameters."]
+    if trials:
+        lines += ["", f"Best: trial {study.best_trial.number}, {metric} {study.best_value:.4f}; rerun: "
+                  f"see best.yaml" if done else "", "", "![optimisation history](optimization_history.png)"]
+        with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
+            warnings.simplefilter("ignore")
+            ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=metric)
+        ax.figure.set_size_inches(8, 4.5)
+        ax.figure.tight_layout()
+        ax.figure.savefig(folder / "optimization_history.png", dpi=80)
+        import matplotlib.pyplot as plt
+        plt.close(ax.figure)
+    text = "\n".join(lines) + "\n"
+    (folder / "study.md").write_text(f"# {folder}\n\n{text}")
+    return text
+
+
+def dashboard(folder: Path, port: int) -> None:
+    """optuna-dashboard for the study in `folder`, on 127.0.0.1 only (it has no login: anyone who
+    can reach the port can read and annotate the study)."""
+    from optuna_dashboard import run_server
+    print(f"dashboard of {folder}: http://127.0.0.1:{port}/dashboard  (Ctrl-C stops it)", flush=True)
+    run_server(open_storage(storage_file(folder)), host="127.0.0.1", port=port)
+
+
+if __name__ == "__main__":  # make dashboard [DIR=runs/sweeps/<time>] [PORT=8080]
+    import argparse
+
+    from nnlab.compare import latest_sweep
+    parser = argparse.ArgumentParser("python -m nnlab.search", description=dashboard.__doc__)
+    parser.add_argument("folder", nargs="?", type=Path, help="a study's sweep folder (default: the latest sweep)")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    folder = args.folder or latest_sweep()
+    if storage_file(folder) is None:
+        sys.exit(f"nnlab: {folder} holds no study: give a sweep folder of make sweep SWEEP=spiral_search, "
+                 "e.g. make dashboard DIR=runs/sweeps/<time>")
+    dashboard(folder, args.port)

@@ -1,0 +1,187 @@
+"""Studies (nnlab/search.py) end to end through the CLI, shrunk: the search space read from Hydra's
+sweep syntax, pruned and finished trials with their statuses, the same trials asked again from the
+same seed, RESUME, the best trial's rerun line, compare's study report, the dashboard, and every
+refusal before any work."""
+import json
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import optuna
+import pytest
+from omegaconf import OmegaConf
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+from nnlab import search
+from nnlab.config import ConfigError
+
+# spiral_search shrunk to trials of 3 epochs of 5 full-batch steps; a learning rate range wide
+# enough that some trials are hopeless after an epoch and are pruned.
+TINY = ["sweep=spiral_search", "data.steps_per_epoch=5", "trainer.max_epochs=3", "log_interval=1",
+        "optimizer.lr=tag(log, interval(0.01, 30.0))"]
+
+
+def study_sweep(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", *TINY, *overrides], cwd=cwd,
+                          capture_output=True, text=True, timeout=900)
+
+
+def load(folder: Path) -> optuna.Study:
+    return optuna.load_study(study_name=search.STUDY, storage=search.open_storage(search.storage_file(folder)))
+
+
+def folder_of(out: str) -> Path:
+    return Path(re.search(r"sweep folder: (\S+)", out).group(1))
+
+
+@pytest.fixture(scope="module")
+def studies(tmp_path_factory):
+    """One study of 5 trials; another from the same seed stopped after 3, then RESUMEd to 5."""
+    cwd = tmp_path_factory.mktemp("studies")
+    full = study_sweep("hydra.sweeper.n_trials=5", cwd=cwd)
+    assert full.returncode == 0, full.stderr[-3000:]
+    part = study_sweep("hydra.sweeper.n_trials=3", cwd=cwd)
+    assert part.returncode == 0, part.stderr[-3000:]
+    resumed_folder = cwd / folder_of(part.stdout)
+    before = {p: p.stat().st_mtime_ns for p in resumed_folder.glob("*/metrics.json")}
+    resumed = study_sweep("hydra.sweeper.n_trials=5", f"hydra.sweep.dir={resumed_folder}", cwd=cwd)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    return cwd, full, cwd / folder_of(full.stdout), resumed_folder, before
+
+
+def test_trials_end_pruned_or_finished_and_the_study_agrees_with_the_run_folders(studies):
+    _, full, folder, _, _ = studies
+    study = load(folder)
+    assert len(study.trials) == 5 and (folder / "study.db").exists()
+    runs = {Path(t.user_attrs["run_dir"]).name: t for t in study.trials}
+    statuses = {}
+    for name, trial in runs.items():
+        run = folder / name
+        metrics = json.loads((run / "metrics.json").read_text())
+        statuses[name] = metrics["status"]
+        assert trial.state.name.lower() == {"ok": "complete", "pruned": "pruned"}[metrics["status"]]
+        assert (run / "checkpoints" / "last.ckpt").exists() and list((run / "tensorboard").glob("events.*"))
+        if metrics["status"] == "pruned":  # stopped after the epoch it was pruned at, before the last
+            assert metrics["pruned_epoch"] == metrics["epochs"] == max(trial.intermediate_values) < 3
+        else:
+            assert metrics["epochs"] == 3 and trial.value == metrics["val/acc"]
+    assert set(statuses.values()) == {"ok", "pruned"}, statuses
+    assert "pruned" in full.stdout and "(5 runs:" in full.stdout  # pruned trials are not failures: exit 0
+
+
+def test_best_yaml_names_the_best_finished_trial_and_its_command_reruns_it(studies):
+    cwd, full, folder, _, _ = studies
+    best = OmegaConf.load(folder / "best.yaml")
+    done = [t for t in load(folder).trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert best["val/acc"] == max(t.value for t in done)
+    assert best.command == f'make train ARGS="{" ".join(best.overrides)}"'
+    assert f"rerun it with: {best.command}" in full.stdout
+    rerun = subprocess.run([sys.executable, "-m", "nnlab.train", *best.overrides], cwd=cwd, capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    run = cwd / re.search(r"run folder: (.+)", rerun.stderr + rerun.stdout).group(1).strip()
+    assert json.loads((run / "metrics.json").read_text())["val/acc"] == best["val/acc"]  # same seed, same number
+
+
+def test_the_same_seed_asks_the_same_trials_and_resume_runs_the_study_on(studies):
+    _, _, full, resumed, before = studies
+    a, b = load(full).trials, load(resumed).trials
+    assert len(b) == 5 and [t.params for t in a[:3]] == [t.params for t in b[:3]]
+    assert [t.state for t in a[:3]] == [t.state for t in b[:3]]
+    # the resumed sweep left the first three trials' folders alone and added two
+    assert {p: p.stat().st_mtime_ns for p in before} == before and not list(resumed.glob("*/attempt-*"))
+    assert len(list(resumed.glob("*/metrics.json"))) == 5
+
+
+def test_compare_on_a_study_folder_lists_trials_importances_and_plots_the_history(studies):
+    cwd, _, folder, _, _ = studies
+    done = subprocess.run([sys.executable, "-m", "nnlab.compare", str(folder)], cwd=cwd, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    study = (folder / "study.md").read_text()
+    for t in load(folder).trials:
+        assert f"| {t.number} | {t.state.name.lower()} |" in study
+    assert "| optimizer.lr |" in study and "| scheduler.gamma |" in study  # importances of what was searched
+    assert "## Study: 5 trials" in done.stdout
+    assert (folder / "optimization_history.png").stat().st_size > 5_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_dashboard_serves_the_study_on_loopback(studies):
+    cwd, _, folder, _, _ = studies
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "nnlab.search", str(folder), "--port", str(port)], cwd=cwd,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, studies_json = time.monotonic() + 120, None
+        while studies_json is None and time.monotonic() < deadline and server.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as r:
+                    studies_json = json.loads(r.read())["study_summaries"]
+            except OSError:
+                time.sleep(0.5)
+        assert studies_json is not None, "the dashboard never answered on 127.0.0.1"
+        (summary,) = studies_json
+        assert summary["study_name"] == search.STUDY
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", timeout=10) as r:
+            trials = json.loads(r.read())["trials"]
+        states = {t.number: t.state.name.capitalize() for t in load(folder).trials}
+        assert {t["number"]: t["state"] for t in trials} == states and "Pruned" in states.values()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def test_search_space_is_read_in_hydras_sweep_syntax_and_the_command_line_wins():
+    fixed, space = search.search_space(
+        {"optimizer.lr": "tag(log, interval(0.03, 30))", "scheduler.gamma": "interval(0.5, 1.0)",
+         "model.hidden": "range(50, 201, 50)", "optimizer": "choice(sgd, adam)", "l2": "0.001"},
+        ["scheduler.gamma=0.9,1.0", "trainer.max_epochs=3"])
+    assert fixed == ["l2=0.001", "trainer.max_epochs=3"]
+    assert space == {"optimizer.lr": FloatDistribution(0.03, 30.0, log=True),
+                     "scheduler.gamma": CategoricalDistribution(["0.9", "1.0"]),
+                     "model.hidden": IntDistribution(50, 200, step=50),
+                     "optimizer": CategoricalDistribution(["sgd", "adam"])}
+
+
+def refusal(settings: dict | None = None, params: dict | None = None, cfg: dict | None = None) -> str:
+    s = OmegaConf.merge(OmegaConf.load(search.Path(__file__).parents[1] / "conf/hydra/sweeper/optuna.yaml"),
+                        {"batch": 1}, settings or {})
+    with pytest.raises(ConfigError) as e:
+        search.check_settings(s, OmegaConf.create(cfg or {}))
+        fixed, space = search.search_space(params or {"optimizer.lr": "interval(0.1, 1.0)"}, [])
+        search.make_sampler(s.sampler, s.seed, space)
+    assert "\n" not in str(e.value)
+    return str(e.value)
+
+
+@pytest.mark.parametrize("settings, params, cfg, says", [
+    ({"sampler": "bayes"}, None, None, "hydra.sweeper.sampler=bayes is not a sampler: use one of tpe"),
+    ({"pruner": "asha"}, None, None, "hydra.sweeper.pruner=asha is not a pruner: use one of none"),
+    ({"n_trials": 0}, None, None, "hydra.sweeper.n_trials=0 is invalid: it must be a whole number >= 1"),
+    ({"metric": "test/acc"}, None, None, "hydra.sweeper.metric=test/acc is never logged after a validation"),
+    ({"pruner": "median"}, None, {"trainer": {"limit_val_batches": 0}}, "needs val/acc after every epoch"),
+    (None, {"optimizer.lr": "interval(1.0, 0.1)"}, None, "optimizer.lr=interval(1.0, 0.1) is an empty interval"),
+    (None, {"l2": "tag(log, interval(0, 0.01))"}, None, "is a log interval that includes 0"),
+    (None, {"optimizer.lr": "interval(0.1)"}, None, "optimizer.lr=interval(0.1) is not a valid override"),
+    ({"sampler": "grid"}, None, None, "sampler=grid cannot search an interval (optimizer.lr)"),
+])
+def test_bad_settings_are_refused_in_one_line(settings, params, cfg, says):
+    assert says in refusal(settings, params, cfg)
+
+
+def test_a_refused_study_writes_nothing(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", *TINY, "hydra.sweeper.pruner=asha"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith(
+        "nnlab: hydra.sweeper.pruner=asha is not a pruner")
+    assert not (tmp_path / "runs").exists()
