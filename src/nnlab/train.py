@@ -46,7 +46,7 @@ FINISHED = ("ok", "diverged", "pruned")  # results, not something to retry
 SEARCH = "hydra_plugins.nnlab_search.OptunaSweeper"  # conf/hydra/sweeper/optuna.yaml
 
 
-def build(cfg: DictConfig, extra_callbacks: tuple = ()) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
     """Instantiate everything (cheap: no data is read); bad values raise ConfigError here."""
     try:
         data = instantiate(cfg.data)
@@ -59,7 +59,7 @@ def build(cfg: DictConfig, extra_callbacks: tuple = ()) -> tuple[L.LightningData
                             l2=cfg.l2, scheduler_interval=cfg.scheduler_interval,
                             config=OmegaConf.to_container(cfg, resolve=True))
         trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger),
-                              callbacks=[*(instantiate(c) for c in cfg.callbacks.values()), *extra_callbacks])
+                              callbacks=[instantiate(c) for c in cfg.callbacks.values()])
     except InstantiationException as e:  # Hydra's multi-line wrapper: keep the cause's one line
         raise ConfigError(str(e.__cause__ or e).splitlines()[0]) from e
     data.fused = module.fused = cfg.fused and fusable(module, trainer)
@@ -86,7 +86,9 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before build: init draws from it
-    data, module, trainer = build(cfg, (pruning,) if pruning else ())
+    data, module, trainer = build(cfg)
+    if pruning:  # no per-step hooks: fusing stays as build decided
+        trainer.callbacks.append(pruning)
     run_dir, start = Path(cfg.run_dir), time.perf_counter()
     metrics: dict = {"status": "failed"}
     try:
