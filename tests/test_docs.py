@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md")), ROOT / "experiments" / "README.md"]
 COMMAND = re.compile(r"make |python -m nnlab\.|\.venv/bin/python |bash ")
 INLINE = re.compile(r"`((?:make [a-z]|python -m nnlab)[^`]*)`")
-COUNT = re.compile(r"(\d[\d,]*) (?:runs|jobs)\b")
+COUNT = re.compile(r"(\d[\d,]*) (?:runs|jobs|trials)\b")
 PLACEHOLDER = re.compile(r"<[^>]*>|\.\.\.")
 
 
@@ -139,6 +139,11 @@ def sweep_jobs(shown: Shown, overrides: list[str], tmp_path: Path) -> list[list[
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = compose_job(fixed, tmp_path)
     params = dict(base.hydra.sweeper.get("params") or {})
+    if base.hydra.sweeper.get("_target_") == nnlab.train.SEARCH:  # a study: n_trials jobs, points of its space
+        from nnlab.search import search_space
+        fixed, space = search_space(params, overrides)
+        point = [f"{k}={d.choices[0] if hasattr(d, 'choices') else d.low}" for k, d in space.items()]
+        return [fixed + point] * base.hydra.sweeper.n_trials
     try:
         check_grid(base.hydra.runtime.choices.get("sweep"), base.hydra.runtime.choices.get("experiment"), params)
     except SystemExit as e:
