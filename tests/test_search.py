@@ -48,6 +48,8 @@ def studies(tmp_path_factory):
     assert part.returncode == 0, part.stderr[-3000:]
     resumed_folder = cwd / folder_of(part.stdout)
     before = {p: p.stat().st_mtime_ns for p in resumed_folder.glob("*/metrics.json")}
+    # as a sweep killed during its fourth trial leaves it: asked, never told
+    load(resumed_folder).ask({"optimizer.lr": FloatDistribution(0.01, 30.0, log=True)})
     resumed = study_sweep("hydra.sweeper.n_trials=5", f"hydra.sweep.dir={resumed_folder}", cwd=cwd)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     return cwd, full, cwd / folder_of(full.stdout), resumed_folder, before
@@ -92,6 +94,9 @@ def test_the_same_seed_asks_the_same_trials_and_resume_runs_the_study_on(studies
     a, b = load(full).trials, load(resumed).trials
     assert len(b) == 5 and [t.params for t in a[:3]] == [t.params for t in b[:3]]
     assert [t.state for t in a[:3]] == [t.state for t in b[:3]]
+    # the trial left running was run (with its own parameters) and told, then one new trial asked
+    assert b[3].state.name in ("COMPLETE", "PRUNED") and list(b[3].params) == ["optimizer.lr"]
+    assert f"optimizer.lr={b[3].params['optimizer.lr']!r}" in Path(b[3].user_attrs["run_dir"]).name
     # the resumed sweep left the first three trials' folders alone and added two
     assert {p: p.stat().st_mtime_ns for p in before} == before and not list(resumed.glob("*/attempt-*"))
     assert len(list(resumed.glob("*/metrics.json"))) == 5
