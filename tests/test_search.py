@@ -173,6 +173,7 @@ def refusal(settings: dict | None = None, params: dict | None = None, cfg: dict 
     ({"sampler": "bayes"}, None, None, "hydra.sweeper.sampler=bayes is not a sampler: use one of tpe"),
     ({"pruner": "asha"}, None, None, "hydra.sweeper.pruner=asha is not a pruner: use one of none"),
     ({"n_trials": 0}, None, None, "hydra.sweeper.n_trials=0 is invalid: it must be a whole number >= 1"),
+    ({"batch": 0}, None, None, "hydra.sweeper.batch=0 is invalid: trials run at once, a whole number >= 1"),
     ({"metric": "test/acc"}, None, None, "hydra.sweeper.metric=test/acc is never logged after a validation"),
     ({"pruner": "median"}, None, {"trainer": {"limit_val_batches": 0}}, "needs val/acc after every epoch"),
     (None, {"optimizer.lr": "interval(1.0, 0.1)"}, None, "optimizer.lr=interval(1.0, 0.1) is an empty interval"),

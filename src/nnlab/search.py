@@ -14,6 +14,7 @@ optimization_history.png. Results of spiral_search on this machine: experiments/
 """
 import json
 import math
+import os
 import sys
 import warnings
 from pathlib import Path
@@ -96,6 +97,8 @@ def check_settings(s: DictConfig, cfg: DictConfig) -> None:
         raise ConfigError(f"hydra.sweeper.pruner={s.pruner} is not a pruner: use one of {', '.join(PRUNERS)}")
     if not isinstance(s.n_trials, int) or isinstance(s.n_trials, bool) or s.n_trials < 1:
         raise ConfigError(f"hydra.sweeper.n_trials={s.n_trials} is invalid: it must be a whole number >= 1")
+    if not isinstance(s.batch, int) or isinstance(s.batch, bool) or s.batch == 0:
+        raise ConfigError(f"hydra.sweeper.batch={s.batch} is invalid: trials run at once, a whole number >= 1")
     if s.metric not in METRICS:
         raise ConfigError(f"hydra.sweeper.metric={s.metric} is never logged after a validation: "
                           f"use one of {', '.join(METRICS)}")
@@ -163,6 +166,8 @@ class Search:
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
         self.direction = self.s.direction or METRICS[self.s.metric]
+        # joblib's n_jobs=-1 means every core, -2 all but one...
+        self.batch = self.s.batch if self.s.batch > 0 else max(1, (os.cpu_count() or 1) + 1 + self.s.batch)
 
     def run(self, arguments: list[str]) -> list:
         try:
@@ -196,10 +201,10 @@ class Search:
               f"{self.s.sampler} sampler, seed {self.s.seed}; pruner {self.s.pruner})")
         returns = []
         while todo or len(study.trials) < self.s.n_trials:
-            while len(todo) < self.s.batch and len(study.trials) < self.s.n_trials:
+            while len(todo) < self.batch and len(study.trials) < self.s.n_trials:
                 trial = study.ask(space)
                 todo.append((trial.number, trial.params))
-            batch, todo = todo[:self.s.batch], todo[self.s.batch:]
+            batch, todo = todo[:self.batch], todo[self.batch:]
             returns.append(self.launch(study, batch, fixed))
         self.best(study, folder)
         return returns
