@@ -181,8 +181,8 @@ def make_sweep_line(*variables: str) -> list[str]:
     """The overrides `make sweep VARIABLES...` hands to `python -m nnlab.train --multirun`."""
     done = subprocess.run(["make", "-n", "sweep", *variables], cwd=Path(__file__).parents[1], capture_output=True,
                           text=True, check=True)
-    line = done.stdout.replace("\\\n", " ").splitlines()[-1].split()
-    return line[line.index("--multirun") + 1:]
+    line, = (x.split() for x in done.stdout.replace("\\\n", " ").splitlines() if "--multirun" in x)
+    return line[line.index("--multirun") + 1:]  # (under make test, make -n also prints make[1]: lines)
 
 
 def test_make_sweep_runs_the_default_grid_alone_exactly_args_without_sweep_and_args_on_top_of_sweep():
