@@ -219,7 +219,7 @@ class Search:
                 results += self.launcher.launch([fixed + [f"{k}={v}" for k, v in p.items()] for _, p in runs],
                                                 initial_job_idx=runs[0][0])
                 start = i
-        for (number, params), ret in zip(batch, results):
+        for (number, _params), ret in zip(batch, results):
             run = Path(ret.hydra_cfg.hydra.runtime.output_dir)
             metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
             status, value = metrics.get("status", "failed"), metrics.get(self.s.metric)
