@@ -194,3 +194,15 @@ def test_several_folders_are_compared_on_equal_terms_in_their_own_folder(tmp_pat
     out = tmp_path / "runs/comparisons/grid+search"
     assert (out / "summary.md").read_text().startswith("# runs/sweeps/grid + runs/sweeps/search\n")
     assert not (tmp_path / "runs/sweeps/grid/summary.md").exists()
+
+
+def test_confirm_passes_overrides_given_before_the_folder_to_every_run(tmp_path, monkeypatch):
+    from nnlab import confirm
+    for seed in (0, 1):
+        fake_run(tmp_path, "mlp", 1.0, 0.9, seed)
+    launched = []
+    monkeypatch.setattr(confirm.subprocess, "run", lambda command: launched.append(command) or subprocess.CompletedProcess(command, 0))
+    confirm.main(["hydra/launcher=joblib", str(tmp_path), "--seeds", "2", "threads=1"])
+    assert launched[0][-4:] == ["seed=4,5", f"hydra.sweep.dir={tmp_path / 'confirm'}", "hydra/launcher=joblib", "threads=1"]
+    with pytest.raises(SystemExit, match="at least 2 seeds"):
+        confirm.main([str(tmp_path), "--seeds", "1"])

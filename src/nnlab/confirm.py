@@ -50,10 +50,8 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m nnlab.confirm", description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", nargs="?", type=Path, help="a sweep folder (default: the latest under runs/sweeps/)")
     parser.add_argument("--seeds", type=int, default=5, help="fresh seeds per chosen setting")
-    args, extra = parser.parse_known_args(argv)
-    bad = [a for a in extra if "=" not in a or a.startswith("-")]
-    if bad:
-        sys.exit(f"nnlab: confirm takes a folder, --seeds N and Hydra overrides (key=value); not: {' '.join(bad)}")
+    extra = [a for a in argv if "=" in a and not a.startswith("-")]  # Hydra overrides, for every run
+    args = parser.parse_args([a for a in argv if a not in extra])
     if args.seeds < 2:
         sys.exit(f"nnlab: --seeds {args.seeds}: a verdict needs at least 2 seeds a side (SEEDS=5 is the default)")
     folder = args.folder or latest_sweep()
