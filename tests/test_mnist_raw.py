@@ -33,7 +33,7 @@ def sha(b: bytes) -> str:
 def test_rebuild_writes_idx_files_torchvision_reads_back(tmp_path):
     pkl, ((x_tr, y_tr), (x_va, y_va), (x_te, y_te)) = tiny_pickle()
     files = rebuild(pkl, sha256=sha(pkl))
-    mnist_raw.write_atomic(tmp_path, files, list(files))
+    mnist_raw.write_files(tmp_path, files, list(files))
     images = read_image_file(str(tmp_path / "train-images-idx3-ubyte"))
     assert images.shape == (10, 28, 28) and images.dtype == torch.uint8
     # original train = train then valid; pixels come back as the exact bytes
@@ -42,7 +42,7 @@ def test_rebuild_writes_idx_files_torchvision_reads_back(tmp_path):
     assert read_label_file(str(tmp_path / "train-labels-idx1-ubyte")).tolist() == [*y_tr, *y_va]
     assert read_label_file(str(tmp_path / "t10k-labels-idx1-ubyte")).tolist() == list(y_te)
     assert read_image_file(str(tmp_path / "t10k-images-idx3-ubyte")).shape == (5, 28, 28)
-    assert not list(tmp_path.glob(".*.part"))
+    assert not list(tmp_path.glob(".*.tmp"))
 
 
 def test_wrong_hash_is_refused_before_unpickling():
@@ -131,7 +131,7 @@ def test_auto_falls_back_to_torchvision_and_fetches_only_missing_files(tiny_mnis
 
     def torchvision(raw_dir, names):
         calls.append(("torchvision", names))
-        mnist_raw.write_atomic(raw_dir, {"t10k-labels-idx1-ubyte": label_file}, names)
+        mnist_raw.write_files(raw_dir, {"t10k-labels-idx1-ubyte": label_file}, names)
 
     monkeypatch.setattr(mnist_raw, "from_wheel", wheel_unavailable)
     monkeypatch.setattr(mnist_raw, "from_torchvision", torchvision)

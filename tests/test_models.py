@@ -19,7 +19,7 @@ def test_logits_shape_on_spiral(make):
 
 
 def test_cnn_refuses_non_image_data_naming_the_fix():
-    with pytest.raises(ValueError, match="1x28x28.*data=mnist"):
+    with pytest.raises(ValueError, match="C x H x W images.*data=mnist"):
         CNN(in_shape=SPIRAL, num_classes=3)
 
 

@@ -18,7 +18,7 @@ def batch():
 
 def nnlab_loss(net, x, y):
     # the objective nnlab trains on: cross-entropy + the Classifier's 0.5 * l2 * sum(W**2)
-    module = Classifier(net, K, optimizer=torch.optim.SGD, l2=REG)
+    module = Classifier(net, optimizer=torch.optim.SGD, l2=REG)
     return F.cross_entropy(net(x), y) + module.l2_penalty()
 
 

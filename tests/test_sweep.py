@@ -78,11 +78,14 @@ def test_every_run_carries_hparams_and_hp_metrics_for_tensorboards_reader(two_sw
     for run in (d for d in folder.iterdir() if d.is_dir()):
         events = EventAccumulator(str(run / "tensorboard"))
         events.Reload()
-        assert "hparams" in events.PluginTagToContent("hparams") or events.PluginTagToContent("hparams"), run
+        assert b"optimizer.lr" not in b"".join(events.PluginTagToContent("hparams").values())  # flat names
+        assert b"gamma" in b"".join(events.PluginTagToContent("hparams").values()), run
         scalars = events.Tags()["scalars"]
-        assert {"hp/val_acc", "hp/test_acc", "val/loss", "train/loss", "val/acc"} <= set(scalars), run
+        assert {"hp/val_acc", "hp/test_acc", "hp/val_loss", "train/loss", "val/acc", "lr"} <= set(scalars), run
         metrics = json.loads((run / "metrics.json").read_text())
-        assert events.Scalars("hp/test_acc")[-1].value == pytest.approx(metrics["test/acc"])
+        final = events.Scalars("hp/test_acc")[-1]
+        assert final.value == pytest.approx(metrics["test/acc"]) and final.step == metrics["steps"]
+        assert events.Scalars("hp/val_loss")[-1].value == pytest.approx(metrics["val/loss"])
 
 
 def free_port() -> int:
@@ -123,7 +126,7 @@ def test_tensorboard_serves_the_sweeps_scalars_and_hparams_over_http(two_sweeps)
         names = {h["name"] for h in experiment["hparamInfos"]}
         assert {"model", "lr", "gamma", "seed", "batch_size", "epochs"} <= names
         metric_tags = {m["name"]["tag"] for m in experiment["metricInfos"]}
-        assert {"hp/val_acc", "hp/test_acc", "val/loss"} <= metric_tags
+        assert {"hp/val_acc", "hp/test_acc", "hp/val_loss"} <= metric_tags
         groups = get("/plugin/hparams/session_groups", {
             "experimentName": "", "startIndex": 0, "sliceSize": 100,
             "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"],

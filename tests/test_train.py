@@ -119,7 +119,7 @@ def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path):
     done = run_cli("data=spiral", "model=cnn", cwd=tmp_path)
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("nnlab: model=cnn takes 1x28x28 images") and "data=mnist" in last
+    assert last.startswith("nnlab: model=cnn takes C x H x W images") and "data=mnist" in last
     (run,) = (tmp_path / "runs").glob("*/*")
     assert json.loads((run / "metrics.json").read_text())["status"] == "invalid_config"
     assert not (run / "checkpoints").exists()
@@ -133,7 +133,9 @@ MOMENTUM_DECAY = ["scheduler=exponential", "scheduler.gamma=0.8", "optimizer.mom
     ("spiral", ["scheduler=none", "+trainer.max_steps=25"], 25, 10),  # stops mid-group
     ("mnist", MOMENTUM_DECAY, 36, 4),                         # 12 shuffled batches of 10 an epoch, logged every 8
     ("mnist", ["model=cnn", "trainer.precision=bf16-mixed", "channels_last=true"], 36, 4),  # the GPU options
-    ("mnist", ["scheduler=onecycle", "optimizer=adam"], 36, 4),  # an LR step and an LR monitor point every step
+    ("mnist", ["scheduler=onecycle", "optimizer=adam"], 36, 4),  # an LR step every step
+    ("mnist", ["model=cnn", "model.batch_norm=true", "optimizer.momentum=0.9"], 36, 4),  # running statistics
+    ("spiral", ["model.batch_norm=true", "optimizer.lr=0.1"], 60, 10),
     ("spiral", ["scheduler=onecycle", "scheduler.max_lr=1.0", "+trainer.max_steps=25"], 25, 10)])
 def test_fused_steps_are_the_steps_lightning_takes_one_batch_at_a_time(data, overrides, steps, group, make_cfg,
                                                                       tiny_mnist, scalars, tmp_path, monkeypatch):
@@ -152,6 +154,7 @@ def test_fused_steps_are_the_steps_lightning_takes_one_batch_at_a_time(data, ove
     assert {k: v for k, v in a.items() if "/" in k} == {k: v for k, v in b.items() if "/" in k}
     wa, wb = (torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=True) for d in ("fused", "single"))
     assert wa["global_step"] == wb["global_step"] == steps
+    assert wa["state_dict"].keys() == wb["state_dict"].keys()
     assert all(torch.equal(t, wb["state_dict"][k]) for k, t in wa["state_dict"].items())
     sa, sb = scalars(tmp_path / "fused"), scalars(tmp_path / "single")
     assert {"train/loss", "val/acc"} <= set(sa) and len(sa["train/loss"]) >= 2
@@ -170,9 +173,16 @@ def test_lightning_takes_each_step_where_it_acts_per_step(make_cfg):
     for extra, fused in [([], True), (["+trainer.accumulate_grad_batches=2"], False),
                          (["+trainer.gradient_clip_val=1.0"], False), (["scheduler=onecycle"], True),
                          (["+trainer.limit_train_batches=5"], False), (["+trainer.val_check_interval=10"], False),
+                         (["+trainer.limit_train_batches=1"], False), (["+trainer.val_check_interval=1"], False),
+                         (["+trainer.limit_train_batches=1.0"], True), (["+trainer.fast_dev_run=true"], False),
                          (["fused=false"], False)]:
         data, module, _ = build(make_cfg(*SPIRAL_MLP, *extra))
         assert data.fused == module.fused == fused and module.automatic_optimization != fused, extra
+
+
+def test_limit_train_batches_1_is_one_step_an_epoch(make_cfg):
+    metrics = train(make_cfg(*SPIRAL_MLP, "trainer.max_epochs=3", "+trainer.limit_train_batches=1"))
+    assert metrics["status"] == "ok" and metrics["steps"] == 3
 
 
 def test_gpu_options_take_effect_and_checkpoints_load_into_a_plain_model(make_cfg, tiny_mnist, tmp_path, monkeypatch):
@@ -205,3 +215,10 @@ def test_compiled_model_trains_to_the_eager_numbers_and_its_checkpoint_loads_int
              for d in ("eager", "compiled")]
     assert ckpts[0].keys() == ckpts[1].keys()  # net.*, not net._orig_mod.*
     assert evaluate(tmp_path / "compiled" / "checkpoints" / "last.ckpt") == pytest.approx(compiled["test/acc"], abs=1e-6)
+
+
+def test_l2_decays_matrices_and_kernels_only(make_cfg):
+    from nnlab.train import build  # noqa: PLC0415
+    _, module, _ = build(make_cfg("model.batch_norm=true"))  # CNN: conv kernels, fc matrix; norms' scale/shift
+    names = {id(p): n for n, p in module.net.named_parameters()}
+    assert sorted(names[id(w)] for w in module.weights) == ["conv1.0.weight", "conv2.0.weight", "fc.weight"]

@@ -5,7 +5,6 @@ Resuming `resume=<run folder>` from such a checkpoint ends with bitwise the weig
 the run never interrupted (same machine), which Lightning alone does not give: its checkpoints hold
 no RNG state, and Ctrl-C lands wherever the step happens to be.
 """
-import os
 import random
 import signal
 from pathlib import Path
@@ -16,38 +15,25 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from nnlab.status import write_atomic
+
 
 class CheckpointWriteError(OSError):
     """A checkpoint could not be written; the previous one at that path is untouched."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save into a temp file in the checkpoint's own folder (the same filesystem), fsync, then
-    rename over the old file: a full disk or a kill mid-write leaves the previous checkpoint whole.
+    """torch.save through nnlab.status.write_atomic: a full disk or a kill mid-write leaves the previous
+    checkpoint whole.
     (Lightning's default writes in place; staged through $TMPDIR on another filesystem, a full disk
     left last.ckpt truncated.) Loading is always torch.load(weights_only=True)."""
 
     def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            with open(tmp, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException as e:
-            tmp.unlink(missing_ok=True)
-            if isinstance(e, OSError):
-                raise CheckpointWriteError(f"could not write checkpoint {path}: {e.strerror or e}; the previous "
-                                           "checkpoint there is kept. Free disk space and resume the run") from e
-            raise
-        fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            write_atomic(Path(path), lambda f: torch.save(checkpoint, f))
+        except OSError as e:
+            raise CheckpointWriteError(f"could not write checkpoint {path}: {e.strerror or e}; the previous "
+                                       "checkpoint there is kept. Free disk space and resume the run") from e
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
@@ -80,7 +66,7 @@ class Interrupt(L.Callback):
 
     Lightning already turns SIGTERM into a flag its loops check after each step (then raising its
     SIGTERMException); Ctrl-C would instead raise KeyboardInterrupt wherever it lands, and a checkpoint
-    taken mid-step cannot resume exactly, so SIGINT sets the same flag. A second Ctrl-C stops at once.
+    taken mid-step cannot resume exactly, so SIGINT is passed on as SIGTERM. A second Ctrl-C stops at once.
     The run then records status `interrupted` and exits non-zero (Lightning alone exits 0 on SIGTERM).
     """
 
@@ -90,9 +76,9 @@ class Interrupt(L.Callback):
 
     def on_fit_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         def stop(signum, frame):
-            if trainer.received_sigterm:
+            if trainer.received_sigterm or not callable(signal.getsignal(signal.SIGTERM)):
                 raise KeyboardInterrupt
-            trainer._signal_connector.received_sigterm = True  # the flag Lightning's loops check
+            signal.raise_signal(signal.SIGTERM)  # Lightning's own handler sets the flag its loops check
         try:
             self.previous = signal.signal(signal.SIGINT, stop)
         except ValueError:  # not the main thread: leave signals alone

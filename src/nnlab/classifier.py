@@ -12,17 +12,27 @@ from torch.optim.lr_scheduler import LRScheduler
 from nnlab import fused
 
 
-class EpochSums(nn.Module):
+class EpochSums:
     """A stage's sums over its epoch, for exact means over every sample (averaging per-batch
     values would weight a short last batch like a full one). They are the sums torchmetrics'
     MeanMetric and micro MulticlassAccuracy kept, in the same dtypes, so the means are the same
     bits, at about 1/7 of their cost per batch (35 vs 240 us here). A NaN loss is left out of the
-    loss mean, as MeanMetric left it; an inf one is not."""
+    loss mean, as MeanMetric left it; an inf one is not. Plain tensors, not module buffers: under
+    DDP each rank keeps its own (added over ranks at the epoch's end), where DDP would overwrite
+    buffers with rank 0's before every forward (it must, for a batch norm's running statistics)."""
 
-    def __init__(self, persistent: bool):
-        super().__init__()
-        self.register_buffer("loss", torch.zeros(2), persistent)  # sum of loss * B, sum of B (float32)
-        self.register_buffer("hits", torch.zeros(2, dtype=torch.int64), persistent)  # correct, samples
+    def __init__(self):
+        self.loss = torch.zeros(2)  # sum of loss * B, sum of B (float32)
+        self.hits = torch.zeros(2, dtype=torch.int64)  # correct, samples
+
+    def to(self, device: torch.device) -> None:
+        self.loss, self.hits = self.loss.to(device), self.hits.to(device)
+
+    def state_dict(self) -> dict[str, Tensor]:
+        return {"loss": self.loss.clone(), "hits": self.hits.clone()}
+
+    def load_state_dict(self, state: dict[str, Tensor]) -> None:
+        self.loss.copy_(state["loss"]), self.hits.copy_(state["hits"])
 
     def update(self, loss: Tensor, logits: Tensor, y: Tensor) -> None:
         weighted = loss.detach() * len(y)
@@ -46,11 +56,13 @@ class Classifier(L.LightningModule):
     """Cross-entropy classifier around a plain `net` returning logits (B, num_classes).
 
     `optimizer` and `scheduler` are partials (Hydra `_partial_: true`) completed here with the
-    parameters and the optimizer. `l2` adds 0.5 * l2 * sum(W**2) over the weight tensors (not
-    biases) to the training loss, as the spiral notebook does; train/loss includes it.
+    parameters and the optimizer. `l2` adds 0.5 * l2 * sum(W**2) over the weight matrices and conv
+    kernels (tensors of 2 or more dimensions) to the training loss, as the spiral notebook does;
+    train/loss includes it. Metrics reach TensorBoard through the logger at the optimizer step they
+    belong to (`self.logger.log_metrics(..., step=global_step)`), fused steps or not.
     """
 
-    def __init__(self, net: nn.Module, num_classes: int, optimizer: Callable[..., Optimizer],
+    def __init__(self, net: nn.Module, optimizer: Callable[..., Optimizer],
                  scheduler: Callable[[Optimizer], LRScheduler] | None = None, l2: float = 0.0,
                  scheduler_interval: str = "epoch", config: dict | None = None):
         super().__init__()
@@ -58,9 +70,9 @@ class Classifier(L.LightningModule):
         # loads with torch.load(weights_only=True); modules and partials are not hyperparameters.
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
         self.net, self.make_optimizer, self.make_scheduler = net, optimizer, scheduler
-        # Accuracy is correct/total ("micro"). The fit sums are in checkpoints: a run resumed
-        # mid-epoch keeps its partial sums.
-        self.sums = nn.ModuleDict({s: EpochSums(persistent=s == "fit") for s in ("fit", "val", "test")})
+        # Accuracy is correct/total ("micro"). The fit sums are in checkpoints (on_save_checkpoint):
+        # a run resumed mid-epoch keeps its partial sums.
+        self.sums = {s: EpochSums() for s in ("fit", "val", "test")}
         self.diverged: str | None = None  # why training stopped early, if the loss stopped being finite
         self.loss: Tensor | None = None  # this step's training loss
         self.finite_loss: Tensor | None = None  # the epoch's latest finite one: train/loss
@@ -69,21 +81,25 @@ class Classifier(L.LightningModule):
         # training_step steps through itself (manual optimization); see nnlab/fused.py.
         self.fused = False
         self.check_every_step: bool | None = None  # fused steps read finiteness every step, or once a group
-        self._list_parameters()
+        self.group_finite: Tensor | None = None  # once a group: the group's flag, on the device, not yet read
+        self.list_parameters()
 
     @property
     def automatic_optimization(self) -> bool:
         return not self.fused
 
     def on_fit_start(self) -> None:
-        self._list_parameters()  # again, now on the device
+        self.list_parameters()  # again, now on the device
+        for sums in self.sums.values():
+            sums.to(self.device)
         if self.check_every_step is None:  # reading a flag costs nothing on the CPU; see nnlab/fused.py
             self.check_every_step = self.device.type == "cpu"
 
-    def _list_parameters(self) -> None:
-        # Listed once: walking the modules for them costs ~10 us a step (a spiral step ~500 us)
+    def list_parameters(self) -> None:
+        # Listed once: walking the modules for them costs ~10 us a step (a spiral step ~500 us).
         self.params = list(self.parameters())
-        self.weights = [p for n, p in self.net.named_parameters() if not n.endswith("bias")]  # l2's
+        # l2's: matrices and conv kernels; not biases or a norm layer's per-channel scale and shift
+        self.weights = [p for p in self.net.parameters() if p.ndim >= 2]
 
     def setup(self, stage: str) -> None:
         # Lightning's DDP re-seeds torch on every rank as its process group starts (reset_seed() in
@@ -99,7 +115,9 @@ class Classifier(L.LightningModule):
     def l2_penalty(self) -> Tensor:
         return 0.5 * self.hparams.l2 * sum(w.pow(2).sum() for w in self.weights)
 
-    def _step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+    def step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
+        """The one step every path takes (Lightning's loop, fused steps, bench's plain loop): the
+        loss of a batch, added to the stage's epoch sums."""
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
@@ -111,12 +129,15 @@ class Classifier(L.LightningModule):
     def training_step(self, batch: tuple[Tensor, Tensor] | list[tuple[Tensor, Tensor]], batch_idx: int) -> Tensor:
         if self.fused:
             return fused.take_steps(self, batch)
-        loss = self._step(batch, "fit")
+        loss = self.step(batch, "fit")
         self.loss = loss.detach()  # checked with the gradients before the step (below)
         return loss
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        if not self.finite(self.global_step):
+        # Before every optimizer step, Lightning's and fused ones alike (the LightningOptimizer's step()).
+        if self.group_finite is not None:  # fused on a GPU: added to the group's flag, read at its end
+            self.group_finite &= self.all_finite()
+        elif not self.finite(self.global_step):
             optimizer.zero_grad(set_to_none=True)  # optimizers skip parameters without a gradient
 
     def finite(self, step: int) -> bool:
@@ -142,26 +163,44 @@ class Classifier(L.LightningModule):
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # train/loss is logged only where it is read: each self.log call costs ~0.3 ms (more than
-        # a spiral step), so not every step but the steps Lightning writes to the logger (every
-        # log_every_n_steps) and the epoch's or run's last (callback_metrics, metrics.json).
+        # a spiral step), so not every step but every log_every_n_steps steps (a TensorBoard point,
+        # with the learning rate the next step takes) and the epoch's or run's last (callback_metrics:
+        # the printed line, metrics.json). Fused, a batch ends a group; the group size divides the
+        # log interval, so every logged step ends one.
         trainer, step = self.trainer, self.global_step
         every = trainer.log_every_n_steps
-        if self.finite_loss is not None and ((every and step % every == 0) or trainer.is_last_batch
-                                              or trainer.should_stop or step == trainer.max_steps):
+        point = bool(every and step % every == 0 or trainer.should_stop)
+        if self.finite_loss is not None and (point or trainer.is_last_batch or step == trainer.max_steps):
             # DDP: the mean of the ranks' shard losses, the global batch's (no-op on one process)
-            self.log("train/loss", self.finite_loss, sync_dist=True)
+            loss = trainer.strategy.reduce(self.finite_loss, reduce_op="mean")
+            self.log("train/loss", loss, logger=False)
+            if point and self.logger:
+                self.logger.log_metrics({"train/loss": loss, "lr": self.optimizers().param_groups[0]["lr"]}, step)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "val")
+        self.step(batch, "val")
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self._step(batch, "test")
+        self.step(batch, "test")
 
     def _log_epoch(self, stage: str) -> None:
+        # The epoch's means, as TensorBoard points at the step reached (a test: the run's last step)
         name = "train" if stage == "fit" else stage
         loss, acc = self.sums[stage].pop(lambda t: self.trainer.strategy.reduce(t, reduce_op="sum"))
-        self.log(f"{name}/acc", acc)
-        self.log("train/loss_epoch" if stage == "fit" else f"{name}/loss", loss)
+        means = {f"{name}/acc": acc, "train/loss_epoch" if stage == "fit" else f"{name}/loss": loss}
+        for key, value in means.items():
+            self.log(key, value, logger=False)
+        if self.logger:
+            self.logger.log_metrics(means, self.global_step)
+
+    def on_test_start(self) -> None:
+        self.sums["test"].to(self.device)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["epoch_sums"] = self.sums["fit"].state_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self.sums["fit"].load_state_dict(checkpoint["epoch_sums"])
 
     def on_train_epoch_start(self) -> None:
         self.finite_loss = None

@@ -20,7 +20,8 @@ from contextlib import contextmanager
 
 import torch
 from hydra.core.hydra_config import HydraConfig
-from lightning.pytorch.strategies.launchers import subprocess_script
+
+from nnlab import compat
 
 # os.environ keys Lightning's launcher and process group set in the launching process.
 DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE", "OMP_NUM_THREADS")
@@ -39,8 +40,7 @@ def child_command(local_rank: int) -> tuple[Sequence[str], str]:
     return argv, hydra.runtime.cwd
 
 
-# The name Lightning's Trainer-side launcher calls; replaced here, before any Trainer is built.
-subprocess_script._hydra_subprocess_cmd = child_command
+compat.launch_ranks_with(child_command)  # before any Trainer is built
 
 
 @contextmanager

@@ -11,10 +11,11 @@ from pathlib import Path
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard.summary import hparams as hparams_summary
 
 from nnlab import CONF_DIR
+from nnlab.status import FINISHED, INTERRUPTED, run_status
 
 
 def claim_dir(resume: str | None, base: str) -> str:
@@ -34,21 +35,15 @@ def claim_dir(resume: str | None, base: str) -> str:
             path = Path(f"{base}_{n}")
 
 
-def run_status(run_dir: Path) -> str | None:
-    """The status its metrics.json records ("?" if none), or None when it has no metrics.json."""
-    metrics = run_dir / "metrics.json"
-    return json.loads(metrics.read_text()).get("status", "?") if metrics.exists() else None
-
-
-def prepare_job(run_dir: Path, finished: tuple[str, ...]) -> tuple[str | None, str | None]:
+def prepare_job(run_dir: Path) -> tuple[str | None, str | None]:
     """A sweep job whose folder has been used before (RESUME=): (status, checkpoint to resume from).
 
     Finished runs are skipped by the caller; an interrupted run continues from its last.ckpt (a step
     boundary, so exactly); anything else starts over, its old outputs moved into attempt-<n>/."""
     status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
-    if status in finished:
+    if status in FINISHED:
         return status, None
-    if status == "interrupted" and ckpt.exists():
+    if status == INTERRUPTED and ckpt.exists():
         return status, str(ckpt)
     leftovers = [p for p in run_dir.iterdir() if p.name not in (".hydra", "train.log") and not p.name.startswith("attempt-")]
     if leftovers:  # a failed or cut-off attempt: kept beside, never overwritten
@@ -66,9 +61,10 @@ HPARAMS = [("lr", "optimizer.lr"), ("momentum", "optimizer.momentum"), ("gamma",
 
 
 def hparams(logger, cfg: DictConfig, metrics: dict, step: int) -> None:
-    """Write the run's flat hyperparameters with its final hp/val_acc, hp/test_acc and val/loss, so
-    that TensorBoard's HPARAMS tab tabulates the runs of a sweep side by side."""
-    if logger is None:
+    """Write the run's flat hyperparameters with its final hp/val_acc, hp/test_acc and hp/val_loss (at
+    the run's last step), so that TensorBoard's HPARAMS tab tabulates the runs of a sweep side by side.
+    Only a TensorBoardLogger has the tab (fast_dev_run swaps in Lightning's DummyLogger)."""
+    if not isinstance(logger, TensorBoardLogger):
         return
     names = {"model": cfg.model._target_, "data": cfg.data._target_, "optimizer": cfg.optimizer._target_,
              "scheduler": (cfg.scheduler or {}).get("_target_", "none")}
@@ -77,15 +73,10 @@ def hparams(logger, cfg: DictConfig, metrics: dict, step: int) -> None:
         value = OmegaConf.select(cfg, key, default="absent")
         if value != "absent":  # null means something here: full batch, PyTorch's default init...
             params[name] = ("full" if name == "batch_size" else "null") if value is None else value
-    writer = logger.experiment
-    final = {"hp/val_acc": metrics.get("val/acc"), "hp/test_acc": metrics.get("test/acc")}
-    for tag, value in final.items():
-        if value is not None:
-            writer.add_scalar(tag, value, step)
-    # val/loss is already a scalar of the run: the summary only has to name it as a metric
-    for summary in hparams_summary(params, {**final, "val/loss": metrics.get("val/loss")}):
-        writer._get_file_writer().add_summary(summary)  # as Lightning's own log_hyperparams does
-    writer.flush()
+    final = {"hp/val_acc": metrics.get("val/acc"), "hp/test_acc": metrics.get("test/acc"),
+             "hp/val_loss": metrics.get("val/loss")}
+    logger.log_hyperparams(params, {k: v for k, v in final.items() if v is not None}, step=step)
+    logger.save()
 
 
 def jobs(params: dict, overrides: list[str]) -> list[list[str]]:
@@ -125,8 +116,8 @@ def check_grid(grid: str | None, experiment: str | None, params: dict) -> None:
 class SweepReport(Callback):
     """Hydra callback: before a multirun, refuse a grid that would replace an experiment's settings and
     say how many jobs it launches and from what; after it, list the runs that failed (crashed, bad
-    config, interrupted) and exit non-zero when there are any. Diverged and pruned runs are results,
-    not failures."""
+    config, interrupted) and exit non-zero when there are any. Finished runs (ok, diverged, pruned)
+    are results, not failures."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs) -> None:
         params = dict(config.hydra.sweeper.get("params") or {})
@@ -145,7 +136,7 @@ class SweepReport(Callback):
         sweep = Path(config.hydra.sweep.dir)
         runs = sorted(d for d in sweep.iterdir() if (d / ".hydra").is_dir())
         status = {r: run_status(r) or "no metrics.json" for r in runs}
-        failed = {r: s for r, s in status.items() if s not in ("ok", "diverged", "pruned")}
+        failed = {r: s for r, s in status.items() if s not in FINISHED}
         counts = ", ".join(f"{sum(1 for s in status.values() if s == k)} {k}" for k in sorted(set(status.values())))
         print(f"\nsweep folder: {sweep}  ({len(runs)} runs: {counts})")
         if failed:

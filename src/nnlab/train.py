@@ -8,7 +8,6 @@
 Leaves runs/<overrides>/<start time>/ holding .hydra/config.yaml (the composed config),
 tensorboard/ (events), checkpoints/last.ckpt, train.log and metrics.json (final metrics, status).
 """
-import json
 import logging
 import os
 import sys
@@ -23,14 +22,18 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import CONF_DIR, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
-from nnlab.callbacks import Pruning
+from nnlab.callbacks import EpochLog, Figures, Pruning
+from nnlab.checkpoint import Interrupt, RNGState
 from nnlab.classifier import Classifier
 from nnlab.config import ConfigError, check, check_argv
-from nnlab.sweep import claim_dir, hparams, prepare_job, run_status
+from nnlab.status import DIVERGED, FAILED, FINISHED, INTERRUPTED, INVALID_CONFIG, OK, PRUNED, run_status, write_json
+from nnlab.sweep import claim_dir, hparams, prepare_job
 
 OmegaConf.register_new_resolver("nnlab.or", lambda value, default: value or default, replace=True)
 OmegaConf.register_new_resolver("nnlab.claim", claim_dir, replace=True, use_cache=True)
@@ -42,7 +45,6 @@ warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # Lightning 2.6 
 warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
 log = logging.getLogger("nnlab")
 _returned: list[dict] | None = None  # during nnlab.run: main puts its result here and raises its errors
-FINISHED = ("ok", "diverged", "pruned")  # results, not something to retry
 SEARCH = "hydra_plugins.nnlab_search.OptunaSweeper"  # conf/hydra/sweeper/optuna.yaml
 
 
@@ -55,7 +57,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
             net = net.to(memory_format=torch.channels_last)
         if cfg.compile:  # in place: the state dict's names stay net.*, checkpoints load into eager models
             net.compile(mode=None if cfg.compile is True else cfg.compile)
-        module = Classifier(net, data.num_classes, instantiate(cfg.optimizer), instantiate(cfg.scheduler),
+        module = Classifier(net, instantiate(cfg.optimizer), instantiate(cfg.scheduler),
                             l2=cfg.l2, scheduler_interval=cfg.scheduler_interval,
                             config=OmegaConf.to_container(cfg, resolve=True))
         trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger),
@@ -66,18 +68,25 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
     return data, module, trainer
 
 
+# What fused steps are known to handle, each tested bitwise against Lightning's loop: anything else
+# (a strategy, precision, callback or setting not listed) takes Lightning's loop, a step a batch.
+FUSABLE_PRECISION = ("32-true", "bf16-mixed")
+FUSABLE_CALLBACKS = (ModelCheckpoint, Interrupt, RNGState, EpochLog, Figures)
+
+
 def fusable(module: Classifier, trainer: L.Trainer) -> bool:
     """Whether the module may take the training steps itself, a group of minibatches per Lightning
     batch (nnlab/fused.py): a spiral step costs less than Lightning's work per batch. What Lightning
     does per optimizer step (DDP's gradient sync, clipping, accumulation, fp16 loss scaling) needs its
     automatic optimization, a step a batch; so do limits and validation intervals counted in batches
-    (fused, a batch is many steps), and callbacks with hooks around each backward or optimizer step."""
-    per_step_hooks = any(getattr(type(c), hook) is not getattr(L.Callback, hook) for c in trainer.callbacks
-                         for hook in ("on_before_zero_grad", "on_before_backward", "on_after_backward",
-                                      "on_before_optimizer_step"))
-    return not (trainer.world_size > 1 or trainer.gradient_clip_val or trainer.accumulate_grad_batches > 1
-                or trainer.precision == "16-mixed"
-                or trainer.limit_train_batches != 1.0 or trainer.val_check_interval != 1.0 or per_step_hooks)
+    (fused, a batch is many steps: only the float 1.0, "all of it", is fused; the integer 1 is one
+    batch), and callbacks nnlab has not checked (they may act around each backward or step)."""
+    whole = lambda v: type(v) is float and v == 1.0  # noqa: E731
+    return (isinstance(trainer.strategy, SingleDeviceStrategy) and trainer.precision in FUSABLE_PRECISION
+            and not trainer.gradient_clip_val and trainer.accumulate_grad_batches == 1
+            and whole(trainer.limit_train_batches) and whole(trainer.val_check_interval)
+            and not trainer.fast_dev_run and not trainer.overfit_batches
+            and all(type(c) in FUSABLE_CALLBACKS for c in trainer.callbacks))
 
 
 def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None = None) -> dict:
@@ -90,21 +99,22 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
     if pruning:  # no per-step hooks: fusing stays as build decided
         trainer.callbacks.append(pruning)
     run_dir, start = Path(cfg.run_dir), time.perf_counter()
-    metrics: dict = {"status": "failed"}
+    metrics: dict = {"status": FAILED}
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()})
-        metrics.update(trainer.test(module, datamodule=data, verbose=False)[0])
+        trainer.test(module, datamodule=data, verbose=False)
+        metrics.update({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         metrics["test/n"] = len(data.test_set[1])  # examples scored: compare's binomial SE of test/acc
-        metrics["status"] = "diverged" if module.diverged else "pruned" if pruning and pruning.pruned_epoch else "ok"
-        if metrics["status"] == "pruned":
+        metrics["status"] = DIVERGED if module.diverged else PRUNED if pruning and pruning.pruned_epoch else OK
+        if metrics["status"] == PRUNED:
             metrics["pruned_epoch"] = pruning.pruned_epoch
         if module.diverged:
             metrics["error"] = f"{module.diverged}: lower optimizer.lr"
         if trainer.is_global_zero:
             hparams(trainer.logger, cfg, metrics, trainer.global_step)
     except BaseException as e:  # SIGTERM / Ctrl-C arrive as SystemExit / KeyboardInterrupt
-        metrics["status"] = "interrupted" if isinstance(e, KeyboardInterrupt | SystemExit) else "failed"
+        metrics["status"] = INTERRUPTED if isinstance(e, KeyboardInterrupt | SystemExit) else FAILED
         metrics["error"] = repr(e)
         raise
     finally:
@@ -114,13 +124,6 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
         if trainer.is_global_zero:  # DDP: every rank holds the same synced metrics; one file
             write_json(run_dir / "metrics.json", metrics)
     return metrics
-
-
-def write_json(path: Path, obj: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    tmp.replace(path)  # readers never see half a file
 
 
 def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
@@ -150,7 +153,7 @@ def main(cfg: DictConfig) -> None:
         if cfg.resume:
             cfg, ckpt_path = resume_config(cfg)
         elif sweeping:  # a resumed sweep skips finished runs, continues interrupted ones
-            status, ckpt_path = prepare_job(run_dir, FINISHED)
+            status, ckpt_path = prepare_job(run_dir)
             if status in FINISHED:
                 log.info(f"{run_dir.name}: {status} already, skipped")
                 return
@@ -162,7 +165,7 @@ def main(cfg: DictConfig) -> None:
             metrics = train(cfg, ckpt_path, pruning)
     except ConfigError as e:
         if not cfg.resume:
-            write_json(run_dir / "metrics.json", {"status": "invalid_config", "error": str(e)})
+            write_json(run_dir / "metrics.json", {"status": INVALID_CONFIG, "error": str(e)})
         if sweeping:  # one bad job must not end the sweep; the sweep's end lists it
             log.error("nnlab: %s", e)
             return
@@ -186,7 +189,7 @@ def main(cfg: DictConfig) -> None:
         return
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
     log.info(f"\nrun folder: {shown_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
-    if metrics["status"] == "diverged":  # a result, not a crash: a sweep goes on past it
+    if metrics["status"] == DIVERGED:  # a result, not a crash: a sweep goes on past it
         print(f"nnlab: {metrics['error']}", file=sys.stderr)
 
 

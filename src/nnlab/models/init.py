@@ -2,6 +2,9 @@ from torch import nn
 
 
 def normal_init(module: nn.Module, std: float) -> None:
-    """The spiral notebook's init: every weight drawn as std * randn, every bias 0."""
-    for name, p in module.named_parameters():
-        nn.init.zeros_(p) if name.endswith("bias") else nn.init.normal_(p, 0.0, std)
+    """The spiral notebook's init: every layer's weight drawn as std * randn, its bias 0 (a batch
+    norm keeps its own: scale 1, shift 0)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            nn.init.normal_(layer.weight, 0.0, std)
+            nn.init.zeros_(layer.bias)

@@ -6,18 +6,20 @@ from nnlab.models.init import normal_init
 
 
 class MLP(nn.Module):
-    """The lecture's two-layer net: flatten -> Linear(in, hidden) -> ReLU -> Linear(hidden, classes)."""
+    """The lecture's two-layer net: flatten -> Linear(in, hidden) -> ReLU -> Linear(hidden, classes).
+    batch_norm=True adds a BatchNorm1d over the hidden units, before the ReLU."""
 
     def __init__(self, in_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10,
-                 hidden: int = 100, init_std: float | None = None):
+                 hidden: int = 100, init_std: float | None = None, batch_norm: bool = False):
         super().__init__()
         if hidden < 1:
             raise ValueError(f"model.hidden must be a positive number of units, got {hidden}")
         self.fc1 = nn.Linear(math.prod(in_shape), hidden)
+        self.norm = nn.BatchNorm1d(hidden) if batch_norm else nn.Identity()
         self.fc2 = nn.Linear(hidden, num_classes)
         if init_std is not None:  # None keeps PyTorch's default (Kaiming-uniform) init
             normal_init(self, init_std)
 
     def forward(self, x: Tensor) -> Tensor:
-        h = self.fc1(x.flatten(1)).relu()  # (B, in) -> (B, hidden)
+        h = self.norm(self.fc1(x.flatten(1))).relu()  # (B, in) -> (B, hidden)
         return self.fc2(h)                 # (B, classes) logits
