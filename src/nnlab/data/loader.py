@@ -5,6 +5,8 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from nnlab import compat
+
 
 class TensorLoader:
     """Minibatches sliced from tensors held in memory: one indexing op per batch, where a
@@ -94,6 +96,10 @@ class TensorDataModule(L.LightningDataModule):
     def load(self) -> tuple[Split, Split, Split]:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """What `python -m nnlab.data` prints once prepare_data has run."""
+        return "nothing to fetch: this data is generated"
+
     def setup(self, stage: str | None = None) -> None:
         if not hasattr(self, "train_set"):  # read once: Lightning calls setup for fit, then again for test
             self.train_set, self.val_set, self.test_set = self.load()
@@ -133,9 +139,7 @@ class TensorDataModule(L.LightningDataModule):
         loader = getattr(self, "train_loader", None)
         if loader is None or self.trainer is None:
             return {}
-        # Batches the fit loop finished this epoch (the loader itself has prefetched further).
-        done = self.trainer.fit_loop.epoch_loop.batch_progress.current.completed
-        return {"seed": loader.seed, "batches_done": done}
+        return {"seed": loader.seed, "batches_done": compat.batches_done(self.trainer)}
 
     def load_state_dict(self, state: dict) -> None:
         if state:

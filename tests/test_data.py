@@ -1,0 +1,90 @@
+"""A dataset beyond MNIST is one class and one yaml: added here in-test, trained end to end."""
+import runpy
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torchvision.datasets import FashionMNIST, VisionDataset
+
+import nnlab.data
+from conftest import idx_images, idx_labels
+from nnlab.data import ImageDataModule
+from nnlab.train import train
+
+
+class FashionMNISTDataModule(ImageDataModule):  # what a user adds to src/nnlab/data/
+    dataset, in_shape, num_classes = FashionMNIST, (1, 28, 28), 10
+
+
+class TinyColor(VisionDataset):
+    """CIFAR-10's format in miniature: data (N, 32, 32, 3) uint8, targets a list; the class is the
+    dominant colour channel."""
+
+    def __init__(self, root, train: bool = True, download: bool = False):
+        super().__init__(root)
+        rng = np.random.default_rng(0 if train else 1)
+        self.targets = list(rng.integers(0, 3, 60 if train else 30))
+        self.data = rng.integers(0, 60, (len(self.targets), 32, 32, 3), dtype=np.uint8)
+        for i, t in enumerate(self.targets):
+            self.data[i, :, :, t] += 150
+
+
+class ColorDataModule(ImageDataModule):
+    dataset, in_shape, num_classes = TinyColor, (3, 32, 32), 3
+
+
+def add_dataset(tmp_path, monkeypatch, name: str, cls: type, yaml: str) -> str:
+    """The class into nnlab.data, its yaml into a config folder on Hydra's search path."""
+    monkeypatch.setattr(nnlab.data, cls.__name__, cls, raising=False)
+    (tmp_path / "conf" / "data").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "conf" / "data" / f"{name}.yaml").write_text(yaml)
+    return f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+
+
+def test_a_dataset_added_with_one_class_and_one_yaml_trains_end_to_end(make_cfg, tmp_path, monkeypatch):
+    raw = tmp_path / "data" / "FashionMNIST" / "raw"  # torchvision's own layout and idx format
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 120), ("t10k", 40)):
+        labels = rng.integers(0, 10, n)
+        (raw / f"{split}-images-idx3-ubyte").write_bytes(idx_images(rng.integers(0, 20, (n, 28, 28)) + labels[:, None, None] * 20))
+        (raw / f"{split}-labels-idx1-ubyte").write_bytes(idx_labels(labels))
+    path = add_dataset(tmp_path, monkeypatch, "fashion_mnist", FashionMNISTDataModule,
+                       f"_target_: nnlab.data.FashionMNISTDataModule\nroot: {tmp_path / 'data'}\nbatch_size: 20\n"
+                       "val_size: 20\nnormalize: true\nmean: [0.2]\nstd: [0.3]\n")
+    metrics = train(make_cfg(path, "data=fashion_mnist", "optimizer=adam", "optimizer.lr=0.01", "trainer.max_epochs=3"))
+    assert metrics["status"] == "ok" and metrics["steps"] == 3 * 5  # 100 training images, batch 20
+    assert metrics["test/acc"] > 0.3  # brightness encodes the class: well above chance (0.1)
+    assert (tmp_path / "run" / "first_batch.png").exists()
+
+
+def test_the_cnn_and_figures_take_three_channel_images(make_cfg, tmp_path, monkeypatch):
+    path = add_dataset(tmp_path, monkeypatch, "color", ColorDataModule,
+                       "_target_: nnlab.data.ColorDataModule\nbatch_size: 10\nval_size: 10\n")
+    metrics = train(make_cfg(path, "data=color", "model=cnn", "model.batch_norm=true", "optimizer=adam",
+                             "optimizer.lr=0.01", "trainer.max_epochs=2"))
+    assert metrics["status"] == "ok" and metrics["steps"] == 2 * 5 and metrics["test/acc"] > 0.5  # chance 1/3
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ckpt["state_dict"]["net.fc.weight"].shape == (3, 20 * 5 * 5)  # 32 -> 28 -> 14 -> 10 -> 5
+    assert (tmp_path / "run" / "first_batch.png").stat().st_size > 1000
+
+
+def test_normalize_needs_stats_for_every_channel(make_cfg, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="data.normalize=true needs data.mean and data.std, 3 value"):
+        ColorDataModule(normalize=True, mean=[0.5], std=[0.2])
+
+
+@pytest.mark.parametrize("args,line", [
+    (["data=spiral"], "nothing to fetch: this data is generated"),
+    (["data.root={root}"], "MNIST raw files verified in {root}/MNIST/raw")])
+def test_fetching_names_what_it_fetched(args, line, tiny_mnist, capsys, monkeypatch):
+    monkeypatch.setattr(sys, "argv", ["nnlab.data", *(a.format(root=tiny_mnist) for a in args)])
+    runpy.run_module("nnlab.data", run_name="__main__")
+    assert capsys.readouterr().out.strip().splitlines()[-1] == line.format(root=tiny_mnist)
+
+
+def test_a_dataset_not_there_is_one_line_naming_the_fix(tmp_path, monkeypatch, capsys):
+    add_dataset(tmp_path, monkeypatch, "fashion_mnist", FashionMNISTDataModule, "")
+    with pytest.raises(FileNotFoundError, match=f"FashionMNIST is not in {tmp_path}: .*data.download=true"):
+        FashionMNISTDataModule(root=str(tmp_path)).prepare_data()
