@@ -5,10 +5,10 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import idx_images, idx_labels
 from torchvision.datasets import FashionMNIST, VisionDataset
 
 import nnlab.data
-from conftest import idx_images, idx_labels
 from nnlab.data import ImageDataModule
 from nnlab.train import train
 

@@ -4,7 +4,6 @@ of what failed, and each run's hyperparameters in TensorBoard's HPARAMS tab.
     make sweep SWEEP=spiral_grid [JOBS=2] [RESUME=runs/sweeps/<time>]   then   make compare
 """
 import itertools
-import json
 import shutil
 import sys
 from pathlib import Path
