@@ -238,6 +238,9 @@ def test_full_batch_interrupted_mid_epoch_resumes_bitwise(make_cfg, tmp_path, mo
     resumed = train(cut, ckpt_path=str(ckpt))
     assert resumed["steps"] == unbroken["steps"] == 60
     assert {k: v for k, v in resumed.items() if "/" in k} == {k: v for k, v in unbroken.items() if "/" in k}
+    # the figures' curves were in the checkpoint: the resumed run draws the whole run's, pixel for pixel
+    for png in ("losses.png", "regions.png"):
+        assert (tmp_path / "cut" / png).read_bytes() == (tmp_path / "unbroken" / png).read_bytes(), png
     a, b = (torch.load(tmp_path / d / "checkpoints" / "last.ckpt", weights_only=True) for d in ("unbroken", "cut"))
     assert all(torch.equal(t, b["state_dict"][k]) for k, t in a["state_dict"].items())
 

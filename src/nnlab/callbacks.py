@@ -46,12 +46,21 @@ class Figures(L.Callback):
                      ("test loss" when the test set is the validation set) against training samples seen
     regions.png      2-D data only: the training points over the learned decision regions
 
-    DDP: only global rank 0 draws, prints and saves; samples seen count the global batch.
+    DDP: only global rank 0 draws, prints and saves; samples seen count the global batch. The curves
+    and the count are in checkpoints (state_dict), so a resumed run draws its whole curve, and does
+    not draw a mid-run batch as its first.
     """
 
     def __init__(self, run_dir: str):
         self.run_dir = Path(run_dir)
         self.seen, self.train_curve, self.val_curve = 0, [], []
+
+    def state_dict(self) -> dict:
+        return {"seen": self.seen, "train_curve": self.train_curve, "val_curve": self.val_curve}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.seen = state["seen"]
+        self.train_curve, self.val_curve = [tuple(p) for p in state["train_curve"]], [tuple(p) for p in state["val_curve"]]
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx) -> None:
         group = batch if isinstance(batch, list) else [batch]  # fused steps: a group of minibatches
@@ -93,13 +102,15 @@ class Figures(L.Callback):
             return
         x, y = x.cpu(), y.cpu()
         # One image of 4x5 tiles with a label over each: 20 subplots took ~0.9 s to lay out and draw.
-        n, cols, pad, side = min(20, len(x)), 5, 8, x.shape[-1]
-        tiles = make_grid(x[:n, :1].float(), nrow=cols, padding=pad, normalize=True, pad_value=1.0)[0]
+        # RGB images in colour; any other channel count as the first channel in grey.
+        n, cols, pad, (height, width) = min(20, len(x)), 5, 8, x.shape[-2:]
+        shown = x[:n] if x.shape[1] == 3 else x[:n, :1]
+        tiles = make_grid(shown.float(), nrow=cols, padding=pad, normalize=True, pad_value=1.0)  # (3, H', W')
         fig, ax = plt.subplots(figsize=(10, 8.5))
-        ax.imshow(tiles.numpy(), cmap="gray", interpolation="none", vmin=0, vmax=1)
+        ax.imshow(tiles.permute(1, 2, 0).numpy(), interpolation="none", vmin=0, vmax=1)
         for i in range(n):
             row, col = divmod(i, cols)
-            ax.text(col * (side + pad) + pad + side / 2, row * (side + pad) + pad - 1, f"Label: {y[i].item()}",
+            ax.text(col * (width + pad) + pad + width / 2, row * (height + pad) + pad - 1, f"Label: {y[i].item()}",
                     ha="center", va="bottom", fontsize=14)
         ax.set_axis_off()
         self._save(trainer, fig, "first_batch")
@@ -107,15 +118,20 @@ class Figures(L.Callback):
     @torch.no_grad()
     def _regions(self, trainer, module) -> None:
         x, y = (t.cpu().numpy() for t in trainer.datamodule.train_set)
-        grid = torch.linspace(-1.1, 1.1, 300)
-        gx, gy = torch.meshgrid(grid, grid, indexing="xy")  # (300, 300) each
+        (x0, y0), (x1, y1) = x.min(0).tolist(), x.max(0).tolist()
+        margin = 0.05 * max(x1 - x0, y1 - y0)  # the points' own extent, and a little more
+        extent = (x0 - margin, x1 + margin, y0 - margin, y1 + margin)
+        gx, gy = torch.meshgrid(torch.linspace(*extent[:2], 300), torch.linspace(*extent[2:], 300), indexing="xy")
+        training = module.training
+        module.eval()  # a batch norm: its running statistics, not the grid's, and none updated
         pred = module(torch.stack([gx.ravel(), gy.ravel()], 1).to(module.device)).argmax(1).cpu()
+        module.train(training)
         fig, ax = plt.subplots(figsize=(6, 6))
         # The predicted class per grid pixel, flat colours (an image: contourf took ~0.4 s to draw)
-        ax.imshow(pred.reshape(gx.shape).numpy(), origin="lower", extent=(-1.1, 1.1, -1.1, 1.1), alpha=0.3,
+        ax.imshow(pred.reshape(gx.shape).numpy(), origin="lower", extent=extent, alpha=0.3,
                   cmap="Spectral", vmin=0, vmax=y.max(), interpolation="nearest")
         ax.scatter(x[:, 0], x[:, 1], c=y, s=40, cmap="Spectral", edgecolors="k")
-        ax.set(xlim=(-1.1, 1.1), ylim=(-1.1, 1.1), aspect="equal")
+        ax.set(xlim=extent[:2], ylim=extent[2:], aspect="equal")
         self._save(trainer, fig, "regions")
 
     def _save(self, trainer, fig, name: str) -> None:
