@@ -15,10 +15,6 @@ SHORT = {  # a few steps each; the full runs are recorded in experiments/README.
 }
 
 
-def test_all_five_experiments_exist():
-    assert EXPERIMENTS == ["mnist_cnn_fast", "mnist_mlp", "seed_mnist_cnn", "spiral_linear", "spiral_mlp"]
-
-
 @pytest.mark.parametrize("name,expected", [
     ("seed_mnist_cnn", {"model._target_": "nnlab.models.CNN", "optimizer._target_": "torch.optim.SGD",
                         "optimizer.lr": 0.001, "optimizer.momentum": 0.0, "data.batch_size": 64,
