@@ -50,7 +50,7 @@ SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1
     (["channels_last=maybe"], "channels_last='maybe' is invalid: it must be of type bool"),
     (["trainer.precision=bf17"], "Precision 'bf17' is invalid. Allowed precision values: ("),
     (["data=spiral", "model=mlp", "model.hidden=abc"], "model.hidden='abc' is invalid: it must be of type int"),
-    (["+foo=1"], "foo is not an nnlab setting: the settings are seed, l2"),
+    (["+foo=1"], "foo is not a key: the keys there are seed, l2"),
     (["+model.depth=3"], "model.depth is not an option of nnlab.models.CNN: its options are in_shape, num_classes"),
     (["+optimizer.nesterov_lr=1"], "optimizer.nesterov_lr is not an option of torch.optim.SGD"),
     (["data=spiral", "model=cnn"], "model=cnn takes C x H x W images"),

@@ -120,9 +120,7 @@ def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path):
     assert done.returncode == 1
     last = done.stderr.strip().splitlines()[-1]
     assert last.startswith("nnlab: model=cnn takes C x H x W images") and "data=mnist" in last
-    (run,) = (tmp_path / "runs").glob("*/*")
-    assert json.loads((run / "metrics.json").read_text())["status"] == "invalid_config"
-    assert not (run / "checkpoints").exists()
+    assert not (tmp_path / "runs").exists()  # a refused command leaves nothing behind
 
 
 MOMENTUM_DECAY = ["scheduler=exponential", "scheduler.gamma=0.8", "optimizer.momentum=0.9", "optimizer.lr=0.3"]

@@ -39,6 +39,19 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
 
+def checkpoint_problem(path: Path) -> str | None:
+    """Why `path` cannot be resumed from (one line naming it), or None when it loads whole."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        missing = [k for k in ("state_dict", "loops", "optimizer_states", "global_step") if k not in ckpt]
+    except Exception as e:  # truncated, empty, garbage: torch's and pickle's many errors
+        why = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
+        return f"{path} is not a readable checkpoint ({why})"
+    if missing:
+        return f"{path} is not a Lightning training checkpoint (no {', '.join(missing)})"
+    return None
+
+
 class RNGState(L.Callback):
     """Python's, NumPy's and torch's (CPU and CUDA) RNG states in the checkpoint, as tensors and ints
     so that it still loads with weights_only=True (a raw NumPy state would not)."""

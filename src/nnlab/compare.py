@@ -44,6 +44,13 @@ FIELDS = ["setting", "data", "model", "lr", "gamma", "n", "val_acc_mean", "val_a
 CONFIRM = "confirm"  # make confirm's runs, inside the sweep folder they confirm
 
 
+def read_metrics(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text()) if path.exists() else {}
+    except ValueError as e:  # runs write it atomically: something else cut it short
+        sys.exit(f"nnlab: {path} is not whole JSON ({e}): rerun that run, or move its folder out of the sweep")
+
+
 def load_runs(folder: Path, label: str | None = None) -> list[dict]:
     """Every run under folder except make confirm's (FOLDER/confirm/). With a label (several folders
     compared), models and settings carry it, so each folder's architectures are contenders of their own."""
@@ -56,7 +63,7 @@ def load_runs(folder: Path, label: str | None = None) -> list[dict]:
         cfg = OmegaConf.load(hydra_dir / "config.yaml")
         choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
         setting = ",".join(sorted(o for o in overrides if not o.startswith(("seed=", "sweep=")))) or "(defaults)"
-        runs.append({"dir": run, "metrics": json.loads(metrics.read_text()) if metrics.exists() else {},
+        runs.append({"dir": run, "metrics": read_metrics(metrics),
                      "setting": f"{label}: {setting}" if label else setting, "seed": OmegaConf.select(cfg, "seed"),
                      "data": choices.data, "model": f"{choices.model}@{label}" if label else choices.model,
                      "lr": OmegaConf.select(cfg, "optimizer.lr"), "gamma": OmegaConf.select(cfg, "scheduler.gamma")})

@@ -6,22 +6,38 @@ and each `_target_` node (model, data, optimizer, scheduler, trainer, callbacks,
 hold the typed arguments of its class's `__init__`. Only classes of nnlab, torch.nn, torch.optim and
 lightning.pytorch may be instantiated: Hydra would otherwise import and call any `_target_` given on
 the command line (`+model._target_=builtins.open` truncates a file under plain Hydra).
+
+One gate, `gate()`, stands before everything nnlab instantiates: a run's composed config, a resumed
+run's saved config, a checkpoint's stored config. It resolves every interpolation first (so a node
+made by `${oc.create:...}` is seen) and checks every `_target_` at every depth, `_args_` and lists
+included; callers build only from the resolved, checked copy it returns. Hydra builds its own
+callbacks, launcher, sweeper and logging before nnlab's code runs: `check_argv` guards those.
 """
 import dataclasses
 import inspect
 import math
+import os
 import types
 import typing
 from pathlib import Path
 
+import difflib
+import re
+
+from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
-from hydra.utils import get_class
+from hydra.utils import get_class, instantiate
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nnlab import CONF_DIR
 
 ALLOWED_TARGETS = ("nnlab.", "torch.nn.", "torch.optim.", "lightning.pytorch.", "lightning.Trainer")
+# Where an allowed name's class must be defined: a module imports other classes too
+# (lightning.pytorch.strategies.launchers.subprocess_script.subprocess.Popen is a path to Popen).
+ALLOWED_MODULES = ("nnlab.", "torch.", "lightning.")
 GROUPS = ("model", "data", "optimizer", "scheduler", "trainer", "experiment", "sweep")
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
@@ -52,7 +68,13 @@ def _number(v) -> bool:
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")  # torch.compile's
 
 # Ranges that types cannot say: (key, test, what is allowed).
-RANGES = [("optimizer.lr", lambda v: _number(v) and v > 0, "a positive number, e.g. optimizer.lr=0.01"),
+RANGES = [("seed", lambda v: isinstance(v, int) and 0 <= v < 2**32, "a whole number in [0, 2**32), e.g. seed=0"),
+          ("optimizer.lr", lambda v: _number(v) and v > 0, "a positive number, e.g. optimizer.lr=0.01"),
+          ("optimizer.momentum", lambda v: v is None or _number(v) and v >= 0, "a number >= 0, e.g. 0.9"),
+          ("optimizer.weight_decay", lambda v: v is None or _number(v) and v >= 0, "a number >= 0, e.g. 0.0005"),
+          ("model.init_std", lambda v: v is None or _number(v) and v > 0, "a positive number, or null"),
+          ("data.noise", lambda v: v is None or _number(v) and v >= 0, "a number >= 0"),
+          ("data.steps_per_epoch", lambda v: v is None or isinstance(v, int) and v >= 1, "a whole number >= 1"),
           ("scheduler.gamma", lambda v: v is None or _number(v) and 0 < v <= 1, "in (0, 1], e.g. 0.95"),
           ("scheduler.max_lr", lambda v: v is None or _number(v) and v > 0, "a positive number"),
           ("trainer.max_epochs", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
@@ -102,6 +124,9 @@ def check_target(key: str, target) -> type:
         cls = get_class(target)
     except Exception:
         raise ConfigError(f"{key}={target!r} is not a class nnlab can find: check the spelling") from None
+    if not cls.__module__.startswith(ALLOWED_MODULES):
+        raise ConfigError(f"{key}={target!r} is not allowed: it names {cls.__module__}.{cls.__qualname__}, a class "
+                          f"from outside {', '.join(ALLOWED_TARGETS)}")
     return cls
 
 
@@ -126,54 +151,143 @@ def _check_node(prefix: str, node: DictConfig) -> None:
 
 
 def _walk(prefix: str, node) -> None:
+    """Every node below, `_args_` included: a positional argument can be a `_target_` node too."""
     if isinstance(node, DictConfig):
         if "_target_" in node:
             _check_node(prefix, node)
         for k in node:
-            if k not in HYDRA_KEYS:
+            if k != "_target_":
                 _walk(f"{prefix}.{k}" if prefix else str(k), node[k])
     elif isinstance(node, ListConfig):
         for i, item in enumerate(node):
             _walk(f"{prefix}[{i}]", item)
+    elif isinstance(node, float) and not math.isfinite(node):
+        raise ConfigError(f"{prefix}={node} is invalid: every number must be finite")
 
 
-def check(cfg: DictConfig) -> None:
-    """Every problem found raises ConfigError with one line; silent when the config is sound."""
+def check_size(model: DictConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
+    """A model whose training cannot fit in this machine's memory, refused with its size. Counted on
+    the meta device: shapes only, nothing allocated and no random number drawn."""
+    with torch.device("meta"):
+        n = sum(p.numel() for p in instantiate(model, in_shape=in_shape, num_classes=num_classes).parameters())
+    need = 3 * 4 * n  # float32 weights, their gradients and at least one optimizer state (momentum)
+    have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > have:
+        args = ", ".join(f"model.{k}={v}" for k, v in model.items() if not str(k).startswith("_"))
+        raise ConfigError(f"{model._target_} ({args}) has {n:.3g} parameters: training needs over {need / 1e9:.0f} GB "
+                          f"(weights, gradients, optimizer state), more than this machine's {have / 1e9:.0f} GB")
+
+
+def _resolved(cfg, prefix: str = "") -> DictConfig:
+    try:
+        return OmegaConf.create(OmegaConf.to_container(OmegaConf.create(cfg) if isinstance(cfg, dict) else cfg,
+                                                       resolve=True))
+    except Exception as e:  # unknown resolver, missing key, a value OmegaConf cannot hold...
+        raise ConfigError(f"{prefix or 'the config'} does not resolve: {str(e).splitlines()[0]}") from None
+
+
+def gate(cfg, prefix: str = "") -> DictConfig:
+    """The resolved copy of `cfg` (a config or plain dict), every `_target_` in it checked at every
+    depth. Build only from what this returns: its interpolations cannot resolve to anything else later."""
+    resolved = _resolved(cfg, prefix)
+    _walk(prefix, resolved)
+    return resolved
+
+
+def check(cfg: DictConfig) -> DictConfig:
+    """The resolved, checked copy of a run's config to build from; any problem found raises
+    ConfigError with one line."""
+    cfg = _resolved(cfg)  # then checked as gate() checks: ranges first, for their plainer messages
     hints = typing.get_type_hints(Settings)
     groups = {"model", "data", "optimizer", "scheduler", "trainer", "callbacks", "logger", "hydra"}
     for key in cfg:
         if key not in hints and key not in groups:
-            raise ConfigError(f"{key} is not an nnlab setting: the settings are {', '.join(hints)} "
-                              f"and the groups {', '.join(sorted(groups - {'hydra'}))}")
+            raise unknown_key(key, [*hints, *sorted(groups - {"hydra"})])
         if key in hints:
             _check_type(key, cfg[key], hints[key])
     for key, ok, want in RANGES:
         value = OmegaConf.select(cfg, key, default=None)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is invalid: it must be {want}")
-    for key in cfg:
-        if key in groups - {"hydra"}:
-            _walk(str(key), cfg[key])
+    _walk("", cfg)
+    return cfg
 
 
-def _targets(key: str, value) -> None:
-    """Every `_target_` inside an override's value (a dict, or a list of them, at any depth)."""
+def _leaves(key: str, value):
+    """(dotted path, leaf) for every leaf of an override's value, dicts and lists at any depth."""
     if isinstance(value, dict):
         for k, v in value.items():
-            (check_target if k == "_target_" else _targets)(f"{key}.{k}", v)
+            yield from _leaves(f"{key}.{k}", v)
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            _targets(f"{key}[{i}]", v)
+            yield from _leaves(f"{key}[{i}]", v)
+    else:
+        yield key, value
+
+
+# Hydra itself builds these from its config before any nnlab code runs: callbacks (instantiate),
+# the launcher and sweeper (plugins instantiated with their nested nodes) and logging
+# (logging.config.dictConfig, whose `()` and `class` keys import and call any name).
+HYDRA_BUILT = ("hydra.callbacks", "hydra.launcher", "hydra.sweeper", "hydra.job_logging", "hydra.hydra_logging")
+# Resolvers a command-line value may call. Others are refused: one that turns text into config nodes
+# (oc.create, oc.decode) would make a `_target_` the text check cannot see, inside a node Hydra builds
+# before the gate runs (hydra.callbacks, or a launcher key that interpolates a task key).
+CLI_RESOLVERS = ("oc.env", "oc.select", "now", "hydra")
+RESOLVER_CALL = re.compile(r"\$\{\s*([A-Za-z_][\w.-]*)\s*:")
+
+
+def _check_leaf(path: str, leaf) -> None:
+    if path.split(".")[-1] == "_target_":
+        check_target(path, leaf)
+    if not isinstance(leaf, str):
+        return
+    for name in RESOLVER_CALL.findall(leaf):
+        if name not in CLI_RESOLVERS:
+            raise ConfigError(f"{path}: ${{{name}:...}} is not allowed on the command line: only plain ${{key}} "
+                              f"references and {', '.join(CLI_RESOLVERS)} (a resolver that makes config nodes "
+                              "could hide a _target_ from the check)")
+    if path.startswith(("hydra.job_logging", "hydra.hydra_logging")):
+        last = path.split(".")[-1]
+        if last == "()" or last == "class" and not leaf.startswith("logging."):
+            raise ConfigError(f"{path}={leaf!r} is not allowed: Hydra's logging may only use classes of logging")
+
+
+def _known_keys(group_choices: list[str]) -> list[str]:
+    """Every dotted key of a value in conf/train.yaml composed with the given group choices."""
+    def walk(prefix, node):
+        for k, v in node.items():
+            if isinstance(v, dict):
+                yield from walk(f"{prefix}{k}.", v)
+            elif not str(k).startswith("_"):
+                yield f"{prefix}{k}"
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=group_choices)
+    return list(walk("", OmegaConf.to_container(cfg, resolve=False)))
+
+
+def unknown_key(key: str, known: list[str], fix: str = "") -> ConfigError:
+    """`lrr is not a key: did you mean l2, optimizer.lr?`, by difflib on the whole key and its last part."""
+    last = {k.split(".")[-1]: k for k in known}
+    close = difflib.get_close_matches(key, known, n=3) + \
+        [last[k] for k in difflib.get_close_matches(key.split(".")[-1], list(last), n=3)]
+    close = list(dict.fromkeys(close))[:4]
+    group = key.rsplit(".", 1)[0] if "." in key else None
+    near = [k for k in known if group and k.startswith(f"{group}.")] or [k for k in known if "." not in k]
+    hint = f"did you mean {', '.join(close)}?" if close else f"the keys there are {', '.join(near)}"
+    return ConfigError(f"{key} is not a key: {hint}{fix}")
 
 
 def check_argv(argv: list[str]) -> list[str]:
-    """Before Hydra sees the command line: group choices that exist, and no `_target_` outside the
-    allow-list anywhere (Hydra instantiates hydra.* targets, e.g. callbacks, before nnlab runs). Each
-    override is read by Hydra's own parser, so a value means here what it will mean to Hydra.
+    """Before Hydra sees the command line: keys that exist (a typo gets the closest keys, in one line,
+    not Hydra's struct error), group choices that exist, no `_target_` outside the allow-list anywhere,
+    no node-making resolver, and nothing Hydra's logging would import. Hydra instantiates hydra.*
+    nodes (HYDRA_BUILT) before nnlab's gate runs: what reaches them from the command line is checked
+    here. Each override is read by Hydra's own parser, so a value means here what it will mean to Hydra.
     Returns argv with `resume=<run folder>` quoted: run folders are named `a=1,b=2`, which Hydra's
     grammar would read as a sweep."""
     argv = [f"resume='{a.split('=', 1)[1]}'" if a.startswith("resume=") and "'" not in a else a for a in argv]
     parser = OverridesParser.create()
+    plain_keys, choices = [], []
     for arg in argv:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -184,11 +298,23 @@ def check_argv(argv: list[str]) -> list[str]:
             continue
         key = override.key_or_group
         for value in values:
-            if key.split(".")[-1] == "_target_":
-                check_target(key, value)
-            _targets(key, value)
+            for path, leaf in _leaves(key, value):
+                _check_leaf(path, leaf)
             if key in GROUPS and value is not None:
                 options = sorted(p.stem for p in (Path(CONF_DIR) / key).glob("*.yaml"))
                 if value not in options:
                     raise ConfigError(f"{key}={value} is not an option: {key} is one of {', '.join(options)}")
+                choices.append(f"{key}={value}")
+        if override.type is OverrideType.CHANGE and key not in GROUPS and not key.startswith("hydra"):
+            plain_keys.append(key)
+    if plain_keys:  # Hydra refuses these too, but in six lines with no list of keys
+        by_group = {}
+        for choice in choices:  # each choice of a swept group in turn: a key may exist in one option only
+            by_group.setdefault(choice.split("=")[0], []).append(choice)
+        known = set()
+        for i in range(max((len(v) for v in by_group.values()), default=1)):
+            known.update(_known_keys([v[min(i, len(v) - 1)] for v in by_group.values()]))
+        for key in plain_keys:
+            if key not in known and not any(k.startswith(f"{key}.") for k in known):
+                raise unknown_key(key, sorted(known), f" (a key the config lacks takes a +: +{key}=...)")
     return argv

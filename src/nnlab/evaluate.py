@@ -4,6 +4,8 @@
 
 Loads the checkpoint with torch.load(weights_only=True), rebuilds the bare nn.Module from the run
 config saved inside it, and counts correct test predictions without Lightning or the Classifier.
+A checkpoint is input like any other: its config passes the same gate as a run's (nnlab/config.py),
+and only the data and the model are built from the checked copy.
 """
 import json
 import sys
@@ -12,20 +14,32 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from nnlab.config import check_target
+from nnlab.config import ConfigError, gate
+
+
+def load(ckpt_path: Path) -> tuple[dict, dict]:
+    """(the checked data and model configs, the network's weights) of a checkpoint; ConfigError if
+    the file is not a whole nnlab checkpoint."""
+    try:
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        stored = ckpt["hyper_parameters"]["config"]
+        weights = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+        stored = {"data": stored["data"], "model": stored["model"]}
+    except Exception as e:  # truncated, empty, not a checkpoint, or not one of nnlab's
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ConfigError(f"{ckpt_path} is not a readable nnlab checkpoint ({why}): give a run's "
+                          "checkpoints/last.ckpt") from None
+    return gate(stored), weights
 
 
 @torch.no_grad()
 def evaluate(ckpt_path: Path) -> float:
-    ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-    cfg = ckpt["hyper_parameters"]["config"]
-    for group in ("data", "model"):  # a checkpoint is input too: build nothing outside the allow-list
-        check_target(f"{group}._target_", cfg[group]["_target_"])
-    data = instantiate(cfg["data"])
+    cfg, weights = load(ckpt_path)
+    data = instantiate(cfg.data)
     data.prepare_data()
     data.setup("test")
-    net = instantiate(cfg["model"], in_shape=data.in_shape, num_classes=data.num_classes).eval()
-    net.load_state_dict({k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")})
+    net = instantiate(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).eval()
+    net.load_state_dict(weights)
     correct = total = 0
     for x, y in data.test_dataloader():
         correct += (net(x).argmax(dim=1) == y).sum().item()
@@ -37,7 +51,10 @@ if __name__ == "__main__":
     if len(sys.argv) != 2 or not Path(sys.argv[1]).is_file():
         sys.exit("usage: python -m nnlab.evaluate RUN_FOLDER/checkpoints/last.ckpt")
     ckpt = Path(sys.argv[1])
-    acc = evaluate(ckpt)
+    try:
+        acc = evaluate(ckpt)
+    except (ConfigError, OSError, RuntimeError) as e:  # also the data's own errors (MNISTError: a RuntimeError)
+        sys.exit(f"nnlab: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     metrics_file = ckpt.parent.parent / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
     reported = (f"the run reported {metrics['test/acc']:.4f}" if "test/acc" in metrics else  # a failed or

@@ -3,7 +3,12 @@ of what failed, and each run's hyperparameters in TensorBoard's HPARAMS tab.
 
     make sweep SWEEP=spiral_grid [JOBS=2] [RESUME=runs/sweeps/<time>]   then   make compare
 """
+import contextlib
+import fcntl
+import hashlib
 import itertools
+import logging
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -13,8 +18,27 @@ from hydra.experimental.callback import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
+
 from nnlab import CONF_DIR
+from nnlab.checkpoint import checkpoint_problem
 from nnlab.status import FINISHED, INTERRUPTED, run_status
+
+
+NAME_BYTES = 200  # a folder name may be 255 bytes on most filesystems: room for claim_dir's _2, _3...
+
+
+def dirname(overrides: str) -> str:
+    """Hydra resolver: a run folder's name from its overrides (`a=1,b=2`), one path part that stays
+    where it is put: `/` in a value becomes %2F (and % %25), so `+tag=../../x` cannot climb out of
+    runs/; a name over NAME_BYTES keeps its start and ends in a hash of the whole; none is `default`."""
+    name = overrides.replace("%", "%25").replace("/", "%2F") or "default"
+    if len(name.encode()) > NAME_BYTES:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        name = name.encode()[:NAME_BYTES - 13].decode(errors="ignore") + "~" + digest
+    return name
+
+
+CLAIMED: dict[str, Path] = {}  # folder claimed by this process -> the topmost folder its mkdir created
 
 
 def claim_dir(resume: str | None, base: str) -> str:
@@ -26,12 +50,68 @@ def claim_dir(resume: str | None, base: str) -> str:
         return resume
     path, n = Path(base), 1
     while True:
+        top = next((p for p in [*reversed(path.parents), path] if not p.exists()), path)
         try:
             path.mkdir(parents=True)
+            CLAIMED[str(path.resolve())] = top.resolve()
             return str(path)
         except FileExistsError:
             n += 1
             path = Path(f"{base}_{n}")
+
+
+def unclaim(run_dir: Path) -> None:
+    """Remove a folder this process claimed and every folder its claim created (a refused command
+    leaves nothing behind); any other folder is left alone."""
+    top = CLAIMED.pop(str(run_dir.resolve()), None)
+    if top is None:
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # Hydra's train.log handler would make the file again
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(top):
+            root.removeHandler(handler)
+            handler.close()
+    shutil.rmtree(top, ignore_errors=True)
+
+
+class FolderBusy(RuntimeError):
+    """Another process is writing this run folder."""
+
+
+@contextlib.contextmanager
+def hold(run_dir: Path):
+    """One writer per run folder: an exclusive flock on `run_dir`/.lock, held while the run trains
+    (the kernel drops it when the process dies, however it dies), with the holder's PID written in
+    it. Raises FolderBusy naming that PID when another process holds it."""
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise FolderBusy(f"{run_dir} is being written by process {holder} (its lock: {run_dir / '.lock'}); "
+                         "wait for it to end, or stop it first") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def holder(run_dir: Path) -> str | None:
+    """The PID holding `run_dir`'s lock, or None when no process does; reads, never writes."""
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)
 
 
 def prepare_job(run_dir: Path) -> tuple[str | None, str | None]:
@@ -42,9 +122,10 @@ def prepare_job(run_dir: Path) -> tuple[str | None, str | None]:
     status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
     if status in FINISHED:
         return status, None
-    if status == INTERRUPTED and ckpt.exists():
+    if status == INTERRUPTED and ckpt.exists() and checkpoint_problem(ckpt) is None:
         return status, str(ckpt)
-    leftovers = [p for p in run_dir.iterdir() if p.name not in (".hydra", "train.log") and not p.name.startswith("attempt-")]
+    leftovers = [p for p in run_dir.iterdir()
+                 if p.name not in (".hydra", "train.log", ".lock") and not p.name.startswith("attempt-")]
     if leftovers:  # a failed or cut-off attempt: kept beside, never overwritten
         old = run_dir / f"attempt-{1 + sum(1 for _ in run_dir.glob('attempt-*'))}"
         old.mkdir()

@@ -8,6 +8,8 @@
 Leaves runs/<overrides>/<start time>/ holding .hydra/config.yaml (the composed config),
 tensorboard/ (events), checkpoints/last.ckpt, train.log and metrics.json (final metrics, status).
 """
+import contextlib
+import json
 import logging
 import os
 import sys
@@ -29,13 +31,14 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnlab import CONF_DIR, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
 from nnlab.callbacks import EpochLog, Figures, Pruning
-from nnlab.checkpoint import Interrupt, RNGState
+from nnlab.checkpoint import CheckpointWriteError, Interrupt, RNGState, checkpoint_problem
 from nnlab.classifier import Classifier
-from nnlab.config import ConfigError, check, check_argv
+from nnlab.config import ConfigError, check, check_argv, check_size
+from nnlab.data.mnist_raw import MNISTError
 from nnlab.status import DIVERGED, FAILED, FINISHED, INTERRUPTED, INVALID_CONFIG, OK, PRUNED, run_status, write_json
-from nnlab.sweep import claim_dir, hparams, prepare_job
+from nnlab.sweep import FolderBusy, claim_dir, dirname, hold, holder, hparams, prepare_job, unclaim
 
-OmegaConf.register_new_resolver("nnlab.or", lambda value, default: value or default, replace=True)
+OmegaConf.register_new_resolver("nnlab.dirname", dirname, replace=True)
 OmegaConf.register_new_resolver("nnlab.claim", claim_dir, replace=True, use_cache=True)
 OmegaConf.register_new_resolver("nnlab.subdir", lambda resume: ".hydra/resumed" if resume else ".hydra", replace=True)
 # Data sits in memory as tensors: loader workers would only add inter-process copies.
@@ -52,6 +55,7 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
     """Instantiate everything (cheap: no data is read); bad values raise ConfigError here."""
     try:
         data = instantiate(cfg.data)
+        check_size(cfg.model, data.in_shape, data.num_classes)
         net = instantiate(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes)
         if cfg.channels_last:
             net = net.to(memory_format=torch.channels_last)
@@ -91,7 +95,7 @@ def fusable(module: Classifier, trainer: L.Trainer) -> bool:
 
 def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None = None) -> dict:
     """One run; `pruning`: a study's trial, which may stop it after an epoch (status pruned)."""
-    check(cfg)
+    cfg = check(cfg)  # built from here on: the resolved copy whose every _target_ was checked
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before build: init draws from it
@@ -99,7 +103,10 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
     if pruning:  # no per-step hooks: fusing stays as build decided
         trainer.callbacks.append(pruning)
     run_dir, start = Path(cfg.run_dir), time.perf_counter()
-    metrics: dict = {"status": FAILED}
+    # A resumed run's record keeps what the interrupted part measured: resumed after its last
+    # epoch (stopped while testing), fit has nothing left to do and reports no val/* or train/*.
+    before = read_metrics(run_dir) if ckpt_path else {}
+    metrics: dict = {**{k: v for k, v in before.items() if "/" in k}, "status": FAILED}
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
         metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()})
@@ -126,21 +133,46 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
     return metrics
 
 
-def resume_config(cfg: DictConfig) -> tuple[DictConfig, str]:
-    """`resume=<run folder>`: that run's own saved config and its last checkpoint."""
-    run = Path(cfg.resume)
-    others = [o for o in HydraConfig.get().overrides.task if not o.startswith("resume=")]
+def read_metrics(run_dir: Path) -> dict:
+    try:
+        return json.loads((run_dir / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def resume_config(run: Path, others: list[str]) -> tuple[DictConfig, str]:
+    """`resume=<run folder>`: that run's own saved config and its last checkpoint. Reads only: it
+    runs before Hydra writes anything (a refused resume leaves the folder as it was) and again once
+    the folder's lock is held."""
     saved, ckpt = run / ".hydra" / "config.yaml", run / "checkpoints" / "last.ckpt"
     if others:
         raise ConfigError(f"resume={run} takes no other overrides (got {' '.join(others)}): "
                           "the run continues with its saved config")
-    if not saved.exists() or not ckpt.exists():
+    if not saved.is_file() or not ckpt.is_file():
         raise ConfigError(f"resume={run} is not a run folder with a checkpoint: "
                           "give runs/<overrides>/<time> of a run that saved checkpoints/last.ckpt")
     status = run_status(run)
     if status in FINISHED:
         raise ConfigError(f"resume={run} finished already (status {status}): nothing to resume")
-    return OmegaConf.load(saved), str(ckpt)
+    if problem := checkpoint_problem(ckpt):
+        raise ConfigError(f"{problem}: resume refused, nothing in {run} was changed")
+    try:
+        return OmegaConf.load(saved), str(ckpt)
+    except Exception as e:
+        raise ConfigError(f"resume={run}: {saved} does not load ({str(e).splitlines()[0]})") from None
+
+
+def check_resume(argv: list[str]) -> None:
+    """Before Hydra runs (it would create the folder and write into it): a `resume=` is resumable."""
+    resume = [a.split("=", 1)[1].strip("'\"") for a in argv if a.startswith("resume=")]
+    if resume:
+        if {"--multirun", "-m"} & set(argv):
+            raise ConfigError("resume= continues one run; a sweep continues with make sweep RESUME=<sweep folder>")
+        run = Path(resume[0])
+        resume_config(run, [a for a in argv if not a.startswith(("resume=", "-"))])
+        if pid := holder(run):
+            raise FolderBusy(f"resume={run}: the run is still being written by process {pid}; "
+                             "resume it once that process has ended")
 
 
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
@@ -148,27 +180,39 @@ def main(cfg: DictConfig) -> None:
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(cfg.run_dir)
     shown_dir = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
+    # DDP's other ranks run this too, in the same folder: rank 0 holds the lock for them
+    lock = hold(run_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
     try:
-        ckpt_path = None
-        if cfg.resume:
-            cfg, ckpt_path = resume_config(cfg)
-        elif sweeping:  # a resumed sweep skips finished runs, continues interrupted ones
-            status, ckpt_path = prepare_job(run_dir)
-            if status in FINISHED:
-                log.info(f"{run_dir.name}: {status} already, skipped")
-                return
-        pruning = None
-        if sweeping and HydraConfig.get().sweeper._target_ == SEARCH:  # a trial of a study
-            from nnlab.search import job_trial  # Optuna: imported by a study's jobs only
-            pruning = Pruning(job_trial(cfg), HydraConfig.get().sweeper.metric)
-        with ddp.job_scope():  # the next job of a multirun in this process starts clean
-            metrics = train(cfg, ckpt_path, pruning)
+        with lock:  # one writer per run folder; a sweep resumed twice at once shares out its jobs
+            ckpt_path = None
+            if cfg.resume:
+                cfg, ckpt_path = resume_config(run_dir, [o for o in HydraConfig.get().overrides.task
+                                                         if not o.startswith("resume=")])
+            elif sweeping:  # a resumed sweep skips finished runs, continues interrupted ones
+                status, ckpt_path = prepare_job(run_dir)
+                if status in FINISHED:
+                    log.info(f"{run_dir.name}: {status} already, skipped")
+                    return
+            pruning = None
+            if sweeping and HydraConfig.get().sweeper._target_ == SEARCH:  # a trial of a study
+                from nnlab.search import job_trial  # Optuna: imported by a study's jobs only
+                pruning = Pruning(job_trial(cfg), HydraConfig.get().sweeper.metric)
+            with ddp.job_scope():  # the next job of a multirun in this process starts clean
+                metrics = train(cfg, ckpt_path, pruning)
+    except FolderBusy as e:
+        if sweeping:  # another sweep resuming this folder trains this job: it is theirs
+            log.info(f"{run_dir.name}: {e}, skipped")
+            return
+        if _returned is not None:
+            raise
+        sys.exit(f"nnlab: {e}")
     except ConfigError as e:
-        if not cfg.resume:
+        if sweeping:  # one bad job must not end the sweep; its record is what the sweep's end lists
             write_json(run_dir / "metrics.json", {"status": INVALID_CONFIG, "error": str(e)})
-        if sweeping:  # one bad job must not end the sweep; the sweep's end lists it
             log.error("nnlab: %s", e)
             return
+        if not cfg.resume:  # a refused command leaves nothing behind
+            unclaim(run_dir)
         if _returned is not None:
             raise
         sys.exit(f"nnlab: {e}")
@@ -178,8 +222,10 @@ def main(cfg: DictConfig) -> None:
         sys.exit("nnlab: interrupted; continue exactly where it stopped with: " +
                  (f"make sweep RESUME={shown_dir.parent} (and the same SWEEP/ARGS)" if sweeping else
                   f"make train RESUME={shown_dir}"))
-    except Exception:
+    except Exception as e:
         if not sweeping:
+            if _returned is None and isinstance(e, CheckpointWriteError | MNISTError | PermissionError):  # they say what to do
+                sys.exit(f"nnlab: {e}")
             raise
         log.exception("nnlab: %s failed; the sweep goes on", run_dir.name)  # into the run's train.log
         return
@@ -203,7 +249,9 @@ def run(overrides: list[str]) -> dict:
         raise ConfigError(f"nnlab.run takes overrides only (got {' '.join(o for o in overrides if o.startswith('-'))}): "
                           "sweep with python -m nnlab.train --multirun or make sweep")
     argv, env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
-    sys.argv, _returned = [argv[0], *check_argv(list(overrides))], []
+    checked = check_argv(list(overrides))
+    check_resume(checked)
+    sys.argv, _returned = [argv[0], *checked], []
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises the run's own exception instead of exiting
     try:
         main()
@@ -219,6 +267,7 @@ def run(overrides: list[str]) -> dict:
 if __name__ == "__main__":
     try:
         sys.argv[1:] = check_argv(sys.argv[1:])
-    except ConfigError as e:
+        check_resume(sys.argv[1:])
+    except (ConfigError, FolderBusy) as e:
         sys.exit(f"nnlab: {e}")
     main()
