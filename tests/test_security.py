@@ -1,0 +1,277 @@
+"""Attacks and careless mistakes, each tried for real: no code runs from a config, a checkpoint or the
+command line beyond the allow-list (each case plants a marker file's path and asserts it never
+appears), no folder escapes runs/, one writer per run folder, and every refusal is one line that
+changes nothing already written."""
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from nnlab.config import ConfigError, check_argv
+from nnlab.evaluate import evaluate
+from nnlab.sweep import FolderBusy, NAME_BYTES, dirname, hold
+from nnlab.train import check_resume, train
+
+SPIRAL = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0", "scheduler=none",
+          "trainer.max_epochs=2", "data.steps_per_epoch=3"]
+
+
+def cli(module: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def one_line_refusal(done: subprocess.CompletedProcess, starts: str) -> None:
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(f"nnlab: {starts}")
+
+
+def files(folder: Path) -> dict[str, str]:
+    """Every file under folder by its MD5: a refusal must leave this unchanged."""
+    return {str(p.relative_to(folder)): hashlib.md5(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def copy_to(marker: Path) -> dict:
+    return {"_target_": "shutil.copyfile", "src": "/etc/hostname", "dst": str(marker)}
+
+
+def made_by(resolver: str, node) -> str:
+    """`${oc.create:"{_target_: ..., dst: ...}"}`: an interpolation that makes `node` when resolved."""
+    def flow(v):
+        if isinstance(v, dict):
+            return "{" + ", ".join(f"{k}: {flow(x)}" for k, x in v.items()) + "}"
+        return "[" + ", ".join(flow(x) for x in v) + "]" if isinstance(v, list) else str(v)
+    return "${" + resolver + ':"' + flow(node) + '"}'
+
+
+@pytest.fixture
+def interrupted_run(make_cfg, tmp_path):
+    """A finished tiny spiral run made to look interrupted, with its config saved as Hydra saves it."""
+    cfg = make_cfg(*SPIRAL)
+    train(cfg)
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    return run
+
+
+# ---- code that the allow-list must stop -------------------------------------------------------
+
+def test_evaluate_refuses_a_target_at_any_depth_of_the_stored_config_in_one_line(interrupted_run, tmp_path):
+    marker = tmp_path / "marker"
+    ckpt = torch.load(interrupted_run / "checkpoints" / "last.ckpt", weights_only=True)
+    config = ckpt["hyper_parameters"]["config"]
+    crafted = {"below the top": {"data": {**config["data"], "noise": {"_target_": "builtins.open", "file": str(marker),
+                                                                      "mode": "w"}}},
+               "in _args_": {"model": {**config["model"], "_args_": [copy_to(marker)]}},
+               "through an interpolation": {"model": {**config["model"], "init_std": made_by("oc.create", copy_to(marker))}}}
+    for name, change in crafted.items():
+        ckpt["hyper_parameters"]["config"] = {**config, **change}
+        torch.save(ckpt, tmp_path / "crafted.ckpt")
+        with pytest.raises(ConfigError, match="is not allowed"):
+            evaluate(tmp_path / "crafted.ckpt")
+        assert not marker.exists(), name
+    done = cli("nnlab.evaluate", str(tmp_path / "crafted.ckpt"), cwd=tmp_path)
+    one_line_refusal(done, "model.init_std._target_='shutil.copyfile' is not allowed")
+    garbage = tmp_path / "garbage.ckpt"
+    garbage.write_bytes(b"not a checkpoint")
+    one_line_refusal(cli("nnlab.evaluate", str(garbage), cwd=tmp_path), f"{garbage} is not a readable nnlab checkpoint")
+    assert not marker.exists()
+
+
+def test_resume_refuses_a_target_inside_an_args_list_of_the_saved_config(interrupted_run, tmp_path):
+    marker, saved = tmp_path / "marker", interrupted_run / ".hydra" / "config.yaml"
+    cfg = OmegaConf.load(saved)
+    cfg.callbacks.rng._args_ = [copy_to(marker)]
+    OmegaConf.save(cfg, saved)
+    before = files(interrupted_run)
+    done = cli("nnlab.train", f"resume={interrupted_run}", cwd=tmp_path)
+    assert done.returncode == 1 and "callbacks.rng._args_[0]._target_='shutil.copyfile' is not allowed" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("nnlab: callbacks.rng._args_[0]._target_")
+    assert not marker.exists()
+    # Hydra records the attempt under .hydra/resumed and in train.log; nothing the run wrote changed
+    assert {k: v for k, v in files(interrupted_run).items() if k in before} == before
+
+
+@pytest.mark.parametrize("make_node", [
+    lambda m: [f"+callbacks.rng._args_='{made_by('oc.create', [copy_to(m)])}'"],
+    lambda m: [f"+model._args_='{made_by('oc.create', [copy_to(m)])}'"],
+    lambda m: [f"+callbacks.x='{made_by('oc.decode', copy_to(m))}'"],
+])
+def test_the_gate_sees_nodes_made_by_interpolations(make_node, make_cfg, tmp_path):
+    """In-process, past the command-line check: the gate resolves before it looks."""
+    marker = tmp_path / "marker"
+    with pytest.raises(ConfigError, match="'shutil.copyfile' is not allowed"):
+        train(make_cfg(*SPIRAL, *make_node(marker)))
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_hydra_callbacks_made_by_an_interpolation_are_refused_before_hydra_builds_them(tmp_path):
+    marker = tmp_path / "marker"
+    arg = f"+hydra.callbacks.x='{made_by('oc.create', copy_to(marker))}'"
+    done = cli("nnlab.train", *SPIRAL, arg, cwd=tmp_path)  # under plain Hydra: copies the file, exit 0
+    one_line_refusal(done, "hydra.callbacks.x: ${oc.create:...} is not allowed on the command line")
+    assert not marker.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("arg,message", [
+    ("+callbacks.rng._args_='${oc.create:[]}'", "callbacks.rng._args_: ${oc.create:...} is not allowed"),
+    ("+model._args_=['${oc.decode:x}']", "model._args_[0]: ${oc.decode:...} is not allowed"),
+    ("trainer.devices='${oc.create:{a: 1}}'", "trainer.devices: ${oc.create:...} is not allowed"),  # slurm.yaml reads it
+    ("+hydra.job_logging.handlers.x={class: subprocess.Popen, args: [touch, m]}",
+     "hydra.job_logging.handlers.x.class='subprocess.Popen' is not allowed"),
+    ("+model._target_=lightning.pytorch.strategies.launchers.subprocess_script.subprocess.Popen",
+     "model._target_='lightning.pytorch.strategies.launchers.subprocess_script.subprocess.Popen' is not allowed: "
+     "it names subprocess.Popen"),
+    ("+hydra.callbacks.x={_target_: nnlab.train.subprocess.Popen}", "hydra.callbacks.x._target_"),
+])
+def test_command_line_routes_around_the_allow_list_are_refused(arg, message):
+    with pytest.raises(ConfigError) as e:
+        check_argv([arg])
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+
+
+# ---- keys and values ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,message", [
+    (["lrr=0.1"], "lrr is not a key: did you mean optimizer.lr?"),
+    (["optimizer.lrr=0.1"], "optimizer.lrr is not a key: did you mean optimizer.lr"),
+    (["trainer.max_epoch=3"], "trainer.max_epoch is not a key: did you mean trainer.max_epochs"),
+    (["model.hidden=3"], "model.hidden is not a key: "),             # the CNN has none; the MLP does:
+    (["--multirun", "model=linear,cnn", "model.hiden=3"], "model.hiden is not a key: did you mean model.init_std"),
+])
+def test_a_typo_in_a_key_names_the_closest_keys_in_one_line(args, message):
+    with pytest.raises(ConfigError) as e:
+        check_argv(args)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    check_argv(["model=mlp", "model.hidden=3", "--multirun", "model=mlp,linear", "model.init_std=0.1"])  # real keys
+
+
+@pytest.mark.parametrize("overrides,message", [
+    (["seed=-1"], "seed=-1 is invalid: it must be a whole number in [0, 2**32)"),
+    (["optimizer.momentum=-1"], "optimizer.momentum=-1 is invalid: it must be a number >= 0"),
+    (["+optimizer.weight_decay=-1"], "optimizer.weight_decay=-1 is invalid: it must be a number >= 0"),
+    (["optimizer.momentum=nan"], "optimizer.momentum=nan is invalid"),
+    (["data.noise=nan"], "data.noise=nan is invalid"),
+    (["+trainer.gradient_clip_val=nan"], "trainer.gradient_clip_val=nan is invalid: every number must be finite"),
+    (["data.steps_per_epoch=0"], "data.steps_per_epoch=0 is invalid: it must be a whole number >= 1"),
+    (["model.init_std=-1"], "model.init_std=-1 is invalid: it must be a positive number"),
+    (["model.init_std=0"], "model.init_std=0 is invalid: it must be a positive number"),
+    (["model.hidden=10000000000"], "nnlab.models.MLP (model.hidden=10000000000, model.init_std=0.01) has 6e+10 "
+                                   "parameters: training needs over 720 GB"),
+])
+def test_every_number_is_finite_and_in_range_before_any_work(overrides, message, make_cfg, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        train(make_cfg(*SPIRAL, *overrides))
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
+    assert not (tmp_path / "run").exists()
+
+
+# ---- run folders -------------------------------------------------------------------------------
+
+def test_folder_names_from_overrides_stay_one_path_part_and_fit_the_filesystem():
+    assert dirname("+tag=../../../../tmp/x") == "+tag=..%2F..%2F..%2F..%2Ftmp%2Fx"
+    assert dirname("a=50%/b") == "a=50%25%2Fb" != dirname("a=50%2Fb")  # unambiguous
+    assert dirname("") == "default"
+    long = ",".join(f"+optimizer.weight_decay{i}=0.{'0' * 20}1" for i in range(11))
+    short = dirname(long)
+    assert len(short.encode()) <= NAME_BYTES and short.startswith(long[:100]) and short != dirname(long + "2")
+    assert dirname("model=mlp,seed=0") == "model=mlp,seed=0"  # readable names stay as they are
+
+
+def test_a_refused_command_creates_nothing_and_a_slash_in_a_value_stays_inside_runs(tmp_path):
+    work = tmp_path / "work"
+    work.mkdir()
+    one_line_refusal(cli("nnlab.train", "+tag=../../../x", cwd=work), "tag is not a key")
+    one_line_refusal(cli("nnlab.train", "data=spiral", "model=cnn", cwd=work), "model=cnn takes 1x28x28 images")
+    one_line_refusal(cli("nnlab.train", "resume=/nonexistent/run", cwd=work), "resume=/nonexistent/run is not a run folder")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and not list(work.iterdir())
+    assert not Path("/nonexistent").exists()
+    done = cli("nnlab.train", *SPIRAL, "+trainer.default_root_dir=../../../x", cwd=work)
+    assert done.returncode == 0, done.stderr[-2000:]
+    (run,) = (work / "runs").glob("*/*")
+    assert "+trainer.default_root_dir=..%2F..%2F..%2Fx" in run.parent.name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+# ---- resume: refused in one line, nothing changed; a resumed record is whole -------------------
+
+@pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"", lambda b: os.urandom(len(b))])
+def test_an_unreadable_checkpoint_is_refused_naming_it_and_the_folder_is_unchanged(damage, interrupted_run):
+    ckpt = interrupted_run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(damage(ckpt.read_bytes()))
+    before = files(interrupted_run)
+    with pytest.raises(ConfigError) as e:
+        check_resume([f"resume={interrupted_run}"])
+    assert str(e.value).startswith(f"{ckpt} is not a readable checkpoint") and "\n" not in str(e.value)
+    assert files(interrupted_run) == before
+
+
+def test_a_run_interrupted_while_testing_resumes_to_a_complete_record(make_cfg, tmp_path, monkeypatch):
+    unbroken = train(make_cfg(*SPIRAL, f"run_dir={tmp_path / 'unbroken'}"))
+    test = L.Trainer.test
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(L.Trainer, "test", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        train(make_cfg(*SPIRAL))
+    monkeypatch.setattr(L.Trainer, "test", test)
+    run = tmp_path / "run"
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    resumed = train(make_cfg(*SPIRAL), ckpt_path=str(run / "checkpoints" / "last.ckpt"))
+    assert resumed["status"] == "ok"
+    assert {k: v for k, v in resumed.items() if "/" in k} == {k: v for k, v in unbroken.items() if "/" in k}
+    assert json.loads((run / "metrics.json").read_text())["val/acc"] == unbroken["val/acc"]
+
+
+# ---- one writer per run folder ----------------------------------------------------------------
+
+HOLD = "import sys, time; from pathlib import Path; from nnlab.sweep import hold\n" \
+       "with hold(Path(sys.argv[1])):\n    print('held', flush=True); time.sleep(120)"
+
+
+@pytest.fixture
+def held(tmp_path):
+    """A helper process holding a folder's lock, as a training run does: yields its PID."""
+    procs = []
+    def _hold(folder: Path) -> int:
+        proc = subprocess.Popen([sys.executable, "-c", HOLD, str(folder)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline() == "held\n"
+        procs.append(proc)
+        return proc.pid
+    yield _hold
+    for proc in procs:
+        proc.kill()
+        proc.wait()
+
+
+def test_a_run_still_being_written_cannot_be_resumed_and_the_refusal_names_its_pid(interrupted_run, held):
+    pid = held(interrupted_run)
+    before = files(interrupted_run)
+    with pytest.raises(FolderBusy, match=f"still being written by process {pid}"):
+        check_resume([f"resume={interrupted_run}"])
+    with pytest.raises(FolderBusy, match=f"being written by process {pid}"):
+        with hold(interrupted_run):
+            pass
+    assert files(interrupted_run) == before
+
+
+def test_two_sweeps_resuming_one_folder_share_its_jobs(tmp_path, held):
+    grid = ["--multirun", *SPIRAL, "seed=0,1", f"hydra.sweep.dir={tmp_path / 'sweep'}"]
+    busy = tmp_path / "sweep" / dirname(",".join(sorted([*SPIRAL, "seed=0"])))
+    busy.mkdir(parents=True)
+    pid = held(busy)  # the other sweep is training seed=0
+    done = cli("nnlab.train", *grid, cwd=tmp_path)
+    assert f"being written by process {pid}" in done.stdout + done.stderr
+    assert not (busy / "metrics.json").exists() and not (busy / "attempt-1").exists()
+    mine = tmp_path / "sweep" / dirname(",".join(sorted([*SPIRAL, "seed=1"])))
+    assert json.loads((mine / "metrics.json").read_text())["status"] == "ok"
