@@ -275,3 +275,39 @@ def test_two_sweeps_resuming_one_folder_share_its_jobs(tmp_path, held):
     assert not (busy / "metrics.json").exists() and not (busy / "attempt-1").exists()
     mine = tmp_path / "sweep" / dirname(",".join(sorted([*SPIRAL, "seed=1"])))
     assert json.loads((mine / "metrics.json").read_text())["status"] == "ok"
+
+
+def test_compare_names_a_half_written_metrics_file(tmp_path):
+    from nnlab.compare import load_runs
+    run = tmp_path / "sweep" / "model=mlp,seed=0"
+    (run / ".hydra").mkdir(parents=True)
+    (run / ".hydra" / "overrides.yaml").write_text("- model=mlp\n- seed=0\n")
+    (run / ".hydra" / "config.yaml").write_text("optimizer:\n  lr: 0.1\n")
+    (run / ".hydra" / "hydra.yaml").write_text("hydra:\n  runtime:\n    choices:\n      model: mlp\n      data: spiral\n")
+    (run / "metrics.json").write_text('{"status": "ok", "val/a')
+    with pytest.raises(SystemExit) as e:
+        load_runs(tmp_path / "sweep")
+    assert str(e.value).startswith(f"nnlab: {run / 'metrics.json'} is not whole JSON") and "\n" not in str(e.value)
+
+
+def test_an_mnist_file_altered_in_place_with_its_size_and_mtime_put_back_is_hashed_again(tiny_mnist):
+    from nnlab.data.mnist_raw import MNISTError, prepare_raw
+    raw = tiny_mnist / "MNIST" / "raw"
+    prepare_raw(raw)  # verified, recorded in .verified
+    labels = raw / "t10k-labels-idx1-ubyte"
+    st, data = labels.stat(), bytearray(labels.read_bytes())
+    data[-1] ^= 1
+    with open(labels, "r+b") as f:  # in place: same inode, same size
+        f.write(bytes(data))
+    os.utime(labels, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (labels.stat().st_size, labels.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    with pytest.raises(MNISTError, match="t10k-labels-idx1-ubyte has MD5"):
+        prepare_raw(raw)
+
+
+def test_an_mnist_file_damaged_before_a_run_stops_it_in_one_line(tiny_mnist, tmp_path):
+    # in a fresh process the real MD5s apply, which the tiny files do not have
+    done = cli("nnlab.train", f"data.root={tiny_mnist}", "trainer.max_epochs=1", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]  # after Lightning's own notes on the devices it found
+    assert last.startswith(f"nnlab: {tiny_mnist / 'MNIST' / 'raw'}") and "has MD5" in last and "make data" in last

@@ -63,15 +63,16 @@ def prepare_raw(raw_dir: Path, source: str = "auto") -> None:
 
 
 def verify(raw_dir: Path) -> None:
-    """MD5 of every file, unless .verified records this very file (size, mtime) as checked: hashing
-    the 55 MB costs ~0.25 s a run. A file replaced or rewritten since has a new mtime and is hashed."""
+    """MD5 of every file, unless .verified records this very file (inode, size, mtime, ctime) as
+    checked: hashing the 55 MB costs ~0.25 s a run. A file replaced or written since has a new ctime
+    and is hashed, even when its size and mtime were put back (ctime cannot be set, only the clock)."""
     stamp_file, stamps = raw_dir / ".verified", {}
     with contextlib.suppress(OSError, ValueError):
         stamps = json.loads(stamp_file.read_text())
     fresh = {}
     for name, want in RAW_MD5.items():
         st = (raw_dir / name).stat()
-        fresh[name] = [st.st_size, st.st_mtime_ns, want]
+        fresh[name] = [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, want]
         if stamps.get(name) == fresh[name]:
             continue
         got = hashlib.md5((raw_dir / name).read_bytes()).hexdigest()
