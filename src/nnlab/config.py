@@ -232,7 +232,7 @@ HYDRA_BUILT = ("hydra.callbacks", "hydra.launcher", "hydra.sweeper", "hydra.job_
 # Resolvers a command-line value may call. Others are refused: one that turns text into config nodes
 # (oc.create, oc.decode) would make a `_target_` the text check cannot see, inside a node Hydra builds
 # before the gate runs (hydra.callbacks, or a launcher key that interpolates a task key).
-CLI_RESOLVERS = ("oc.env", "oc.select", "now", "hydra")
+CLI_RESOLVERS = ("oc.env", "oc.select", "now", "hydra", "nnlab.claim", "nnlab.dirname", "nnlab.subdir")  # all give strings
 RESOLVER_CALL = re.compile(r"\$\{\s*([A-Za-z_][\w.-]*)\s*:")
 
 
