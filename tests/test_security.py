@@ -166,7 +166,7 @@ def test_a_typo_in_a_key_names_the_closest_keys_in_one_line(args, message):
     (["data.steps_per_epoch=0"], "data.steps_per_epoch=0 is invalid: it must be a whole number >= 1"),
     (["model.init_std=-1"], "model.init_std=-1 is invalid: it must be a positive number"),
     (["model.init_std=0"], "model.init_std=0 is invalid: it must be a positive number"),
-    (["model.hidden=10000000000"], "nnlab.models.MLP (model.hidden=10000000000, model.init_std=0.01) has 6e+10 "
+    (["model.hidden=10000000000"], "nnlab.models.MLP (model.hidden=10000000000, model.init_std=0.01, model.batch_norm=False) has 6e+10 "
                                    "parameters: training needs over 720 GB"),
 ])
 def test_every_number_is_finite_and_in_range_before_any_work(overrides, message, make_cfg, tmp_path):
