@@ -192,7 +192,7 @@ def test_a_refused_command_creates_nothing_and_a_slash_in_a_value_stays_inside_r
     work = tmp_path / "work"
     work.mkdir()
     one_line_refusal(cli("nnlab.train", "+tag=../../../x", cwd=work), "tag is not a key")
-    one_line_refusal(cli("nnlab.train", "data=spiral", "model=cnn", cwd=work), "model=cnn takes 1x28x28 images")
+    one_line_refusal(cli("nnlab.train", "data=spiral", "model=cnn", cwd=work), "model=cnn takes C x H x W images")
     one_line_refusal(cli("nnlab.train", "resume=/nonexistent/run", cwd=work), "resume=/nonexistent/run is not a run folder")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"] and not list(work.iterdir())
     assert not Path("/nonexistent").exists()
