@@ -14,22 +14,21 @@ included; callers build only from the resolved, checked copy it returns. Hydra b
 callbacks, launcher, sweeper and logging before nnlab's code runs: `check_argv` guards those.
 """
 import dataclasses
+import difflib
 import inspect
 import math
 import os
+import re
 import types
 import typing
 from pathlib import Path
 
-import difflib
-import re
-
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
 from hydra.utils import get_class, instantiate
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from nnlab import CONF_DIR

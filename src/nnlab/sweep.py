@@ -18,11 +18,9 @@ from hydra.experimental.callback import Callback
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 
-
 from nnlab import CONF_DIR
 from nnlab.checkpoint import checkpoint_problem
 from nnlab.status import FINISHED, INTERRUPTED, run_status
-
 
 NAME_BYTES = 200  # a folder name may be 255 bytes on most filesystems: room for claim_dir's _2, _3...
 
