@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from nnlab.config import ConfigError, check_argv
 from nnlab.evaluate import evaluate
-from nnlab.sweep import FolderBusy, NAME_BYTES, dirname, hold
+from nnlab.sweep import NAME_BYTES, FolderBusy, dirname, hold
 from nnlab.train import check_resume, train
 
 SPIRAL = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0", "scheduler=none",
@@ -288,6 +288,16 @@ def test_compare_names_a_half_written_metrics_file(tmp_path):
     with pytest.raises(SystemExit) as e:
         load_runs(tmp_path / "sweep")
     assert str(e.value).startswith(f"nnlab: {run / 'metrics.json'} is not whole JSON") and "\n" not in str(e.value)
+
+
+def test_a_sweep_resume_redoes_a_run_whose_metrics_file_was_cut_short(tmp_path):
+    from nnlab.sweep import prepare_job
+    run = tmp_path / "model=mlp,seed=0"
+    (run / ".hydra").mkdir(parents=True)
+    (run / "metrics.json").write_text('{"status": "ok", "val/a')
+    assert prepare_job(run) == ("?", None)  # not a finished run: trained again, the old file kept aside
+    assert (run / "attempt-1" / "metrics.json").read_text() == '{"status": "ok", "val/a'
+    assert not (run / "metrics.json").exists()
 
 
 def test_an_mnist_file_altered_in_place_with_its_size_and_mtime_put_back_is_hashed_again(tiny_mnist):

@@ -16,9 +16,16 @@ FINISHED = (OK, DIVERGED, PRUNED)
 
 
 def run_status(run_dir: Path) -> str | None:
-    """The status its metrics.json records ("?" if none), or None when it has no metrics.json."""
+    """The status its metrics.json records ("?" if none, or if the file is not whole JSON: runs write
+    it atomically, so something else cut it short, and the run counts as unfinished), or None when it
+    has no metrics.json."""
     metrics = Path(run_dir) / "metrics.json"
-    return json.loads(metrics.read_text()).get("status", "?") if metrics.exists() else None
+    if not metrics.exists():
+        return None
+    try:
+        return json.loads(metrics.read_text()).get("status", "?")
+    except ValueError:
+        return "?"
 
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
