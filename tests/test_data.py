@@ -1,25 +1,37 @@
 """A dataset beyond MNIST is one class and one yaml: added here in-test, trained end to end."""
+import importlib
 import runpy
 import sys
+import types
 
 import numpy as np
 import pytest
 import torch
 from conftest import idx_images, idx_labels
-from torchvision.datasets import FashionMNIST, VisionDataset
 
 import nnlab.data
-from nnlab.data import ImageDataModule
 from nnlab.train import train
 
+# What a user adds to src/nnlab/data/: one file each (nnlab builds only classes defined in its own
+# package). Written into a folder on nnlab.data's package path, so they import as nnlab.data.<file>.
+FASHION = """from torchvision.datasets import FashionMNIST
 
-class FashionMNISTDataModule(ImageDataModule):  # what a user adds to src/nnlab/data/
+from nnlab.data import ImageDataModule
+
+
+class FashionMNISTDataModule(ImageDataModule):
     dataset, in_shape, num_classes = FashionMNIST, (1, 28, 28), 10
+"""
+
+COLOR = """import numpy as np
+from torchvision.datasets import VisionDataset
+
+from nnlab.data import ImageDataModule
 
 
 class TinyColor(VisionDataset):
-    """CIFAR-10's format in miniature: data (N, 32, 32, 3) uint8, targets a list; the class is the
-    dominant colour channel."""
+    \"\"\"CIFAR-10's format in miniature: data (N, 32, 32, 3) uint8, targets a list; the class is the
+    dominant colour channel.\"\"\"
 
     def __init__(self, root, train: bool = True, download: bool = False):
         super().__init__(root)
@@ -32,14 +44,20 @@ class TinyColor(VisionDataset):
 
 class ColorDataModule(ImageDataModule):
     dataset, in_shape, num_classes = TinyColor, (3, 32, 32), 3
+"""
 
 
-def add_dataset(tmp_path, monkeypatch, name: str, cls: type, yaml: str) -> str:
-    """The class into nnlab.data, its yaml into a config folder on Hydra's search path."""
-    monkeypatch.setattr(nnlab.data, cls.__name__, cls, raising=False)
+def add_dataset(tmp_path, monkeypatch, name: str, source: str, yaml: str) -> tuple[types.ModuleType, str]:
+    """The class's file as nnlab.data.<name>, its yaml into a config folder on Hydra's search path."""
+    (tmp_path / "pkg").mkdir(exist_ok=True)
+    (tmp_path / "pkg" / f"{name}.py").write_text(source)
+    monkeypatch.setattr(nnlab.data, "__path__", [*nnlab.data.__path__, str(tmp_path / "pkg")])
+    monkeypatch.setitem(sys.modules, f"nnlab.data.{name}", None)  # undone after the test: no module left
+    del sys.modules[f"nnlab.data.{name}"]
+    module = importlib.import_module(f"nnlab.data.{name}")
     (tmp_path / "conf" / "data").mkdir(parents=True, exist_ok=True)
     (tmp_path / "conf" / "data" / f"{name}.yaml").write_text(yaml)
-    return f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
+    return module, f"hydra.searchpath=[file://{tmp_path / 'conf'}]"
 
 
 def test_a_dataset_added_with_one_class_and_one_yaml_trains_end_to_end(make_cfg, tmp_path, monkeypatch):
@@ -50,8 +68,8 @@ def test_a_dataset_added_with_one_class_and_one_yaml_trains_end_to_end(make_cfg,
         labels = rng.integers(0, 10, n)
         (raw / f"{split}-images-idx3-ubyte").write_bytes(idx_images(rng.integers(0, 20, (n, 28, 28)) + labels[:, None, None] * 20))
         (raw / f"{split}-labels-idx1-ubyte").write_bytes(idx_labels(labels))
-    path = add_dataset(tmp_path, monkeypatch, "fashion_mnist", FashionMNISTDataModule,
-                       f"_target_: nnlab.data.FashionMNISTDataModule\nroot: {tmp_path / 'data'}\nbatch_size: 20\n"
+    _, path = add_dataset(tmp_path, monkeypatch, "fashion_mnist", FASHION,
+                          f"_target_: nnlab.data.fashion_mnist.FashionMNISTDataModule\nroot: {tmp_path / 'data'}\nbatch_size: 20\n"
                        "val_size: 20\nnormalize: true\nmean: [0.2]\nstd: [0.3]\n")
     metrics = train(make_cfg(path, "data=fashion_mnist", "optimizer=adam", "optimizer.lr=0.01", "trainer.max_epochs=3"))
     assert metrics["status"] == "ok" and metrics["steps"] == 3 * 5  # 100 training images, batch 20
@@ -60,8 +78,8 @@ def test_a_dataset_added_with_one_class_and_one_yaml_trains_end_to_end(make_cfg,
 
 
 def test_the_cnn_and_figures_take_three_channel_images(make_cfg, tmp_path, monkeypatch):
-    path = add_dataset(tmp_path, monkeypatch, "color", ColorDataModule,
-                       "_target_: nnlab.data.ColorDataModule\nbatch_size: 10\nval_size: 10\n")
+    _, path = add_dataset(tmp_path, monkeypatch, "color", COLOR,
+                          "_target_: nnlab.data.color.ColorDataModule\nbatch_size: 10\nval_size: 10\n")
     metrics = train(make_cfg(path, "data=color", "model=cnn", "model.batch_norm=true", "optimizer=adam",
                              "optimizer.lr=0.01", "trainer.max_epochs=2"))
     assert metrics["status"] == "ok" and metrics["steps"] == 2 * 5 and metrics["test/acc"] > 0.5  # chance 1/3
@@ -71,8 +89,9 @@ def test_the_cnn_and_figures_take_three_channel_images(make_cfg, tmp_path, monke
 
 
 def test_normalize_needs_stats_for_every_channel(make_cfg, tmp_path, monkeypatch):
+    color, _ = add_dataset(tmp_path, monkeypatch, "color", COLOR, "")
     with pytest.raises(ValueError, match="data.normalize=true needs data.mean and data.std, 3 value"):
-        ColorDataModule(normalize=True, mean=[0.5], std=[0.2])
+        color.ColorDataModule(normalize=True, mean=[0.5], std=[0.2])
 
 
 @pytest.mark.parametrize("args,line", [
@@ -85,6 +104,6 @@ def test_fetching_names_what_it_fetched(args, line, tiny_mnist, capsys, monkeypa
 
 
 def test_a_dataset_not_there_is_one_line_naming_the_fix(tmp_path, monkeypatch, capsys):
-    add_dataset(tmp_path, monkeypatch, "fashion_mnist", FashionMNISTDataModule, "")
+    fashion, _ = add_dataset(tmp_path, monkeypatch, "fashion_mnist", FASHION, "")
     with pytest.raises(FileNotFoundError, match=f"FashionMNIST is not in {tmp_path}: .*data.download=true"):
-        FashionMNISTDataModule(root=str(tmp_path)).prepare_data()
+        fashion.FashionMNISTDataModule(root=str(tmp_path)).prepare_data()
