@@ -79,6 +79,10 @@ def run_cli(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
     (["experiment=nope"], "experiment=nope is not an option: experiment is one of mnist_cnn_fast"),
     (["+hydra.callbacks.x._target_=builtins.exec"], "hydra.callbacks.x._target_='builtins.exec' is not allowed"),
     (["++model._target_=builtins.open"], "model._target_='builtins.open' is not allowed"),
+    (["--multirun", "hydra/launcher=submitit_local", "seed=0,1"], "hydra/launcher=submitit_local starts every job "
+                                                                   "of a sweep at once: use hydra/launcher=local"),
+    (["hydra/launcher=local", "hydra.launcher.max_parallel=0"], "hydra.launcher.max_parallel=0 is invalid: it must be "
+                                                                "a whole number >= 1, or null"),
 ])
 def test_command_line_options_and_targets_are_checked_before_hydra_sees_them(args, message):
     with pytest.raises(ConfigError) as e:

@@ -1,6 +1,7 @@
 """Beyond one process: Lightning DDP from a Hydra run and multirun (2 CPU processes, gloo), sweeps
 through submitit's local executor, and the SLURM preset's sbatch script (no cluster needed)."""
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -69,10 +70,10 @@ def test_ddp_inside_a_multirun_each_job_starts_its_own_ranks_in_its_own_folder(t
     assert a["train/loss"] != b["train/loss"]  # each job ran its own seed, not the sweep twice
 
 
-def test_submitit_local_sweep_gives_the_default_launchers_numbers(tmp_path):
+def test_local_launcher_sweep_gives_the_default_launchers_numbers(tmp_path):
     (tmp_path / "basic").mkdir(), (tmp_path / "submitit").mkdir()
     run_cli("--multirun", *SWEEP, cwd=tmp_path / "basic")
-    run_cli("--multirun", "hydra/launcher=submitit_local", *SWEEP, cwd=tmp_path / "submitit")
+    run_cli("--multirun", "hydra/launcher=local", *SWEEP, cwd=tmp_path / "submitit")
     basic, local = (next((tmp_path / name / "runs" / "sweeps").iterdir()) for name in ("basic", "submitit"))
     assert (local / ".submitit").is_dir()  # submitit's own logs sit inside the sweep folder
     names = sorted(p.name for p in basic.iterdir() if p.is_dir())
@@ -110,3 +111,20 @@ def test_slurm_preset_gives_one_task_per_device_and_requeues_on_timeout(tmp_path
     sweep_dir = tmp_path / cfg.hydra.sweep.dir
     assert f"#SBATCH --output={sweep_dir}/.submitit/%j/%j_0_log.out" in script
     assert submitted["max_num_timeout"] == 3 and submitted["jobs"] == 2
+
+
+def test_local_launcher_runs_at_most_max_parallel_jobs_at_once_and_all_finish(tmp_path):
+    # 4 jobs, at most 2 at once: each job's span runs from Hydra writing its .hydra/config.yaml (in
+    # the job's process, once it has started) to nnlab writing its metrics.json (its last act).
+    run_cli("--multirun", "hydra/launcher=local", "hydra.launcher.max_parallel=2", "threads=1",
+            "data=spiral", "model=linear,mlp", "seed=0,1", "data.steps_per_epoch=3", "trainer.max_epochs=2",
+            cwd=tmp_path)
+    (sweep,) = (tmp_path / "runs" / "sweeps").iterdir()
+    runs = [p for p in sweep.iterdir() if p.is_dir() and p.name[0] != "."]
+    assert len(runs) == 4 and all(json.loads((r / "metrics.json").read_text())["status"] == "ok" for r in runs)
+    spans = [((r / ".hydra" / "config.yaml").stat().st_mtime_ns, (r / "metrics.json").stat().st_mtime_ns) for r in runs]
+    running = [sum(start <= t < end for start, end in spans) for t, _ in spans]  # at each job's start
+    assert max(running) == 2, spans  # two at a time: never more, and the cap is used
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):  # by default one job per core
+        cfg = compose("train", return_hydra_config=True, overrides=["hydra/launcher=local"])
+    assert instantiate(cfg.hydra.launcher).max_parallel == len(os.sched_getaffinity(0))

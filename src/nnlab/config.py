@@ -296,7 +296,12 @@ def check_argv(argv: list[str]) -> list[str]:
         except HydraException:  # unreadable: Hydra stops on it before building anything; glob(): existing names
             continue
         key = override.key_or_group
+        if key == "hydra/launcher" and "submitit_local" in values:
+            raise ConfigError("hydra/launcher=submitit_local starts every job of a sweep at once: use hydra/launcher=local, "
+                              "which runs hydra.launcher.max_parallel jobs at a time (default: one per CPU core)")
         for value in values:
+            if key == "hydra.launcher.max_parallel" and not (value is None or type(value) is int and value >= 1):
+                raise ConfigError(f"{key}={value!r} is invalid: it must be a whole number >= 1, or null (one per CPU core)")
             for path, leaf in _leaves(key, value):
                 _check_leaf(path, leaf)
             if key in GROUPS and value is not None:

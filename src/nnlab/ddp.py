@@ -31,7 +31,7 @@ def child_command(local_rank: int) -> tuple[Sequence[str], str]:
     """(argv, cwd) of the process that becomes local rank `local_rank` of this Hydra job: a single
     run of this job's own overrides (never `--multirun` or the sweep's lists), writing into this
     job's run folder, from the folder the app was started in. Works whatever launched the job
-    (the basic launcher, joblib, submitit_local), since it does not read `sys.argv`."""
+    (the basic launcher, joblib, local), since it does not read `sys.argv`."""
     hydra = HydraConfig.get()
     argv = [sys.executable, "-m", "nnlab.train", *hydra.overrides.task,
             f'hydra.run.dir="{hydra.runtime.output_dir}"',  # quoted: run folders contain ',' and '='
