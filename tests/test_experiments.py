@@ -28,7 +28,7 @@ SHORT = {  # a few steps each; the full runs are recorded in experiments/README.
     ("spiral_mlp", {"model._target_": "nnlab.models.MLP", "model.hidden": 100, "model.init_std": 0.01,
                     "optimizer.lr": 1.0, "l2": 0.001, "data.batch_size": None}),
     ("mnist_cnn_fast", {"model._target_": "nnlab.models.CNN", "trainer.max_epochs": 3,
-                        "scheduler_interval": "step", "data.normalize": True}),
+                        "scheduler.interval": "step", "data.normalize": True}),
 ])
 def test_experiment_composes_to_its_recipe(name, expected, make_cfg):
     cfg = make_cfg(f"experiment={name}")

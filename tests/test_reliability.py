@@ -23,6 +23,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from omegaconf import OmegaConf
 
 import nnlab.checkpoint
 import nnlab.fused
@@ -39,6 +40,7 @@ SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1
     (["optimizer.lr=inf"], "optimizer.lr=inf is invalid"),
     (["scheduler.gamma=1.5"], "scheduler.gamma=1.5 is invalid: it must be in (0, 1]"),
     (["scheduler.gamma=0"], "scheduler.gamma=0 is invalid: it must be in (0, 1]"),
+    (["scheduler.interval=batch"], "scheduler.interval='batch' is invalid: it must be epoch (after every epoch) or step"),
     (["trainer.max_epochs=0"], "trainer.max_epochs=0 is invalid"),
     (["trainer.max_epochs=2.5"], "trainer.max_epochs=2.5 is invalid: it must be a whole number >= 1"),
     (["data.batch_size=abc"], "data.batch_size='abc' is invalid: it must be a whole number >= 1"),
@@ -76,6 +78,8 @@ def run_cli(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("args,message", [
     (["model=transformer"], "model=transformer is not an option: model is one of cnn, linear, mlp"),
     (["--multirun", "data=spiral,cifar"], "data=cifar is not an option: data is one of mnist, spiral"),
+    (["model=null"], "model=null: a run needs a model; model is one of cnn, linear, mlp"),
+    (["--multirun", "scheduler=none,null"], "scheduler=null cannot be one value of a sweep: sweep scheduler=none"),
     (["experiment=nope"], "experiment=nope is not an option: experiment is one of mnist_cnn_fast"),
     (["+hydra.callbacks.x._target_=builtins.exec"], "hydra.callbacks.x._target_='builtins.exec' is not allowed"),
     (["++model._target_=builtins.open"], "model._target_='builtins.open' is not allowed"),
@@ -300,6 +304,37 @@ def test_interrupt_from_the_cli_exits_nonzero_and_resume_finishes_it(tmp_path):
     assert a["status"] == b["status"] == "ok" and a["steps"] == b["steps"] == 200
     assert {k: v for k, v in a.items() if "/" in k} == {k: v for k, v in b.items() if "/" in k}
     assert (run / ".hydra" / "overrides.yaml").read_text().count("trainer.max_epochs=10") == 1  # kept its own
+
+
+def test_a_run_saved_with_a_top_level_scheduler_interval_resumes_as_saved(make_cfg, tmp_path, monkeypatch):
+    # Run folders of nnlab versions that kept the schedule's interval at the top level
+    # (scheduler_interval: step): a one-cycle run resumed from one still steps its lr every step.
+    overrides = [*SPIRAL_MLP[:-2], "scheduler=onecycle", "scheduler.max_lr=0.5", "data.steps_per_epoch=6",
+                 "log_interval=3", "trainer.max_epochs=2"]
+    unbroken = train(make_cfg(*overrides, f"run_dir={tmp_path / 'unbroken'}"))
+    build = nnlab.train.build
+    with_callback(monkeypatch, SignalAt(step=3, signum=signal.SIGTERM))  # mid-epoch 1
+    cut = make_cfg(*overrides, f"run_dir={tmp_path / 'cut'}")
+    with pytest.raises(SystemExit):
+        train(cut)
+    monkeypatch.setattr(nnlab.train, "build", build)
+    old = OmegaConf.to_container(cut)
+    old["scheduler_interval"] = old["scheduler"].pop("interval")
+    (tmp_path / "cut" / ".hydra").mkdir()
+    OmegaConf.save(old, tmp_path / "cut" / ".hydra" / "config.yaml")
+    cfg, ckpt = nnlab.train.resume_config(tmp_path / "cut", [])
+    assert "scheduler_interval" not in cfg and cfg.scheduler.interval == "step"
+    resumed = train(cfg, ckpt_path=ckpt)
+    assert resumed["steps"] == unbroken["steps"] == 12
+    assert {k: v for k, v in resumed.items() if "/" in k} == {k: v for k, v in unbroken.items() if "/" in k}
+
+
+def test_scheduler_null_trains_at_a_constant_lr(tmp_path, monkeypatch, scalars):
+    monkeypatch.chdir(tmp_path)
+    metrics = nnlab.train.run([*SPIRAL_MLP[:-2], "scheduler=null", "data.steps_per_epoch=6", "log_interval=3",
+                               "trainer.max_epochs=2"])
+    assert metrics["status"] == "ok" and metrics["steps"] == 12
+    assert [v for _, v in scalars(Path(metrics["run_dir"]))["lr"]] == [1.0] * 4
 
 
 def test_resume_refuses_other_overrides_and_finished_runs(tmp_path):

@@ -44,6 +44,7 @@ from torchvision import datasets, transforms
 
 from nnlab import CONF_DIR
 from nnlab.classifier import Classifier
+from nnlab.config import scheduler_parts
 from nnlab.train import train
 
 CASES = {"mnist": ("nnlab", "plain", "notebook"), "spiral": ("nnlab", "plain")}
@@ -82,8 +83,9 @@ def run_plain(cfg: DictConfig) -> dict:
     data.setup()  # read the files (or draw the spiral), split: tensors in memory
     data.to(device)  # as nnlab holds them: on the GPU, when there is one
     optimizer = module.make_optimizer(net.parameters())
-    scheduler = instantiate(cfg.scheduler)(optimizer)
-    assert cfg.scheduler_interval == "epoch", "the plain loop steps its schedule once an epoch"
+    schedule, interval = scheduler_parts(cfg.scheduler)
+    scheduler = instantiate(schedule)(optimizer)
+    assert interval == "epoch", "the plain loop steps its schedule once an epoch"
     step, logged = 0, []
     for _ in range(cfg.trainer.max_epochs):
         net.train()

@@ -39,6 +39,9 @@ ALLOWED_TARGETS = ("nnlab.", "torch.nn.", "torch.optim.", "lightning.pytorch.", 
 ALLOWED_MODULES = ("nnlab.", "torch.", "lightning.")
 GROUPS = ("model", "data", "optimizer", "scheduler", "trainer", "experiment", "sweep")
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+# nnlab's own keys inside a group's `_target_` node: settings of how nnlab uses the object, taken out
+# before the class is built (scheduler_parts). scheduler.interval: when the schedule steps.
+NNLAB_KEYS = {"scheduler": {"interval"}}
 
 
 class ConfigError(ValueError):
@@ -52,7 +55,6 @@ class Settings:
     l2: float
     log_interval: int
     run_dir: str
-    scheduler_interval: str
     threads: int | None
     resume: str | None
     channels_last: bool
@@ -81,7 +83,8 @@ RANGES = [("seed", lambda v: isinstance(v, int) and 0 <= v < 2**32, "a whole num
           ("l2", lambda v: _number(v) and v >= 0, "a number >= 0, e.g. l2=0.001"),
           ("log_interval", lambda v: isinstance(v, int) and v >= 1, "a whole number >= 1"),
           ("threads", lambda v: v is None or isinstance(v, int) and v >= 1, "a whole number >= 1, or null"),
-          ("scheduler_interval", lambda v: v in ("epoch", "step"), "epoch or step"),
+          ("scheduler.interval", lambda v: v in (None, "epoch", "step"), "epoch (after every epoch) or step "
+           "(after every optimizer step), e.g. scheduler.interval=step"),
           ("compile", lambda v: v in (None, False, True, *COMPILE_MODES), f"null or a torch.compile mode: {', '.join(COMPILE_MODES)}")]
 
 
@@ -139,7 +142,7 @@ def _check_node(prefix: str, node: DictConfig) -> None:
     except Exception:  # annotations that do not evaluate here: check names only
         hints = {}
     for name in node:
-        if name in HYDRA_KEYS:
+        if name in HYDRA_KEYS or name in NNLAB_KEYS.get(prefix, ()):
             continue
         if name not in params and not takes_any:
             known = ", ".join(n for n in params if n not in ("self", "args", "kwargs", "params", "optimizer"))
@@ -162,6 +165,15 @@ def _walk(prefix: str, node) -> None:
             _walk(f"{prefix}[{i}]", item)
     elif isinstance(node, float) and not math.isfinite(node):
         raise ConfigError(f"{prefix}={node} is invalid: every number must be finite")
+
+
+def scheduler_parts(node: DictConfig | None) -> tuple[DictConfig | None, str]:
+    """A checked scheduler node split in two: the partial's config, without nnlab's `interval`, and
+    that interval ("epoch" where unset, as Lightning's default). A null scheduler: (None, "epoch")."""
+    if node is None:
+        return None, "epoch"
+    interval = node.get("interval") or "epoch"
+    return OmegaConf.create({k: v for k, v in node.items() if k != "interval"}), interval
 
 
 def check_size(model: DictConfig, in_shape: tuple[int, ...], num_classes: int) -> None:
@@ -276,18 +288,34 @@ def unknown_key(key: str, known: list[str], fix: str = "") -> ConfigError:
     return ConfigError(f"{key} is not a key: {hint}{fix}")
 
 
+OPTIONAL_GROUPS = ("scheduler", "experiment", "sweep")  # a run without one is a run: a constant lr, no overlay
+
+
+def drop_group(group: str, sweep: bool) -> str:
+    """`scheduler=null` as Hydra spells it, `~scheduler`: Hydra itself refuses a null group choice with
+    a traceback. Refused in one line where the run cannot go without the group, or in a sweep (one
+    job cannot drop what the others choose)."""
+    if group not in OPTIONAL_GROUPS:
+        raise ConfigError(f"{group}=null: a run needs a {group}; {group} is one of "
+                          f"{', '.join(sorted(p.stem for p in (Path(CONF_DIR) / group).glob('*.yaml')))}")
+    if sweep:
+        raise ConfigError(f"{group}=null cannot be one value of a sweep: sweep scheduler=none for a constant lr"
+                          if group == "scheduler" else f"{group}=null cannot be one value of a sweep")
+    return f"~{group}"
+
+
 def check_argv(argv: list[str]) -> list[str]:
     """Before Hydra sees the command line: keys that exist (a typo gets the closest keys, in one line,
     not Hydra's struct error), group choices that exist, no `_target_` outside the allow-list anywhere,
     no node-making resolver, and nothing Hydra's logging would import. Hydra instantiates hydra.*
     nodes (HYDRA_BUILT) before nnlab's gate runs: what reaches them from the command line is checked
     here. Each override is read by Hydra's own parser, so a value means here what it will mean to Hydra.
-    Returns argv with `resume=<run folder>` quoted: run folders are named `a=1,b=2`, which Hydra's
-    grammar would read as a sweep."""
+    Returns argv with `resume=<run folder>` quoted (run folders are named `a=1,b=2`, which Hydra's
+    grammar would read as a sweep) and `scheduler=null` as `~scheduler` (drop_group)."""
     argv = [f"resume='{a.split('=', 1)[1]}'" if a.startswith("resume=") and "'" not in a else a for a in argv]
     parser = OverridesParser.create()
     plain_keys, choices = [], []
-    for arg in argv:
+    for i, arg in enumerate(argv):
         if arg.startswith("-") or "=" not in arg:
             continue
         try:
@@ -299,6 +327,9 @@ def check_argv(argv: list[str]) -> list[str]:
         if key == "hydra/launcher" and "submitit_local" in values:
             raise ConfigError("hydra/launcher=submitit_local starts every job of a sweep at once: use hydra/launcher=local, "
                               "which runs hydra.launcher.max_parallel jobs at a time (default: one per CPU core)")
+        if key in GROUPS and None in values and override.type is OverrideType.CHANGE:
+            argv[i] = drop_group(key, override.is_sweep_override())
+            continue
         for value in values:
             if key == "hydra.launcher.max_parallel" and not (value is None or type(value) is int and value >= 1):
                 raise ConfigError(f"{key}={value!r} is invalid: it must be a whole number >= 1, or null (one per CPU core)")

@@ -145,7 +145,7 @@ def hparams(logger, cfg: DictConfig, metrics: dict, step: int) -> None:
     if not isinstance(logger, TensorBoardLogger):
         return
     names = {"model": cfg.model._target_, "data": cfg.data._target_, "optimizer": cfg.optimizer._target_,
-             "scheduler": (cfg.scheduler or {}).get("_target_", "none")}
+             "scheduler": (cfg.get("scheduler") or {}).get("_target_", "none")}
     params = {k: v.rsplit(".", 1)[-1].removesuffix("DataModule").lower() for k, v in names.items()}
     for name, key in HPARAMS:
         value = OmegaConf.select(cfg, key, default="absent")

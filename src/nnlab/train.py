@@ -33,7 +33,7 @@ from nnlab import CONF_DIR, ddp  # ddp: DDP child processes that work in a multi
 from nnlab.callbacks import EpochLog, Figures, Pruning
 from nnlab.checkpoint import CheckpointWriteError, Interrupt, RNGState, checkpoint_problem
 from nnlab.classifier import Classifier
-from nnlab.config import ConfigError, check, check_argv, check_size
+from nnlab.config import ConfigError, check, check_argv, check_size, scheduler_parts
 from nnlab.data.mnist_raw import MNISTError
 from nnlab.status import DIVERGED, FAILED, FINISHED, INTERRUPTED, INVALID_CONFIG, OK, PRUNED, run_status, write_json
 from nnlab.sweep import FolderBusy, claim_dir, dirname, hold, holder, hparams, prepare_job, unclaim
@@ -61,9 +61,9 @@ def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer
             net = net.to(memory_format=torch.channels_last)
         if cfg.compile:  # in place: the state dict's names stay net.*, checkpoints load into eager models
             net.compile(mode=None if cfg.compile is True else cfg.compile)
-        module = Classifier(net, instantiate(cfg.optimizer), instantiate(cfg.scheduler),
-                            l2=cfg.l2, scheduler_interval=cfg.scheduler_interval,
-                            config=OmegaConf.to_container(cfg, resolve=True))
+        scheduler, interval = scheduler_parts(cfg.get("scheduler"))
+        module = Classifier(net, instantiate(cfg.optimizer), instantiate(scheduler), l2=cfg.l2,
+                            scheduler_interval=interval, config=OmegaConf.to_container(cfg, resolve=True))
         trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger),
                               callbacks=[instantiate(c) for c in cfg.callbacks.values()])
     except InstantiationException as e:  # Hydra's multi-line wrapper: keep the cause's one line
@@ -157,9 +157,16 @@ def resume_config(run: Path, others: list[str]) -> tuple[DictConfig, str]:
     if problem := checkpoint_problem(ckpt):
         raise ConfigError(f"{problem}: resume refused, nothing in {run} was changed")
     try:
-        return OmegaConf.load(saved), str(ckpt)
+        cfg = OmegaConf.load(saved)
     except Exception as e:
         raise ConfigError(f"resume={run}: {saved} does not load ({str(e).splitlines()[0]})") from None
+    # Runs saved by nnlab versions that kept the schedule's interval at the top level
+    # (scheduler_interval: step) resume with it where it lives now, in the scheduler's node.
+    if isinstance(cfg, DictConfig) and "scheduler_interval" in cfg:
+        interval = cfg.pop("scheduler_interval")
+        if cfg.get("scheduler") is not None:
+            cfg.scheduler.interval = interval
+    return cfg, str(ckpt)
 
 
 def check_resume(argv: list[str]) -> None:
