@@ -1,0 +1,514 @@
+"""Population sweeps: the jobs of a multirun that differ only in numbers train together, in one
+process, each still exactly the run it replaces.
+
+    python -m nnlab.train --multirun hydra/launcher=population sweep=spiral_grid   # then: make compare
+
+Hydra's launcher for it is hydra_plugins/nnlab_population.py (conf/hydra/launcher/population.yaml).
+Jobs are grouped by everything but their per-member numbers (MEMBER_KEYS with a number for a value):
+two jobs that differ in the model, hidden size, data, batch size, epochs, optimizer or scheduler
+class, or any other key, are in different groups. The grouping is printed before anything trains.
+A group of one, and a group of something the population does not train (`supported`: an allow-list),
+runs through Hydra's own run_job, one job after another, exactly as hydra/launcher=basic runs it; so
+does a job whose folder holds an earlier attempt (make sweep RESUME=).
+
+A group composes one config (Hydra's composition costs ~160 ms a job here); each member's config is
+that one with the member's numbers set, and the overrides, folder name and job number Hydra would
+give it (tests/test_population.py: equal to Hydra's own composition of the job). Each member then
+goes through run_job like any job (its folder, .hydra/, train.log) to be checked and claimed, and
+the group trains:
+
+- each member seeded as nnlab.train seeds a run, its own init, data, torch.optim optimizer and LR
+  schedule, its parameters its own leaf tensors (an nnlab.classifier.Classifier around its net);
+- one vectorised forward a step: the members' parameters stacked, torch.func.vmap over members of
+  functional_call of the one architecture; each member's loss (cross-entropy plus its own L2, what
+  Classifier.step computes) outside vmap, one backward for all (their sum: each gets gradient 1);
+- per member what Lightning's loop does around a step (fused steps, nnlab/fused.py): the finiteness
+  check of loss and gradients (a member going non-finite stops alone, status diverged, its weights
+  the last finite ones), the optimizer's step, the schedule's step, the epoch sums, train/loss and
+  lr every log_interval steps, validation every epoch, test at the end.
+
+On the spiral on this CPU every number equals the member's separate run bit for bit: the vmapped
+logits and their gradients are the same floats as one model's, and everything else is per member.
+Every member leaves a normal run folder (metrics.json plus a "population" entry, TensorBoard events
+with the same tags and steps, train.log, checkpoints/last.ckpt for make evaluate); figures are drawn
+for the `figures` setting's members (none | best: each group's best val/acc | all), as each costs
+~0.5 s, more than a spiral member's training.
+"""
+import contextlib
+import copy
+import dataclasses
+import logging
+import math
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override, OverrideType
+from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from torch.func import functional_call, vmap
+
+from nnlab.callbacks import Figures
+from nnlab.checkpoint import AtomicCheckpointIO
+from nnlab.classifier import Classifier
+from nnlab.config import ConfigError, check, check_size
+from nnlab.data.loader import TensorLoader
+from nnlab.status import DIVERGED, FAILED, INTERRUPTED, INVALID_CONFIG, OK, run_status, write_json
+from nnlab.sweep import FolderBusy, hold, hparams
+
+log = logging.getLogger("nnlab")
+# Keys whose numbers a population's members may differ in (a key with a prefix, +k=1, adds a key:
+# structural); any key under optimizer. and scheduler. (lr, momentum, weight_decay, betas, gamma...).
+MEMBER_KEYS = ("seed", "l2", "model.init_std")
+MEMBER_PREFIXES = ("optimizer.", "scheduler.")
+FIGURES = ("none", "best", "all")
+# conf/train.yaml's callbacks (any may be left out): what the population does in their place
+CALLBACKS = {"checkpoint": "ModelCheckpoint", "interrupt": "Interrupt", "rng": "RNGState", "epoch_log": "EpochLog",
+             "figures": "Figures"}
+
+
+def member_number(o: Override) -> bool:
+    """Whether an override sets a per-member number (not a group choice, not a string)."""
+    value = o.value() if o.type is OverrideType.CHANGE and not o.is_sweep_override() else None
+    return (o.type is OverrideType.CHANGE and o.package is None
+            and (o.key_or_group in MEMBER_KEYS or o.key_or_group.startswith(MEMBER_PREFIXES))
+            and isinstance(value, int | float) and not isinstance(value, bool))
+
+
+@dataclasses.dataclass
+class Job:
+    idx: int
+    overrides: list[str]
+    numbers: dict  # key -> value of its per-member numbers
+    structure: tuple  # everything else: equal within a group
+
+
+def parse(idx: int, overrides: list[str]) -> Job:
+    parsed = OverridesParser.create().parse_overrides(list(overrides))
+    numbers = {o.key_or_group: o.value() for o in parsed if member_number(o)}
+    rest = sorted(o.input_line for o in parsed if not member_number(o))
+    return Job(idx, list(overrides), numbers, (tuple(rest), tuple(sorted(numbers))))
+
+
+def group_jobs(jobs: list[Job]) -> list[list[Job]]:
+    """Jobs with equal structure (all but their numbers, and which keys carry numbers), in order of
+    their first job."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.structure, []).append(job)
+    return list(groups.values())
+
+
+def supported(cfg: DictConfig) -> str | None:
+    """Why the population cannot train this (composed, unresolved) config, or None when it can. An
+    allow-list: anything not named here takes the basic launcher's path."""
+    target = lambda node: str(OmegaConf.select(cfg, f"{node}._target_", default="")).split(".")[-1]  # noqa: E731
+    trainer = cfg.trainer
+    known_trainer = {"_target_", "accelerator", "devices", "precision", "max_epochs", "deterministic",
+                     "log_every_n_steps", "enable_progress_bar", "enable_model_summary",
+                     "num_sanity_val_steps", "plugins"}
+    callbacks = {k: target(f"callbacks.{k}") for k in cfg.callbacks}
+    checks = [
+        (target("data") == "SpiralDataModule", "data other than the spiral"),
+        (target("model") in ("Linear", "MLP") and not cfg.model.get("batch_norm"), "models other than linear and mlp "
+                                                                                  "without batch norm"),
+        (cfg.fused and not cfg.compile and not cfg.channels_last and cfg.resume is None,
+         "fused=false, compile, channels_last or resume"),
+        (set(trainer) <= known_trainer and trainer.devices == 1 and str(trainer.precision) in ("32-true", "32")
+         and trainer.deterministic and trainer.num_sanity_val_steps == 0
+         and (trainer.accelerator == "cpu" or trainer.accelerator == "auto" and not torch.cuda.is_available()),
+         "trainer settings other than conf/trainer/default.yaml's on the CPU"),
+        (all(CALLBACKS.get(k) == v for k, v in callbacks.items()), "callbacks other than conf/train.yaml's"),
+        (target("logger") == "TensorBoardLogger", "loggers other than TensorBoard"),
+        (str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"),
+         "sweepers other than the basic one")]
+    return next((f"the population does not train {why}" for ok, why in checks if not ok), None)
+
+
+def derive(base: DictConfig, job: Job) -> DictConfig:
+    """`job`'s config from its group's composed `base`: its numbers set, and what Hydra derives
+    from the overrides (the task overrides, override_dirname, job number) put in."""
+    cfg = copy.deepcopy(base)
+    OmegaConf.copy_cache(from_config=base, to_config=cfg)
+    for key, value in job.numbers.items():
+        OmegaConf.update(cfg, key, value, merge=True)
+    dirname = cfg.hydra.job.config.override_dirname
+    parsed = OverridesParser.create().parse_overrides(job.overrides)
+    lines = sorted(o.input_line for o in parsed if o.key_or_group not in dirname.exclude_keys)
+    with read_write(cfg.hydra), open_dict(cfg.hydra):
+        cfg.hydra.overrides.task = list(job.overrides)
+        cfg.hydra.job.override_dirname = dirname.item_sep.join(lines).replace("=", dirname.kv_sep)
+        cfg.hydra.job.id = cfg.hydra.job.num = job.idx
+    return cfg
+
+
+class Member:
+    """One run of a population: its config and folder, and once built, its data, Classifier (net,
+    epoch sums, L2), optimizer and schedule, and what Lightning would have logged for it."""
+
+    def __init__(self, job: Job, cfg: DictConfig, run_dir: Path, log_file: Path):
+        self.job, self.cfg, self.run_dir = job, cfg, run_dir
+        self.handler = logging.FileHandler(log_file, delay=True)  # the run's train.log, as Hydra's job logging
+        fmt = OmegaConf.select(HydraConfig.get(), "job_logging.formatters.timed.format", default="%(message)s")
+        self.handler.setFormatter(logging.Formatter(fmt))
+        self.metrics: dict = {"status": FAILED}
+        self.stopped = False
+
+    def note(self, message: str) -> None:
+        self.handler.handle(logging.LogRecord("nnlab", logging.INFO, __file__, 0, message, None, None))
+
+    def build(self) -> None:
+        """What nnlab.train.train does before fit, in its order: seed, data, net (its init draws)."""
+        cfg = self.cfg
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+        self.data = instantiate(cfg.data)
+        check_size(cfg.model, self.data.in_shape, self.data.num_classes)
+        net = instantiate(cfg.model, in_shape=self.data.in_shape, num_classes=self.data.num_classes)
+        self.module = Classifier(net, instantiate(cfg.optimizer), instantiate(cfg.scheduler), l2=cfg.l2,
+                                 scheduler_interval=cfg.scheduler_interval,
+                                 config=OmegaConf.to_container(cfg, resolve=True))
+        self.rng = torch.get_rng_state()  # the data order draws from here (TensorLoader), per member
+        self.data.setup("fit")
+        self.params = dict(self.module.net.named_parameters())  # its own leaves
+        self.step, self.epoch, self.loss, self.finite_loss, self.diverged = 0, 0, None, None, None
+        self.callback_metrics: dict = {}
+        self.points: list[tuple[dict, int]] = []  # TensorBoard scalars, written when the run ends
+        self.figures = Figures(str(self.run_dir))
+
+    def configure(self, total_steps: int) -> None:
+        module = self.module
+        self.optimizer = module.make_optimizer(module.parameters())
+        self.scheduler = None
+        if module.make_scheduler is not None:
+            per_step = module.hparams.scheduler_interval == "step"
+            self.scheduler = module.make_scheduler(self.optimizer, **({"total_steps": total_steps} if per_step else {}))
+
+    @contextlib.contextmanager
+    def own_rng(self):
+        """torch's global RNG as this member's run would have it: its loaders draw from it."""
+        outer = torch.get_rng_state()
+        torch.set_rng_state(self.rng)
+        try:
+            yield
+        finally:
+            self.rng = torch.get_rng_state()
+            torch.set_rng_state(outer)
+
+    def log_point(self, values: dict, step: int) -> None:
+        self.points.append(({k: v.item() if isinstance(v, torch.Tensor) else v for k, v in values.items()}, step))
+
+
+class Population:
+    """hydra/launcher=population (hydra_plugins/nnlab_population.py holds the Launcher class)."""
+
+    def __init__(self, settings: dict, *, hydra_context, task_function, config: DictConfig):
+        self.figures = settings.get("figures", "best")
+        if self.figures not in FIGURES:
+            raise ConfigError(f"hydra.launcher.figures={self.figures} is not an option: one of {', '.join(FIGURES)}")
+        self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+
+    # -- Hydra's side: compose, group, run jobs -------------------------------------------------
+    def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
+        setup_globals()
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        jobs = [parse(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
+        plan = []
+        for group in group_jobs(jobs):
+            base = self.compose(group[0])
+            why = "a group of one" if len(group) == 1 else supported(base)
+            plan.append((group, base, why))
+        self.show(plan)
+        returns: dict[int, JobReturn] = {}
+        for n, (group, base, why) in enumerate(plan):
+            if why:
+                for job in group:
+                    returns[job.idx] = self.run_alone(job, base if job is group[0] else self.compose(job))
+            else:
+                returns.update(self.run_group(n, group, base))
+        return [returns[job.idx] for job in jobs]
+
+    def show(self, plan) -> None:
+        together = sum(len(g) for g, _, why in plan if not why)
+        print(f"population: {sum(len(g) for g, _, _ in plan)} jobs, {together} of them in "
+              f"{sum(1 for _, _, why in plan if not why)} populations", flush=True)
+        for n, (group, _, why) in enumerate(plan):
+            shared = " ".join(group[0].structure[0]) or "(no overrides)"
+            numbers = ", ".join(group[0].structure[1]) or "nothing"
+            ids = f"#{group[0].idx}" + (f"..#{group[-1].idx}" if len(group) > 1 else "")
+            what = f"alone ({why})" if why else f"population {n}: {len(group)} runs differing in {numbers}"
+            print(f"  {ids} {shared}: {what}", flush=True)
+
+    def compose(self, job: Job) -> DictConfig:
+        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
+        with open_dict(cfg):
+            cfg.hydra.job.id = cfg.hydra.job.num = job.idx
+        return cfg
+
+    def run_alone(self, job: Job, cfg: DictConfig) -> JobReturn:
+        """What Hydra's basic launcher does for a job."""
+        ret = run_job(hydra_context=self.hydra_context, task_function=self.task_function, config=cfg,
+                      job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        return ret
+
+    def run_group(self, n: int, group: list[Job], base: DictConfig) -> dict[int, JobReturn]:
+        members: list[Member] = []
+        returns = {}
+        with contextlib.ExitStack() as locks:
+            def enlist(job: Job, cfg: DictConfig) -> None:
+                """The task function of a member's run_job: its folder, .hydra/ and train.log exist by
+                now. A folder used before (make sweep RESUME=) runs alone, as nnlab.train.main would;
+                a bad value is invalid_config there; a good one joins the population."""
+                run_dir = Path(cfg.run_dir)
+                if run_status(run_dir) is not None:
+                    return self.task_function(cfg)
+                try:
+                    locks.enter_context(hold(run_dir))
+                except FolderBusy as e:
+                    log.info(f"{run_dir.name}: {e}, skipped")
+                    return None
+                try:
+                    checked = check(cfg)
+                except ConfigError as e:
+                    write_json(run_dir / "metrics.json", {"status": INVALID_CONFIG, "error": str(e)})
+                    log.error("nnlab: %s", e)
+                    return None
+                members.append(Member(job, checked, run_dir, Path(HydraConfig.get().runtime.output_dir) /
+                                      f"{HydraConfig.get().job.name}.log"))
+            for job in group:
+                cfg = base if job is group[0] else derive(base, job)
+                returns[job.idx] = run_job(hydra_context=self.hydra_context, config=cfg,
+                                           task_function=lambda c, job=job: enlist(job, c),
+                                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
+            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+            if members:
+                train_population(members, n, self.figures)
+        return returns
+
+
+# -- The training of a population ----------------------------------------------------------------
+def train_population(members: list[Member], group: int, figures: str) -> None:
+    start = time.perf_counter()
+    try:
+        cfg = members[0].cfg
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
+        for m in members:
+            m.build()
+            x, y = m.data.train_set  # what Figures prints of the first batch
+            m.first_batch = (f"first batch: inputs {tuple(x.shape)}, labels {tuple(y.shape)}, mean={x.mean():.4f}, "
+                             f"std={x.std():.4f}")
+            m.note(m.first_batch)
+        fit(members, cfg)
+        for m in members:
+            test(m)
+        for i, m in enumerate(members):
+            m.metrics["population"] = {"group": group, "size": len(members), "index": i}
+    except BaseException as e:
+        for m in members:
+            if m.metrics["status"] not in (OK, DIVERGED):
+                m.metrics["status"] = INTERRUPTED if isinstance(e, KeyboardInterrupt | SystemExit) else FAILED
+                m.metrics["error"] = repr(e)
+        if not isinstance(e, Exception):
+            raise
+        log.exception("nnlab: population %d failed; the sweep goes on", group)
+    finally:
+        seconds = round(time.perf_counter() - start, 2)
+        for m in members:
+            draw = "figures" in m.cfg.callbacks and (figures == "all" or figures == "best" and m is best(members))
+            finish(m, seconds, draw)
+
+
+def best(members: list[Member]) -> Member | None:
+    done = [m for m in members if m.metrics["status"] in (OK, DIVERGED) and "val/acc" in m.metrics]
+    return max(done, key=lambda m: m.metrics["val/acc"], default=None)
+
+
+def fit(members: list[Member], cfg: DictConfig) -> None:
+    """Every member's fit, as Lightning's loop with fused steps takes it (nnlab/fused.py): steps in
+    groups of k = gcd(steps an epoch, log interval), logging at group ends, validation and the
+    epoch's schedule step at the epoch's end."""
+    per_epoch = epoch_batches(members[0], dry=True)
+    every, epochs = cfg.trainer.log_every_n_steps, cfg.trainer.max_epochs
+    k = math.gcd(per_epoch, every or per_epoch)
+    for m in members:
+        m.configure(epochs * per_epoch)
+        m.module.sums["fit"].to(torch.device("cpu"))
+    template = members[0].module.net  # the architecture; each member's own weights go in
+    forward = vmap(lambda params, x: functional_call(template, params, (x,)))
+    for _ in range(epochs):
+        active = [m for m in members if not m.stopped]
+        if not active:
+            break
+        batches = {id(m): epoch_batches(m) for m in active}
+        for m in active:
+            m.finite_loss = None
+        for i in range(per_epoch):
+            stepping = [m for m in active if not m.stopped]
+            if not stepping:
+                break
+            step(stepping, [batches[id(m)][i] for m in stepping], forward)
+            last = i == per_epoch - 1
+            for m in stepping:
+                if m.diverged or (i + 1) % k == 0 or last:  # a group's end (or where the member stopped)
+                    end_group(m, every, last_group=i // k == (per_epoch - 1) // k)
+                if m.diverged or last:
+                    end_epoch(m, epochs)
+
+
+def epoch_batches(m: Member, dry: bool = False):
+    """The member's training batches of one epoch, in its own data order (drawn from its own RNG);
+    dry: only how many there are."""
+    data = m.data
+    x, y = data.train_set
+    loader = TensorLoader(x, y, data.batch_size or len(y), shuffle=data.batch_size is not None,
+                          repeat=data.train_repeat)
+    if dry:
+        return loader.minibatches()
+    with m.own_rng():
+        return list(loader)
+
+
+def step(members: list[Member], batches: list, forward) -> None:
+    """One training step of each member: one vectorised forward, per-member losses, one backward."""
+    for m in members:
+        for p in m.params.values():
+            p.grad = None  # optimizer.zero_grad(set_to_none=True)
+    names = list(members[0].params)
+    stacked = {name: torch.stack([m.params[name] for m in members]) for name in names}
+    logits = forward(stacked, torch.stack([x for x, _ in batches]))  # (members, B, classes)
+    losses = []
+    for m, out, (_, y) in zip(members, logits.unbind(0), batches):
+        loss = F.cross_entropy(out, y)
+        if m.module.hparams.l2:  # Classifier.step's objective
+            loss = loss + m.module.l2_penalty()
+        m.module.sums["fit"].update(loss, out, y)
+        m.figures.seen += len(y)
+        losses.append(loss)
+    torch.stack(losses).sum().backward()  # d(sum)/d(loss_i) = 1: each member's own gradients
+    for m, loss in zip(members, losses):
+        m.loss = loss.detach()
+        grads = [p.grad.flatten() for p in m.params.values() if p.grad is not None]
+        if torch.cat([m.loss.view(1), *grads]).isfinite().all():
+            m.finite_loss = m.loss
+        else:  # Classifier.finite: this step's gradients dropped, the run stops after it
+            if m.loss.isfinite():
+                m.finite_loss = m.loss
+                m.diverged = f"a gradient was not finite at step {m.step}"
+            else:
+                m.diverged = f"train/loss was {m.loss.item()} at step {m.step}"
+            for p in m.params.values():
+                p.grad = None
+        m.optimizer.step()
+        m.step += 1
+        if m.scheduler is not None and m.module.hparams.scheduler_interval == "step":
+            m.scheduler.step()
+
+
+def end_group(m: Member, every: int, last_group: bool) -> None:
+    """Where Lightning ends a (fused) batch: the epoch's schedule step after its last group, then
+    train/loss (and lr) as Classifier.on_train_batch_end logs them."""
+    if m.scheduler is not None and m.module.hparams.scheduler_interval != "step" and last_group:
+        m.scheduler.step()
+    point = bool(every and m.step % every == 0 or m.diverged)
+    if m.finite_loss is not None:
+        m.callback_metrics["train/loss"] = m.finite_loss
+        if point:
+            m.log_point({"train/loss": m.finite_loss, "lr": m.optimizer.param_groups[0]["lr"]}, m.step)
+    if every and m.step % every == 0 and math.isfinite(m.loss.item()):  # Figures.on_train_batch_end's curve
+        m.figures.train_curve.append((m.figures.seen, m.loss.item()))
+
+
+@torch.inference_mode()
+def evaluate(m: Member, stage: str) -> dict:
+    """Validation or test of a member, as the Classifier's hooks log it."""
+    data = m.data
+    x, y = data.val_set if stage == "val" else data.test_set
+    with m.own_rng():  # the loader's draw, as the run's own
+        batches = list(TensorLoader(x, y, data.eval_batch_size))
+    m.module.eval()
+    for bx, by in batches:
+        out = m.module.net(bx)
+        m.module.sums[stage].update(F.cross_entropy(out, by), out, by)
+    m.module.train()
+    loss, acc = m.module.sums[stage].pop(lambda t: t)
+    means = {f"{stage}/acc": acc, f"{stage}/loss": loss}
+    m.callback_metrics.update(means)
+    m.log_point(means, m.step)
+    return means
+
+
+def end_epoch(m: Member, epochs: int) -> None:
+    evaluate(m, "val")
+    m.epoch += 1
+    cb = m.cfg.callbacks
+    if "epoch_log" in cb and (m.epoch % cb.epoch_log.every_n_epochs == 0 or m.epoch == epochs):
+        shown = "  ".join(f"{k} {m.callback_metrics[k].item():.4f}" for k in ("train/loss", "val/loss", "val/acc")
+                          if k in m.callback_metrics)
+        m.note(f"epoch {m.epoch}/{epochs}  step {m.step}  {shown}")
+    if "val/loss" in m.callback_metrics:
+        m.figures.val_curve.append((m.figures.seen, m.callback_metrics["val/loss"].item()))
+    loss, acc = m.module.sums["fit"].pop(lambda t: t)
+    means = {"train/acc": acc, "train/loss_epoch": loss}
+    m.callback_metrics.update(means)
+    m.log_point(means, m.step)
+    if m.diverged or m.epoch == epochs:
+        m.stopped = True
+
+
+def test(m: Member) -> None:
+    m.metrics.update({k: v.item() for k, v in m.callback_metrics.items()})
+    m.metrics.update({k: v.item() for k, v in evaluate(m, "test").items()})
+    m.metrics["test/n"] = len(m.data.test_set[1])
+    m.metrics["status"] = DIVERGED if m.diverged else OK
+    if m.diverged:
+        m.metrics["error"] = f"{m.diverged}: lower optimizer.lr"
+
+
+def finish(m: Member, seconds: float, draw: bool) -> None:
+    """The member's outputs, as a run of its own leaves them: TensorBoard events, figures,
+    checkpoint, metrics.json, train.log's last lines."""
+    try:
+        if hasattr(m, "points"):
+            logger = instantiate(m.cfg.logger)
+            logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
+            logger.experiment.add_text("data/first_batch", m.first_batch)
+            for values, step in m.points:
+                logger.log_metrics(values, step)
+            if m.metrics["status"] in (OK, DIVERGED):
+                hparams(logger, m.cfg, m.metrics, m.step)
+                if draw:
+                    trainer = SimpleNamespace(is_global_zero=True, datamodule=m.data, logger=logger, global_step=m.step)
+                    m.figures.on_fit_end(trainer, m.module)
+            logger.finalize("success")
+            if "checkpoint" in m.cfg.callbacks:
+                checkpoint(m)
+    finally:
+        m.metrics.update(epochs=getattr(m, "epoch", 0), steps=getattr(m, "step", 0), seconds=seconds,
+                         device="cpu", threads=torch.get_num_threads(), torch=torch.__version__)
+        write_json(m.run_dir / "metrics.json", m.metrics)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.metrics.items() if "/" in k)
+        folder = m.run_dir.relative_to(Path.cwd()) if m.run_dir.is_relative_to(Path.cwd()) else m.run_dir
+        lines = f"\nrun folder: {folder}\nstatus: {m.metrics['status']}  {shown}  ({seconds} s, the population's)"
+        m.note(lines)
+        print(lines, flush=True)  # on the console too, as a run alone prints it
+        if m.metrics["status"] == DIVERGED:
+            m.note(f"nnlab: {m.metrics['error']}")
+        m.handler.close()
+
+
+def checkpoint(m: Member) -> None:
+    """checkpoints/last.ckpt with what make evaluate and a reader of Lightning checkpoints use."""
+    ckpt = {"state_dict": m.module.state_dict(), "hyper_parameters": dict(m.module.hparams),
+            "epoch": m.epoch, "global_step": m.step, "pytorch-lightning_version": L.__version__,
+            "optimizer_states": [m.optimizer.state_dict()],
+            "lr_schedulers": [m.scheduler.state_dict()] if m.scheduler is not None else []}
+    AtomicCheckpointIO().save_checkpoint(ckpt, m.run_dir / "checkpoints" / "last.ckpt")

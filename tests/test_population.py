@@ -1,0 +1,140 @@
+"""hydra/launcher=population against hydra/launcher=basic: the same sweep in two folders, every run's
+numbers, weights, TensorBoard scalars and saved config equal, bit for bit on the spiral."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import nnlab.train  # noqa: F401  (registers the resolvers the config names)
+from nnlab import CONF_DIR
+from nnlab.evaluate import evaluate
+from nnlab.population import derive, group_jobs, parse, supported
+
+# 12 jobs: linear and mlp, each with a good lr, one that diverges (1e20) and a bad one (-1), 2 seeds
+SWEEP = ["sweep=spiral_grid", "trainer.max_epochs=2", "data.steps_per_epoch=10", "log_interval=5",
+         "optimizer.lr=1.0,1e20,-1", "scheduler.gamma=0.9", "seed=0,1", "model=linear,mlp"]
+RESULTS = ("status", "error", "epochs", "steps")
+
+
+@pytest.fixture(scope="module")
+def sweeps(tmp_path_factory):
+    """The sweep run by each launcher: {launcher: (sweep folder, the command's output)}."""
+    root = tmp_path_factory.mktemp("sweeps")
+    done = {}
+    for launcher in ("population", "basic"):
+        folder = root / launcher
+        run = subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", f"hydra/launcher={launcher}",
+                              f"hydra.sweep.dir={folder}", *SWEEP], cwd=root, capture_output=True, text=True,
+                             timeout=600)
+        assert run.returncode == 1, run.stderr[-3000:]  # the invalid_config jobs are listed as failures
+        done[launcher] = folder, run.stdout + run.stderr
+    return done
+
+
+def runs(folder: Path) -> dict[str, Path]:
+    return {p.parent.name: p.parent for p in sorted(folder.glob("*/.hydra"))}
+
+
+def test_the_grouping_is_printed_before_training(sweeps):
+    _, out = sweeps["population"]
+    assert "population: 12 jobs, 12 of them in 2 populations" in out
+    assert "model=linear sweep=spiral_grid trainer.max_epochs=2: population 0: 6 runs differing in " \
+           "optimizer.lr, scheduler.gamma, seed" in out
+    assert out.index("population 1:") < out.index("status: ok")
+
+
+def test_every_member_is_its_separate_run_bit_for_bit(sweeps, scalars):
+    population, basic = runs(sweeps["population"][0]), runs(sweeps["basic"][0])
+    assert population.keys() == basic.keys() and len(population) == 12
+    statuses = {}
+    for name, run in population.items():
+        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, basic[name]))
+        statuses[name] = a["status"]
+        assert {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
+               {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
+        for leaf in (".hydra/config.yaml", ".hydra/overrides.yaml"):
+            assert (run / leaf).read_text() == (basic[name] / leaf).read_text(), (name, leaf)
+        if a["status"] == "invalid_config":
+            assert "optimizer.lr=-1" in a["error"] and "population" not in a
+            continue
+        assert a["population"]["size"] == 4 and (run / "train.log").read_text().count("epoch ") >= 1
+        wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, basic[name]))
+        assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa), name
+        assert repr(scalars(run)) == repr(scalars(basic[name])), name  # repr: NaN equals NaN
+    # the diverged members stopped alone: the others of their population are the separate runs' numbers
+    assert sorted(statuses.values()) == ["diverged"] * 4 + ["invalid_config"] * 4 + ["ok"] * 4
+
+
+def test_a_members_checkpoint_rescores_to_its_reported_accuracy(sweeps):
+    for run in runs(sweeps["population"][0]).values():
+        metrics = json.loads((run / "metrics.json").read_text())
+        if metrics["status"] == "ok":
+            assert evaluate(run / "checkpoints" / "last.ckpt") == pytest.approx(metrics["test/acc"], abs=1e-6)
+
+
+def test_a_members_hydra_yaml_is_hydras_own_but_for_the_launcher(sweeps):
+    population, basic = runs(sweeps["population"][0]), runs(sweeps["basic"][0])
+    for name, run in population.items():
+        a, b = (OmegaConf.load(r / ".hydra" / "hydra.yaml").hydra for r in (run, basic[name]))
+        assert Path(a.runtime.output_dir).name == name
+        for cfg in (a, b):  # what differs by design: the launcher, where the sweep was told to go
+            for key in ("launcher", "overrides.hydra", "sweep.dir", "runtime.output_dir", "runtime.choices"):
+                OmegaConf.update(cfg, key, None, force_add=True)
+        assert OmegaConf.to_container(a) == OmegaConf.to_container(b), name
+
+
+def test_compare_summarises_both_sweeps_alike(sweeps):
+    summaries = []
+    for launcher in ("population", "basic"):
+        folder = sweeps[launcher][0]
+        done = subprocess.run([sys.executable, "-m", "nnlab.compare", str(folder)], capture_output=True, text=True,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        summaries.append((folder / "summary.csv").read_text())
+    assert summaries[0] == summaries[1]
+
+
+def compose_job(overrides: list[str]):
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides, return_hydra_config=True)
+
+
+def test_a_derived_members_config_is_hydras_composition_of_its_job():
+    first = parse(0, ["sweep=spiral_grid", "model=mlp", "optimizer.lr=0.3", "scheduler.gamma=0.7", "seed=0"])
+    job = parse(5, ["sweep=spiral_grid", "model=mlp", "optimizer.lr=10.0", "scheduler.gamma=1.0", "seed=2"])
+    derived = derive(compose_job(first.overrides), job)
+    composed = compose_job(job.overrides)
+    composed.hydra.job.id = composed.hydra.job.num = 5
+    assert OmegaConf.to_container(derived) == OmegaConf.to_container(composed)
+    assert derived.hydra.job.override_dirname == "model=mlp,optimizer.lr=10.0,scheduler.gamma=1.0,seed=2"
+
+
+def test_grouping_never_merges_jobs_that_differ_in_a_structural_key():
+    base = ["sweep=spiral_grid", "model=mlp"]
+    structural = [[], ["model=linear"], ["model.hidden=10"], ["data.batch_size=32"], ["trainer.max_epochs=3"],
+                  ["optimizer=adam"], ["scheduler=none"], ["fused=false"], ["trainer=ddp"], ["+trainer.max_steps=5"],
+                  ["optimizer.lr=abc"], ["data=mnist"], ["log_interval=5"], ["model.init_std=null"]]
+    lr = lambda extra: [] if any(o.startswith("optimizer.lr") for o in extra) else ["optimizer.lr=0.5"]  # noqa: E731
+    jobs = [parse(2 * i + seed, [*base, *extra, *lr(extra), f"seed={seed}"])
+            for i, extra in enumerate(structural) for seed in (0, 1)]
+    groups = group_jobs(jobs)
+    assert [[j.idx for j in g] for g in groups] == [[2 * i, 2 * i + 1] for i in range(len(structural))]
+    # numbers of the members' keys alone make members of one population
+    numbers = [parse(i, [*base, f"seed={i}", f"l2={i / 10}", f"model.init_std={i + 1}", f"optimizer.lr={i + 1}",
+                         f"optimizer.momentum={i / 10}", f"scheduler.gamma={1 / (i + 1)}"]) for i in range(3)]
+    assert len(group_jobs(numbers)) == 1
+
+
+@pytest.mark.parametrize("overrides,trains", [
+    (["data=spiral", "model=mlp"], True), (["data=spiral", "model=linear", "optimizer=adam", "scheduler=onecycle"], True),
+    (["data=spiral", "model=mlp", "fused=false"], False), (["data=spiral", "model=mlp", "trainer=ddp"], False),
+    (["data=spiral", "model=mlp", "model.batch_norm=true"], False), (["model=cnn"], False),
+    (["data=spiral", "model=mlp", "+trainer.gradient_clip_val=1.0"], False),
+    (["data=spiral", "model=mlp", "+callbacks.extra._target_=nnlab.callbacks.EpochLog"], False)])
+def test_what_the_population_does_not_train_runs_alone(overrides, trains):
+    assert (supported(compose_job(overrides)) is None) == trains
