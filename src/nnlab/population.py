@@ -56,7 +56,7 @@ from torch.func import functional_call, vmap
 
 from nnlab.callbacks import Figures
 from nnlab.checkpoint import AtomicCheckpointIO
-from nnlab.classifier import Classifier
+from nnlab.classifier import Classifier, EpochSums
 from nnlab.config import ConfigError, check, check_size
 from nnlab.data.loader import TensorLoader
 from nnlab.status import DIVERGED, FAILED, INTERRUPTED, INVALID_CONFIG, OK, run_status, write_json
@@ -341,7 +341,10 @@ def fit(members: list[Member], cfg: DictConfig) -> None:
     k = math.gcd(per_epoch, every or per_epoch)
     for m in members:
         m.configure(epochs * per_epoch)
-        m.module.sums["fit"].to(torch.device("cpu"))
+    sums = EpochSums()  # every member's training sums of the epoch, one row each: (members, 2)
+    sums.loss, sums.hits = sums.loss.repeat(len(members), 1), sums.hits.repeat(len(members), 1)
+    for slot, m in enumerate(members):
+        m.slot, m.sums = slot, sums
     template = members[0].module.net  # the architecture; each member's own weights go in
     forward = vmap(lambda params, x: functional_call(template, params, (x,)))
     for _ in range(epochs):
@@ -355,7 +358,7 @@ def fit(members: list[Member], cfg: DictConfig) -> None:
             stepping = [m for m in active if not m.stopped]
             if not stepping:
                 break
-            step(stepping, [batches[id(m)][i] for m in stepping], forward)
+            step(stepping, [batches[id(m)][i] for m in stepping], forward, sums)
             last = i == per_epoch - 1
             for m in stepping:
                 if m.diverged or (i + 1) % k == 0 or last:  # a group's end (or where the member stopped)
@@ -377,8 +380,9 @@ def epoch_batches(m: Member, dry: bool = False):
         return list(loader)
 
 
-def step(members: list[Member], batches: list, forward) -> None:
+def step(members: list[Member], batches: list, forward, sums: EpochSums) -> None:
     """One training step of each member: one vectorised forward, per-member losses, one backward."""
+    slots = torch.tensor([m.slot for m in members])  # the members' rows in `sums`
     for m in members:
         for p in m.params.values():
             p.grad = None  # optimizer.zero_grad(set_to_none=True)
@@ -390,14 +394,23 @@ def step(members: list[Member], batches: list, forward) -> None:
         loss = F.cross_entropy(out, y)
         if m.module.hparams.l2:  # Classifier.step's objective
             loss = loss + m.module.l2_penalty()
-        m.module.sums["fit"].update(loss, out, y)
         m.figures.seen += len(y)
         losses.append(loss)
     torch.stack(losses).sum().backward()  # d(sum)/d(loss_i) = 1: each member's own gradients
-    for m, loss in zip(members, losses):
-        m.loss = loss.detach()
+    # The epoch sums of EpochSums.update, every member's row at once (the same float32 additions)
+    loss, y = torch.stack(losses).detach(), torch.stack([y for _, y in batches])  # (members,), (members, B)
+    weighted = loss * y.shape[1]
+    sums.loss.index_add_(0, slots, torch.where(loss.isnan()[:, None], 0.0,
+                                               torch.stack((weighted, torch.full_like(weighted, y.shape[1])), 1)))
+    correct = (logits.detach().argmax(-1) == y).sum(-1)
+    sums.hits.index_add_(0, slots, torch.stack((correct, torch.full_like(correct, y.shape[1])), 1))
+    # Finiteness of every loss and gradient, read once; member by member only when something is not
+    grads = [p.grad.flatten() for m in members for p in m.params.values() if p.grad is not None]
+    everything = bool(torch.cat([loss, *grads]).isfinite().all())
+    for m, value in zip(members, loss.unbind(0)):
+        m.loss = value
         grads = [p.grad.flatten() for p in m.params.values() if p.grad is not None]
-        if torch.cat([m.loss.view(1), *grads]).isfinite().all():
+        if everything or torch.cat([m.loss.view(1), *grads]).isfinite().all():
             m.finite_loss = m.loss
         else:  # Classifier.finite: this step's gradients dropped, the run stops after it
             if m.loss.isfinite():
@@ -456,7 +469,10 @@ def end_epoch(m: Member, epochs: int) -> None:
         m.note(f"epoch {m.epoch}/{epochs}  step {m.step}  {shown}")
     if "val/loss" in m.callback_metrics:
         m.figures.val_curve.append((m.figures.seen, m.callback_metrics["val/loss"].item()))
-    loss, acc = m.module.sums["fit"].pop(lambda t: t)
+    own = m.module.sums["fit"]  # the member's row, popped as its run pops its sums
+    own.load_state_dict({"loss": m.sums.loss[m.slot], "hits": m.sums.hits[m.slot]})
+    m.sums.loss[m.slot], m.sums.hits[m.slot] = 0, 0
+    loss, acc = own.pop(lambda t: t)
     means = {"train/acc": acc, "train/loss_epoch": loss}
     m.callback_metrics.update(means)
     m.log_point(means, m.step)
