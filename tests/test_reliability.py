@@ -57,6 +57,8 @@ SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1
     (["+optimizer.nesterov_lr=1"], "optimizer.nesterov_lr is not an option of torch.optim.SGD"),
     (["data=spiral", "model=cnn"], "model=cnn takes C x H x W images"),
     (["data=spiral", "model=mlp", "model.hidden=0"], "model.hidden must be a positive number"),
+    (["data=spiral", "model=mlp", "data.batch_size=32", "data.steps_per_epoch=50"],
+     "data.steps_per_epoch=50 counts full-batch steps, but data.batch_size=32 makes an epoch one pass"),
     (["data.val_size=60000"], "data.val_size=60000 must be in [0, 60000)"),
     (["model._target_=builtins.open"], "model._target_='builtins.open' is not allowed"),
     (["+callbacks.x._target_=os.system", "+callbacks.x.command=true"], "callbacks.x._target_='os.system' is not allowed"),

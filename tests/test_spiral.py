@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from nnlab.data.spiral import SpiralDataModule, make_spiral
@@ -48,6 +49,15 @@ def test_datamodule_full_batch_and_fresh_draws_for_evaluation():
     (xt, _), = list(dm.test_dataloader())
     assert not torch.equal(x, xv) and not torch.equal(xv, xt)
     assert torch.equal(x, make_spiral(50, 4, seed=7)[0])
+
+
+def test_a_full_batch_epoch_is_100_steps_unless_set_and_a_minibatch_epoch_one_pass():
+    assert SpiralDataModule(n=50, k=4).train_repeat == 100
+    assert SpiralDataModule(n=50, k=4, batch_size=64).train_repeat == 1
+    with pytest.raises(ValueError) as e:  # it would be silently ignored: an epoch is one pass over the data
+        SpiralDataModule(n=50, k=4, batch_size=64, steps_per_epoch=30)
+    assert "data.steps_per_epoch=30 counts full-batch steps, but data.batch_size=64" in str(e.value)
+    assert "drop data.steps_per_epoch (null), or train full batch with data.batch_size=null" in str(e.value)
 
 
 def test_datamodule_holds_its_sets_on_the_device_and_serves_batches_there():
