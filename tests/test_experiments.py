@@ -35,6 +35,16 @@ def test_experiment_composes_to_its_recipe(name, expected, make_cfg):
     assert {k: OmegaConf.select(cfg, k) for k in expected} == expected
 
 
+ONE_CYCLE = [n for n in EXPERIMENTS if "override /scheduler: onecycle" in (CONF_DIR / "experiment" / f"{n}.yaml").read_text()]
+
+
+@pytest.mark.parametrize("name", ONE_CYCLE)
+def test_an_experiment_sets_no_lr_its_one_cycle_schedule_replaces(name):
+    # OneCycleLR sets the optimizer's lr itself (max_lr / div_factor, then its curve): a recipe's own
+    # optimizer.lr would be a number on the page that the run never uses
+    assert OmegaConf.select(OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml"), "optimizer.lr") is None
+
+
 @pytest.mark.parametrize("name,iterations", [("spiral_linear", 200), ("spiral_mlp", 10_000)])
 def test_spiral_experiments_run_the_notebooks_iteration_count(name, iterations, make_cfg):
     cfg = make_cfg(f"experiment={name}")
