@@ -15,6 +15,7 @@ crafted pickle in the offline source   refused, nothing runs                    
 import errno
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -368,9 +369,17 @@ def test_failed_checkpoint_write_is_clear_and_the_previous_one_still_loads(make_
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
 
 
-def test_tensorboard_serves_on_loopback_only():
-    make = subprocess.run(["make", "-n", "tensorboard"], cwd=Path(__file__).parents[1], capture_output=True, text=True)
-    assert "--host 127.0.0.1" in make.stdout
+@pytest.mark.parametrize("variables,logdir", [([], "runs"), (["RUNS=runs/sweeps"], "runs/sweeps")])
+def test_tensorboard_serves_on_loopback_only(variables, logdir):
+    # The command `make tensorboard` runs, read by TensorBoard's own flag parser: it would bind the
+    # loopback address only, whatever folder it serves
+    from tensorboard import program
+    make = subprocess.run(["make", "-n", "tensorboard", *variables], cwd=Path(__file__).parents[1],
+                          capture_output=True, text=True, timeout=60)
+    (line,) = [shlex.split(x) for x in make.stdout.splitlines() if x.split(" ", 1)[0].endswith("/tensorboard")]
+    board = program.TensorBoard()
+    board.configure(argv=line)
+    assert board.flags.host == "127.0.0.1" and board.flags.logdir == logdir and not board.flags.bind_all
 
 
 def test_a_checkpoint_naming_a_forbidden_class_is_refused_by_evaluate(tmp_path):
