@@ -57,7 +57,7 @@ from torch.func import functional_call, vmap
 from nnlab.callbacks import Figures
 from nnlab.checkpoint import AtomicCheckpointIO
 from nnlab.classifier import Classifier, EpochSums
-from nnlab.config import ConfigError, check, check_size
+from nnlab.config import ConfigError, check, check_size, scheduler_parts
 from nnlab.data.loader import TensorLoader
 from nnlab.status import DIVERGED, FAILED, INTERRUPTED, INVALID_CONFIG, OK, run_status, write_json
 from nnlab.sweep import FolderBusy, hold, hparams
@@ -170,9 +170,9 @@ class Member:
         self.data = instantiate(cfg.data)
         check_size(cfg.model, self.data.in_shape, self.data.num_classes)
         net = instantiate(cfg.model, in_shape=self.data.in_shape, num_classes=self.data.num_classes)
-        self.module = Classifier(net, instantiate(cfg.optimizer), instantiate(cfg.scheduler), l2=cfg.l2,
-                                 scheduler_interval=cfg.scheduler_interval,
-                                 config=OmegaConf.to_container(cfg, resolve=True))
+        scheduler, interval = scheduler_parts(cfg.get("scheduler"))
+        self.module = Classifier(net, instantiate(cfg.optimizer), instantiate(scheduler), l2=cfg.l2,
+                                 scheduler_interval=interval, config=OmegaConf.to_container(cfg, resolve=True))
         self.rng = torch.get_rng_state()  # the data order draws from here (TensorLoader), per member
         self.data.setup("fit")
         self.params = dict(self.module.net.named_parameters())  # its own leaves
