@@ -290,6 +290,23 @@ def test_compare_names_a_half_written_metrics_file(tmp_path):
     assert str(e.value).startswith(f"nnlab: {run / 'metrics.json'} is not whole JSON") and "\n" not in str(e.value)
 
 
+def test_metrics_files_have_one_reader_that_names_a_half_written_one(tmp_path):
+    from nnlab.status import MetricsError, read_metrics, run_status, write_json
+    assert read_metrics(tmp_path) is None and run_status(tmp_path) is None
+    write_json(tmp_path / "metrics.json", {"status": "diverged", "val/acc": 0.5})
+    assert read_metrics(tmp_path) == {"status": "diverged", "val/acc": 0.5} and run_status(tmp_path) == "diverged"
+    for text in ('{"status": "ok", "val/a', "[1, 2]"):
+        (tmp_path / "metrics.json").write_text(text)
+        with pytest.raises(MetricsError) as e:
+            read_metrics(tmp_path)
+        assert str(e.value).startswith(f"{tmp_path / 'metrics.json'} is not whole JSON") and "\n" not in str(e.value)
+        assert run_status(tmp_path) == "?"  # unfinished: a sweep's resume trains it again
+    package = Path(__file__).parents[1] / "src" / "nnlab"
+    readers = [p.relative_to(package).as_posix() for p in package.rglob("*.py")
+               if "metrics.json" in p.read_text() and "json.load" in p.read_text()]
+    assert readers == ["status.py"], f"read metrics.json with nnlab.status.read_metrics, not in {readers}"
+
+
 def test_a_sweep_resume_redoes_a_run_whose_metrics_file_was_cut_short(tmp_path):
     from nnlab.sweep import prepare_job
     run = tmp_path / "model=mlp,seed=0"

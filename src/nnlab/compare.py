@@ -24,7 +24,6 @@ runs/comparisons/<names>/. Nothing here depends on timing, so the same sweep com
 byte-identical summary files.
 """
 import csv
-import json
 import statistics
 import sys
 from collections import defaultdict
@@ -34,6 +33,7 @@ import matplotlib
 from omegaconf import OmegaConf
 
 from nnlab import stats
+from nnlab.status import OK, MetricsError, read_metrics
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -44,13 +44,6 @@ FIELDS = ["setting", "data", "model", "lr", "gamma", "n", "val_acc_mean", "val_a
 CONFIRM = "confirm"  # make confirm's runs, inside the sweep folder they confirm
 
 
-def read_metrics(path: Path) -> dict:
-    try:
-        return json.loads(path.read_text()) if path.exists() else {}
-    except ValueError as e:  # runs write it atomically: something else cut it short
-        sys.exit(f"nnlab: {path} is not whole JSON ({e}): rerun that run, or move its folder out of the sweep")
-
-
 def load_runs(folder: Path, label: str | None = None) -> list[dict]:
     """Every run under folder except make confirm's (FOLDER/confirm/). With a label (several folders
     compared), models and settings carry it, so each folder's architectures are contenders of their own."""
@@ -58,12 +51,16 @@ def load_runs(folder: Path, label: str | None = None) -> list[dict]:
     for hydra_dir in sorted(folder.rglob(".hydra")):
         if hydra_dir.relative_to(folder).parts[0] == CONFIRM:
             continue
-        run, metrics = hydra_dir.parent, hydra_dir.parent / "metrics.json"
+        run = hydra_dir.parent
+        try:
+            metrics = read_metrics(run) or {}
+        except MetricsError as e:
+            sys.exit(f"nnlab: {e}: rerun that run, or move its folder out of the sweep")
         overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
         cfg = OmegaConf.load(hydra_dir / "config.yaml")
         choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
         setting = ",".join(sorted(o for o in overrides if not o.startswith(("seed=", "sweep=")))) or "(defaults)"
-        runs.append({"dir": run, "metrics": read_metrics(metrics),
+        runs.append({"dir": run, "metrics": metrics,
                      "setting": f"{label}: {setting}" if label else setting, "seed": OmegaConf.select(cfg, "seed"),
                      "data": choices.data, "model": f"{choices.model}@{label}" if label else choices.model,
                      "lr": OmegaConf.select(cfg, "optimizer.lr"), "gamma": OmegaConf.select(cfg, "scheduler.gamma")})
@@ -82,7 +79,7 @@ def summarize(runs: list[dict]) -> list[dict]:
         by_setting[r["setting"]].append(r)
     rows = []
     for setting, group in sorted(by_setting.items()):
-        ok = [r["metrics"] for r in group if r["metrics"].get("status") == "ok"]
+        ok = [r["metrics"] for r in group if r["metrics"].get("status") == OK]
         statuses = defaultdict(int)
         for r in group:
             statuses[r["metrics"].get("status", "unfinished")] += 1
@@ -123,7 +120,7 @@ def best_per_architecture(rows: list[dict]) -> dict[tuple[str, str], tuple[dict,
 
 def test_scores(row: dict) -> dict[int, float]:
     """{seed: test/acc} of a setting's finished runs."""
-    return {r["seed"]: r["metrics"]["test/acc"] for r in row["runs"] if r["metrics"].get("status") == "ok"}
+    return {r["seed"]: r["metrics"]["test/acc"] for r in row["runs"] if r["metrics"].get("status") == OK}
 
 
 def confirmed(folder: Path, best: dict, label: str | None = None) -> dict:
@@ -238,7 +235,7 @@ def plot_best_curves(best: dict, path: Path) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
     fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
     for (data, model), (row, _) in best.items():
-        done = [r for r in row["runs"] if r["metrics"].get("status") == "ok"]
+        done = [r for r in row["runs"] if r["metrics"].get("status") == OK]
         run = max(done, key=lambda r: r["metrics"]["val/acc"])  # the best seed of the best setting
         if not (run["dir"] / "tensorboard").is_dir():
             continue

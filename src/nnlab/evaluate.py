@@ -7,7 +7,6 @@ config saved inside it, and counts correct test predictions without Lightning or
 A checkpoint is input like any other: its config passes the same gate as a run's (nnlab/config.py),
 and only the data and the model are built from the checked copy.
 """
-import json
 import sys
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import torch
 from hydra.utils import instantiate
 
 from nnlab.config import ConfigError, gate
+from nnlab.status import MetricsError, read_metrics
 
 
 def load(ckpt_path: Path) -> tuple[dict, dict]:
@@ -55,8 +55,10 @@ if __name__ == "__main__":
         acc = evaluate(ckpt)
     except (ConfigError, OSError, RuntimeError) as e:  # also the data's own errors (MNISTError: a RuntimeError)
         sys.exit(f"nnlab: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    metrics_file = ckpt.parent.parent / "metrics.json"
-    metrics = json.loads(metrics_file.read_text()) if metrics_file.exists() else {}
+    try:
+        metrics = read_metrics(ckpt.parent.parent) or {}
+    except MetricsError:  # cut short: nothing the run reported can be read
+        metrics = {}
     reported = (f"the run reported {metrics['test/acc']:.4f}" if "test/acc" in metrics else  # a failed or
                 f"the run reported no test/acc: status {metrics.get('status', 'unknown')}")  # interrupted run
     print(f"test accuracy recomputed from {ckpt}: {acc:.4f} ({reported})")

@@ -12,7 +12,6 @@ study.journal, Optuna's journal file, where several processes write at once), be
 trial and the command that reruns it) and multirun.yaml; make compare adds study.md and
 optimization_history.png. Results of spiral_search on this machine: experiments/README.md.
 """
-import json
 import math
 import os
 import sys
@@ -28,6 +27,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from nnlab.config import ConfigError
+from nnlab.status import DIVERGED, FAILED, OK, PRUNED, MetricsError, read_metrics
 
 SAMPLERS = ("tpe", "random", "qmc", "grid")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
@@ -221,16 +221,19 @@ class Search:
                 start = i
         for (number, _params), ret in zip(batch, results):
             run = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-            metrics = json.loads((run / "metrics.json").read_text()) if (run / "metrics.json").exists() else {}
-            status, value = metrics.get("status", "failed"), metrics.get(self.s.metric)
-            if status == "pruned":
+            try:
+                metrics = read_metrics(run) or {}
+            except MetricsError:  # cut short: the trial has no result
+                metrics = {}
+            status, value = metrics.get("status", FAILED), metrics.get(self.s.metric)
+            if status == PRUNED:
                 study.tell(number, state=TrialState.PRUNED)
-            elif status in ("ok", "diverged") and value is not None and math.isfinite(value):
+            elif status in (OK, DIVERGED) and value is not None and math.isfinite(value):
                 study.tell(number, value)
             else:
                 study.tell(number, state=TrialState.FAIL)
             shown = f"{self.s.metric} {value:.4f}" if isinstance(value, float) else ""
-            epoch = f" at epoch {metrics.get('pruned_epoch')}" if status == "pruned" else ""
+            epoch = f" at epoch {metrics.get('pruned_epoch')}" if status == PRUNED else ""
             print(f"trial {number}: {status}{epoch} {shown}  {run.name}")
         return results
 

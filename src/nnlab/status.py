@@ -15,17 +15,35 @@ STATUSES = (OK, DIVERGED, PRUNED, INTERRUPTED, FAILED, INVALID_CONFIG)
 FINISHED = (OK, DIVERGED, PRUNED)
 
 
-def run_status(run_dir: Path) -> str | None:
-    """The status its metrics.json records ("?" if none, or if the file is not whole JSON: runs write
-    it atomically, so something else cut it short, and the run counts as unfinished), or None when it
-    has no metrics.json."""
-    metrics = Path(run_dir) / "metrics.json"
-    if not metrics.exists():
+class MetricsError(ValueError):
+    """A metrics.json that is not whole JSON: runs write it atomically, so something else cut it short."""
+
+
+def read_metrics(run_dir: Path) -> dict | None:
+    """The one reader of a run's metrics.json: its content, or None when the run has none. A file
+    that is not a whole JSON object raises MetricsError, one line naming it."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
         return None
     try:
-        return json.loads(metrics.read_text()).get("status", "?")
-    except ValueError:
+        metrics = json.loads(text)
+    except ValueError as e:
+        raise MetricsError(f"{path} is not whole JSON ({e})") from None
+    if not isinstance(metrics, dict):
+        raise MetricsError(f"{path} is not whole JSON (a {type(metrics).__name__}, not an object)")
+    return metrics
+
+
+def run_status(run_dir: Path) -> str | None:
+    """The status its metrics.json records ("?" if none, or if the file is not whole JSON: the run
+    counts as unfinished), or None when it has no metrics.json."""
+    try:
+        metrics = read_metrics(run_dir)
+    except MetricsError:
         return "?"
+    return None if metrics is None else metrics.get("status", "?")
 
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:

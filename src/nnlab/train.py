@@ -9,7 +9,6 @@ Leaves runs/<overrides>/<start time>/ holding .hydra/config.yaml (the composed c
 tensorboard/ (events), checkpoints/last.ckpt, train.log and metrics.json (final metrics, status).
 """
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -35,7 +34,19 @@ from nnlab.checkpoint import CheckpointWriteError, Interrupt, RNGState, checkpoi
 from nnlab.classifier import Classifier
 from nnlab.config import ConfigError, check, check_argv, check_size, scheduler_parts
 from nnlab.data.mnist_raw import MNISTError
-from nnlab.status import DIVERGED, FAILED, FINISHED, INTERRUPTED, INVALID_CONFIG, OK, PRUNED, run_status, write_json
+from nnlab.status import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    INVALID_CONFIG,
+    OK,
+    PRUNED,
+    MetricsError,
+    read_metrics,
+    run_status,
+    write_json,
+)
 from nnlab.sweep import FolderBusy, claim_dir, dirname, hold, holder, hparams, prepare_job, unclaim
 
 OmegaConf.register_new_resolver("nnlab.dirname", dirname, replace=True)
@@ -105,7 +116,10 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
     run_dir, start = Path(cfg.run_dir), time.perf_counter()
     # A resumed run's record keeps what the interrupted part measured: resumed after its last
     # epoch (stopped while testing), fit has nothing left to do and reports no val/* or train/*.
-    before = read_metrics(run_dir) if ckpt_path else {}
+    try:
+        before = (read_metrics(run_dir) or {}) if ckpt_path else {}
+    except MetricsError:  # cut short: the resumed run writes it whole again
+        before = {}
     metrics: dict = {**{k: v for k, v in before.items() if "/" in k}, "status": FAILED}
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
@@ -131,13 +145,6 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
         if trainer.is_global_zero:  # DDP: every rank holds the same synced metrics; one file
             write_json(run_dir / "metrics.json", metrics)
     return metrics
-
-
-def read_metrics(run_dir: Path) -> dict:
-    try:
-        return json.loads((run_dir / "metrics.json").read_text())
-    except (OSError, ValueError):
-        return {}
 
 
 def resume_config(run: Path, others: list[str]) -> tuple[DictConfig, str]:
