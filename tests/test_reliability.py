@@ -28,6 +28,7 @@ from omegaconf import OmegaConf
 
 import nnlab.checkpoint
 import nnlab.fused
+import nnlab.status
 import nnlab.train
 from nnlab.config import ConfigError, check_argv
 from nnlab.train import train
@@ -338,6 +339,23 @@ def test_scheduler_null_trains_at_a_constant_lr(tmp_path, monkeypatch, scalars):
                                "trainer.max_epochs=2"])
     assert metrics["status"] == "ok" and metrics["steps"] == 12
     assert [v for _, v in scalars(Path(metrics["run_dir"]))["lr"]] == [1.0] * 4
+
+
+def test_a_checkpoint_with_the_epoch_sums_in_its_state_dict_is_refused_in_one_line(make_cfg, tmp_path):
+    # nnlab versions that kept the epoch sums as module buffers wrote them as state_dict keys sums.*
+    cfg = make_cfg(*SPIRAL_MLP, "trainer.max_epochs=1", "data.steps_per_epoch=3")
+    train(cfg)
+    run, ckpt = tmp_path / "run", tmp_path / "run" / "checkpoints" / "last.ckpt"
+    old = torch.load(ckpt, weights_only=True)
+    old["state_dict"].update({f"sums.fit.{k}": v for k, v in old.pop("epoch_sums").items()})
+    torch.save(old, ckpt)
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    nnlab.status.write_json(run / "metrics.json", {"status": "interrupted"})
+    with pytest.raises(ConfigError) as e:
+        nnlab.train.resume_config(run, [])
+    assert str(e.value).startswith(f"{ckpt} holds the epoch sums in its state_dict (sums.*)") and "\n" not in str(e.value)
+    assert "resume refused, nothing in" in str(e.value)
 
 
 def test_resume_refuses_other_overrides_and_finished_runs(tmp_path):

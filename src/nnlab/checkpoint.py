@@ -49,6 +49,9 @@ def checkpoint_problem(path: Path) -> str | None:
         return f"{path} is not a readable checkpoint ({why})"
     if missing:
         return f"{path} is not a Lightning training checkpoint (no {', '.join(missing)})"
+    if any(k.startswith("sums.") for k in ckpt["state_dict"]):  # nnlab versions with the sums as buffers
+        return (f"{path} holds the epoch sums in its state_dict (sums.*), as older nnlab versions wrote them, "
+                "and cannot resume: train the run again (make evaluate still scores the checkpoint)")
     return None
 
 
