@@ -1,8 +1,10 @@
 """hydra/launcher=population against hydra/launcher=basic: the same sweep in two folders, every run's
 numbers, weights, TensorBoard scalars and saved config equal, bit for bit on the spiral."""
 import json
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -138,3 +140,35 @@ def test_grouping_never_merges_jobs_that_differ_in_a_structural_key():
     (["data=spiral", "model=mlp", "+callbacks.extra._target_=nnlab.callbacks.EpochLog"], False)])
 def test_what_the_population_does_not_train_runs_alone(overrides, trains):
     assert (supported(compose_job(overrides)) is None) == trains
+
+
+def test_an_interrupted_population_resumes_to_the_uninterrupted_numbers(tmp_path):
+    # SIGTERM mid-training: every member stops at a step boundary, `interrupted`; RESUME= trains them
+    # again (a population's checkpoint is not Lightning's loop state) and ends at the unbroken numbers.
+    sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "sweep=spiral_grid", "model=mlp",
+             "optimizer.lr=0.3,1.0", "scheduler.gamma=0.9", "seed=0,1", "trainer.max_epochs=50", "data.steps_per_epoch=20"]
+    command = [sys.executable, "-m", "nnlab.train", *sweep]
+    subprocess.run([*command, f"hydra.sweep.dir={tmp_path / 'whole'}"], cwd=tmp_path, capture_output=True, timeout=600)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([*command, f"hydra.sweep.dir={cut}"], cwd=tmp_path, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while not any("epoch 2/50" in log.read_text() for log in cut.glob("*/train.log")):
+        assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "make sweep RESUME=cut" in err, err[-2000:]
+    cut_runs = runs(cut)
+    assert len(cut_runs) == 4
+    for run in cut_runs.values():
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["status"] == "interrupted" and 0 < metrics["steps"] < 1000, metrics
+    done = subprocess.run([*command, f"hydra.sweep.dir={cut}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name, run in runs(tmp_path / "whole").items():
+        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, cut_runs[name]))
+        assert a["status"] == "ok" and {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
+               {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
+        assert (cut_runs[name] / "attempt-1" / "metrics.json").exists()  # the cut-short attempt, kept

@@ -39,6 +39,8 @@ import copy
 import dataclasses
 import logging
 import math
+import signal
+import sys
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -55,12 +57,12 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch.func import functional_call, vmap
 
 from nnlab.callbacks import Figures
-from nnlab.checkpoint import AtomicCheckpointIO
+from nnlab.checkpoint import AtomicCheckpointIO, checkpoint_problem
 from nnlab.classifier import Classifier, EpochSums
 from nnlab.config import ConfigError, check, check_size, scheduler_parts
 from nnlab.data.loader import TensorLoader
-from nnlab.status import DIVERGED, FAILED, INTERRUPTED, INVALID_CONFIG, OK, run_status, write_json
-from nnlab.sweep import FolderBusy, hold, hparams
+from nnlab.status import DIVERGED, FAILED, FINISHED, INTERRUPTED, INVALID_CONFIG, OK, run_status, write_json
+from nnlab.sweep import FolderBusy, hold, hparams, prepare_job
 
 log = logging.getLogger("nnlab")
 # Keys whose numbers a population's members may differ in (a key with a prefix, +k=1, adds a key:
@@ -267,13 +269,16 @@ class Population:
                 now. A folder used before (make sweep RESUME=) runs alone, as nnlab.train.main would;
                 a bad value is invalid_config there; a good one joins the population."""
                 run_dir = Path(cfg.run_dir)
-                if run_status(run_dir) is not None:
-                    return self.task_function(cfg)
+                status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
+                if status in FINISHED or status == INTERRUPTED and ckpt.exists() and checkpoint_problem(ckpt) is None:
+                    return self.task_function(cfg)  # skipped, or continued from its checkpoint, as ever
                 try:
                     locks.enter_context(hold(run_dir))
                 except FolderBusy as e:
                     log.info(f"{run_dir.name}: {e}, skipped")
                     return None
+                if status is not None:  # an earlier attempt (a population's is not resumable): it starts over,
+                    prepare_job(run_dir)  # the old outputs kept in attempt-<n>/
                 try:
                     checked = check(cfg)
                 except ConfigError as e:
@@ -298,33 +303,67 @@ def train_population(members: list[Member], group: int, figures: str) -> None:
     start = time.perf_counter()
     try:
         cfg = members[0].cfg
-        if cfg.threads:
-            torch.set_num_threads(cfg.threads)
+        # One thread unless threads= says otherwise: a population's ops are small, and a second thread
+        # woken for one spins on after it, taking the core the next op needs (a step took 50x longer
+        # on a loaded 2-core VM). The spiral's numbers are the same bits on 1 thread as on 2 (tested).
+        torch.set_num_threads(cfg.threads or 1)
         torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
-        for m in members:
+        for i, m in enumerate(members):
+            m.metrics["population"] = {"group": group, "size": len(members), "index": i}
             m.build()
             x, y = m.data.train_set  # what Figures prints of the first batch
             m.first_batch = (f"first batch: inputs {tuple(x.shape)}, labels {tuple(y.shape)}, mean={x.mean():.4f}, "
                              f"std={x.std():.4f}")
             m.note(m.first_batch)
-        fit(members, cfg)
+        with stop_signals() as stop:
+            fit(members, cfg, stop)
         for m in members:
             test(m)
-        for i, m in enumerate(members):
-            m.metrics["population"] = {"group": group, "size": len(members), "index": i}
     except BaseException as e:
+        interrupted = isinstance(e, Interrupted | KeyboardInterrupt | SystemExit)
         for m in members:
             if m.metrics["status"] not in (OK, DIVERGED):
-                m.metrics["status"] = INTERRUPTED if isinstance(e, KeyboardInterrupt | SystemExit) else FAILED
-                m.metrics["error"] = repr(e)
-        if not isinstance(e, Exception):
-            raise
-        log.exception("nnlab: population %d failed; the sweep goes on", group)
+                m.metrics["status"] = INTERRUPTED if interrupted else FAILED
+                m.metrics["error"] = str(e) if isinstance(e, Interrupted) else repr(e)
+        if not interrupted:
+            log.exception("nnlab: population %d failed; the sweep goes on", group)
     finally:
         seconds = round(time.perf_counter() - start, 2)
         for m in members:
             draw = "figures" in m.cfg.callbacks and (figures == "all" or figures == "best" and m is best(members))
             finish(m, seconds, draw)
+    if any(m.metrics["status"] == INTERRUPTED for m in members):  # as nnlab.train.main ends an interrupted job
+        sweep = members[0].run_dir.parent
+        shown = sweep.relative_to(Path.cwd()) if sweep.is_relative_to(Path.cwd()) else sweep
+        sys.exit(f"nnlab: interrupted; finish the sweep with: make sweep RESUME={shown} (and the same SWEEP/ARGS): "
+                 "its interrupted runs train again from their start, to the same numbers")
+
+
+class Interrupted(Exception):
+    """SIGTERM or Ctrl-C reached a population: it stops at the end of the step."""
+
+
+@contextlib.contextmanager
+def stop_signals():
+    """SIGTERM and Ctrl-C set a flag that fit reads after every step (a step boundary: nothing half
+    done); a second Ctrl-C stops at once. Outside the main thread signals are left alone."""
+    stop: dict = {"signal": None}
+
+    def handler(signum, frame):
+        if stop["signal"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop["signal"] = signal.Signals(signum).name
+    previous = {}
+    try:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            previous[s] = signal.signal(s, handler)
+    except ValueError:
+        pass
+    try:
+        yield stop
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def best(members: list[Member]) -> Member | None:
@@ -332,7 +371,7 @@ def best(members: list[Member]) -> Member | None:
     return max(done, key=lambda m: m.metrics["val/acc"], default=None)
 
 
-def fit(members: list[Member], cfg: DictConfig) -> None:
+def fit(members: list[Member], cfg: DictConfig, stop: dict) -> None:
     """Every member's fit, as Lightning's loop with fused steps takes it (nnlab/fused.py): steps in
     groups of k = gcd(steps an epoch, log interval), logging at group ends, validation and the
     epoch's schedule step at the epoch's end."""
@@ -359,6 +398,8 @@ def fit(members: list[Member], cfg: DictConfig) -> None:
             if not stepping:
                 break
             step(stepping, [batches[id(m)][i] for m in stepping], forward, sums)
+            if stop["signal"]:
+                raise Interrupted(f"{stop['signal']} at step {stepping[0].step}")
             last = i == per_epoch - 1
             for m in stepping:
                 if m.diverged or (i + 1) % k == 0 or last:  # a group's end (or where the member stopped)
