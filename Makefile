@@ -5,9 +5,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 # make sweep: SWEEP names a grid in conf/sweep/, ARGS goes on top of it; without SWEEP, ARGS alone is
-# the multirun, and with neither the default grid DEFAULT_SWEEP runs. JOBS runs at once through Hydra's
-# joblib launcher, each with cores/JOBS torch threads; RESUME is an existing sweep folder: finished runs
-# are skipped, interrupted ones continue (make train RESUME=<run folder>: that run continues).
+# the multirun, and with neither the default grid DEFAULT_SWEEP runs. Jobs that differ only in numbers
+# train together through hydra/launcher=population (docs/population.md; ARGS="hydra/launcher=basic": one
+# by one). JOBS runs at once through Hydra's joblib launcher, each with cores/JOBS torch threads; RESUME
+# is an existing sweep folder: finished runs are skipped, interrupted ones continue (make train
+# RESUME=<run folder>: that run continues).
 # make compare: DIR is a sweep folder (default: the latest under runs/sweeps/), or several ("a b").
 # make confirm: reruns DIR's chosen settings on SEEDS fresh seeds into DIR/confirm/.
 # make tensorboard serves RUNS.
@@ -41,7 +43,8 @@ sweep: install  ## a multirun into runs/sweeps/<time>/: SWEEP=<grid in conf/swee
 	$(PY) -m nnlab.train --multirun $(if $(SWEEP),sweep=$(SWEEP),$(if $(strip $(ARGS)),,sweep=$(DEFAULT_SWEEP))) \
 	  $(if $(RESUME),hydra.sweep.dir=$(RESUME)) \
 	  $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) \
-	  threads=$(shell echo $$(( $(CORES) / $(JOBS) > 0 ? $(CORES) / $(JOBS) : 1 )))) $(ARGS)
+	  threads=$(shell echo $$(( $(CORES) / $(JOBS) > 0 ? $(CORES) / $(JOBS) : 1 ))),$(if \
+	  $(findstring hydra/launcher,$(ARGS)),,hydra/launcher=population)) $(ARGS)
 
 compare: install  ## verdicts, summary.csv/.md + plots of a sweep folder (DIR=runs/sweeps/<time>; default: the latest; DIR="a b": side by side)
 	$(PY) -m nnlab.compare $(DIR) $(ARGS)

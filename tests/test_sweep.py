@@ -154,10 +154,14 @@ def make_sweep_line(*variables: str) -> list[str]:
 
 
 def test_make_sweep_runs_the_default_grid_alone_exactly_args_without_sweep_and_args_on_top_of_sweep():
-    assert make_sweep_line() == ["sweep=mnist_grid"]
-    assert make_sweep_line("JOBS=1", "RESUME=runs/sweeps/x") == ["sweep=mnist_grid", "hydra.sweep.dir=runs/sweeps/x"]
-    assert make_sweep_line("ARGS=experiment=spiral_mlp seed=0,1,2") == ["experiment=spiral_mlp", "seed=0,1,2"]
-    assert make_sweep_line("SWEEP=spiral_grid", "ARGS=seed=0") == ["sweep=spiral_grid", "seed=0"]
+    population = "hydra/launcher=population"  # the default launcher, unless JOBS or ARGS name another
+    assert make_sweep_line() == ["sweep=mnist_grid", population]
+    assert make_sweep_line("JOBS=1", "RESUME=runs/sweeps/x") == ["sweep=mnist_grid", "hydra.sweep.dir=runs/sweeps/x",
+                                                                 population]
+    assert make_sweep_line("ARGS=experiment=spiral_mlp seed=0,1,2") == [population, "experiment=spiral_mlp", "seed=0,1,2"]
+    assert make_sweep_line("SWEEP=spiral_grid", "ARGS=seed=0") == ["sweep=spiral_grid", population, "seed=0"]
+    assert make_sweep_line("SWEEP=spiral_grid", "ARGS=hydra/launcher=basic") == ["sweep=spiral_grid", "hydra/launcher=basic"]
+    assert population not in make_sweep_line("SWEEP=spiral_grid", "JOBS=2")
 
 
 def test_job_count_is_the_grid_with_the_command_line_on_top():
