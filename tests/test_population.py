@@ -172,3 +172,15 @@ def test_an_interrupted_population_resumes_to_the_uninterrupted_numbers(tmp_path
         assert a["status"] == "ok" and {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
                {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
         assert (cut_runs[name] / "attempt-1" / "metrics.json").exists()  # the cut-short attempt, kept
+
+
+def test_jobs_the_population_does_not_train_run_one_by_one_and_it_says_why(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", "hydra/launcher=population",
+                           "data=spiral", "model=mlp", "fused=false", "seed=0,1", "data.steps_per_epoch=2",
+                           "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "population: none of the 2 jobs trains in a population (the population does not train fused=false" in done.stdout
+    for run in runs(tmp_path / "sweep").values():
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["status"] == "ok" and metrics["steps"] == 2 and "population" not in metrics

@@ -238,7 +238,13 @@ class Population:
 
     def show(self, plan) -> None:
         together = sum(len(g) for g, _, why in plan if not why)
-        print(f"population: {sum(len(g) for g, _, _ in plan)} jobs, {together} of them in "
+        total = sum(len(g) for g, _, _ in plan)
+        if not together:  # one line, not one a job (a study launches its trials a few at a time)
+            reasons = sorted({why for _, _, why in plan})
+            print(f"population: none of the {total} jobs trains in a population ({'; '.join(reasons)}): "
+                  "one after another, as hydra/launcher=basic", flush=True)
+            return
+        print(f"population: {total} jobs, {together} of them in "
               f"{sum(1 for _, _, why in plan if not why)} populations", flush=True)
         for n, (group, _, why) in enumerate(plan):
             shared = " ".join(group[0].structure[0]) or "(no overrides)"
