@@ -191,3 +191,52 @@ def test_a_refused_study_writes_nothing(tmp_path):
     assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith(
         "nnlab: hydra.sweeper.pruner=asha is not a pruner")
     assert not (tmp_path / "runs").exists()
+
+
+def trial_jobs(folder: Path) -> dict[int, Path]:
+    """{Hydra job number: run folder} over the run folders of a sweep; a job number is its trial's."""
+    runs = [p for p in folder.iterdir() if (p / ".hydra" / "hydra.yaml").exists()]
+    jobs = {OmegaConf.load(p / ".hydra" / "hydra.yaml").hydra.job.num: p for p in runs}
+    assert len(jobs) == len(runs), "two run folders of one trial"
+    return jobs
+
+
+def assert_one_journal_of_told_trials(folder: Path, n_trials: int) -> optuna.Study:
+    """The study is one journal holding exactly n_trials trials, each run once in its own folder and told."""
+    assert (folder / "study.journal").exists() and not (folder / "study.db").exists()
+    storage = search.open_storage(folder / "study.journal")
+    assert [s.study_name for s in storage.get_all_studies()] == [search.STUDY]
+    study = load(folder)
+    assert [t.number for t in study.trials] == list(range(n_trials))
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials), [t.state for t in study.trials]
+    jobs = trial_jobs(folder)
+    assert sorted(jobs) == list(range(n_trials)) and not list(folder.glob("*/attempt-*"))
+    for t in study.trials:  # reported from its own run: one value an epoch, as many as that run trained
+        metrics = json.loads((jobs[t.number] / "metrics.json").read_text())
+        assert Path(t.user_attrs["run_dir"]).name == jobs[t.number].name
+        assert sorted(t.intermediate_values) == list(range(1, metrics["epochs"] + 1))
+    return study
+
+
+def test_jobs_2_runs_two_trials_at_once_into_one_journal(tmp_path):
+    # 3 trials, 2 at once: a batch of two, then one (never a fourth asked for a full batch)
+    done = study_sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "hydra.sweeper.n_trials=3",
+                       cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / folder_of(done.stdout)
+    assert_one_journal_of_told_trials(folder, 3)
+    assert "(0 of 3 trials done" in done.stdout and "best: trial" in done.stdout
+
+
+def test_launcher_processes_share_one_journal_as_slurm_array_tasks_do(tmp_path):
+    """hydra/launcher=slurm and hydra/launcher=local are submitit's launchers, one submitting to sbatch,
+    the other starting each task as a local process: here two tasks at a time, each its own process,
+    write the one study."""
+    done = study_sweep("hydra/launcher=local", "hydra.launcher.max_parallel=2", "hydra.sweeper.batch=2",
+                       "hydra.sweeper.n_trials=4", "threads=1", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / folder_of(done.stdout)
+    assert_one_journal_of_told_trials(folder, 4)
+    tasks = sorted((folder / ".submitit").glob("*/*_log.out"))
+    assert len(tasks) == 4, tasks  # each trial ran as its own submitit task
+
