@@ -240,3 +240,46 @@ def test_launcher_processes_share_one_journal_as_slurm_array_tasks_do(tmp_path):
     tasks = sorted((folder / ".submitit").glob("*/*_log.out"))
     assert len(tasks) == 4, tasks  # each trial ran as its own submitit task
 
+
+# python -m nnlab.train, whose second trial fails once in this process, as a trial fails when its
+# disk fills or its node goes away: nothing in the study's settings is wrong, a RESUME can finish it.
+FAILS_ONCE = """
+import sys
+import nnlab.train
+real, trials = nnlab.train.train, []
+def train(cfg, *args):
+    trials.append(cfg.run_dir)
+    if len(trials) == 2:
+        raise OSError("No space left on device")
+    return real(cfg, *args)
+nnlab.train.train = train
+nnlab.train.main()
+"""
+
+
+def test_resume_asks_a_failed_trials_parameters_again_in_place_of_it(tmp_path):
+    first = subprocess.run([sys.executable, "-c", FAILS_ONCE, "--multirun", *TINY, "hydra.sweeper.n_trials=3",
+                            "hydra.job.name=train"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert first.returncode == 1, first.stderr[-3000:]
+    folder = tmp_path / folder_of(first.stdout)
+    advice = f"make sweep RESUME={folder_of(first.stdout)} (and the same SWEEP/ARGS)"
+    assert "1 of 3 runs did not finish" in first.stderr and advice in first.stderr
+    trials = load(folder).trials
+    assert [t.state.name for t in trials][1] == "FAIL" and len(trials) == 3
+
+    again = study_sweep("hydra.sweeper.n_trials=3", f"hydra.sweep.dir={folder}", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "(2 of 3 trials done, 1 failed asked again;" in again.stdout
+    study = load(folder)
+    assert len(study.trials) == 4  # the failed one stays in the study's history, three results
+    retry = study.trials[3]
+    assert retry.user_attrs["retry_of"] == 1 and retry.params == trials[1].params
+    assert retry.state.name in ("COMPLETE", "PRUNED") and retry.user_attrs["run_dir"] == trials[1].user_attrs["run_dir"]
+    run = Path(retry.user_attrs["run_dir"])
+    assert json.loads((run / "metrics.json").read_text())["status"] in ("ok", "pruned")
+    assert [t.state for t in study.trials[:3]] == [t.state for t in trials]  # the others untouched
+    assert "(3 runs: " in again.stdout and "did not finish" not in again.stderr
+
+    # a RESUME of a study with nothing left to do runs nothing
+    done = study_sweep("hydra.sweeper.n_trials=3", f"hydra.sweep.dir={folder}", cwd=tmp_path)
+    assert done.returncode == 0 and "(3 of 3 trials done;" in done.stdout and len(load(folder).trials) == 4

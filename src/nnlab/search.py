@@ -197,11 +197,26 @@ class Search:
         study.set_user_attr("fixed", fixed)
         # A sweep stopped mid-trial left it RUNNING: run again, it continues from its last.ckpt.
         todo = [(t.number, t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
-        print(f"study: {path}  ({len(study.trials) - len(todo)} of {self.s.n_trials} trials done; "
-              f"{self.s.sampler} sampler, seed {self.s.seed}; pruner {self.s.pruner})")
+        # A failed trial (a crash, a lost process) is no result: run again, its parameters are asked
+        # first, as a new trial (in the same run folder, the failed attempt kept in attempt-<n>/), and it
+        # no longer counts towards n_trials. Failures of this run count: a trial that always fails
+        # fails once a RESUME, never in a loop.
+        failed = study.get_trials(deepcopy=False, states=(TrialState.FAIL,))
+        retried = {t.user_attrs.get("retry_of") for t in study.trials}
+        for t in failed:
+            if t.number not in retried:
+                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
+        target = self.s.n_trials + len(failed)
+
+        def more() -> bool:  # enqueued trials are already in study.trials, as WAITING
+            return len(study.trials) < target or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
+        again = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+        print(f"study: {path}  ({done} of {self.s.n_trials} trials done{f', {again} failed asked again' if again else ''}"
+              f"; {self.s.sampler} sampler, seed {self.s.seed}; pruner {self.s.pruner})")
         returns = []
-        while todo or len(study.trials) < self.s.n_trials:
-            while len(todo) < self.batch and len(study.trials) < self.s.n_trials:
+        while todo or more():
+            while len(todo) < self.batch and more():
                 trial = study.ask(space)
                 todo.append((trial.number, trial.params))
             batch, todo = todo[:self.batch], todo[self.batch:]
