@@ -55,7 +55,7 @@ confirm: install  ## rerun each architecture's chosen setting on SEEDS=5 fresh s
 evaluate: install  ## re-score a checkpoint without Lightning (ARGS=runs/.../checkpoints/last.ckpt)
 	$(PY) -m nnlab.evaluate $(ARGS)
 
-bench: install  ## nnlab vs plain PyTorch vs the notebook loop, side by side: table + bench.json (ARGS="repeats=5")
+bench: install  ## nnlab vs plain PyTorch vs the notebook loop, side by side: table + bench.json (ARGS="repeats=5"; ARGS="sweep=spiral_grid": a whole sweep, population vs basic launcher)
 	$(PY) -m nnlab.bench $(ARGS)
 
 lint: install  ## ruff, configured in pyproject.toml (what .ci/run and .pre-commit-config.yaml run)

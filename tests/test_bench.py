@@ -52,3 +52,19 @@ def test_bad_arguments_are_one_line(argv):
     with pytest.raises(SystemExit) as e:
         bench.parse(argv)
     assert str(e.value).startswith("nnlab: bench takes") and "\n" not in str(e.value)
+
+
+def test_bench_times_a_sweep_through_each_launcher_and_the_fixed_cost_a_run(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench, "in_fresh_process", lambda fn, *args: fn(*args))
+    report = bench.sweeps("spiral_grid", 1, str(tmp_path / "bench.json"),
+                          ["model=linear", "optimizer.lr=1.0", "scheduler.gamma=0.9", "trainer.max_epochs=1",
+                           "data.steps_per_epoch=2"])
+    assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(report))
+    rows = {row["way"]: row for row in report["rows"]}
+    assert [(w, r["runs"], r["ok"]) for w, r in rows.items()] == [
+        ("population", 3, 3), ("basic", 3, 3), ("population, 1 step a run", 3, 3),
+        ("population, 1 step a run, seed=0", 1, 1)]
+    assert report["basic / population"] == pytest.approx(rows["basic"]["median_s"] / rows["population"]["median_s"])
+    assert report["fixed_s_per_run"] == pytest.approx((rows["population, 1 step a run"]["median_s"] -
+                                                       rows["population, 1 step a run, seed=0"]["median_s"]) / 2)
+    assert all(r["peak_mib"] > 0 for r in rows.values()) and "basic / population = " in capsys.readouterr().out

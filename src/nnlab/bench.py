@@ -11,6 +11,12 @@
                shuffle=True, num_workers=1), on the same images
 2. 10,000 full-batch gradient steps of the spiral MLP (experiment=spiral_mlp): nnlab and plain.
 
+3. `sweep=<grid>` instead (e.g. sweep=spiral_grid): the whole `make sweep SWEEP=<grid>`, from the
+   command to its end (imports, composition, every run and its outputs), once through
+   hydra/launcher=population and once through hydra/launcher=basic, both with threads=1 (on a busy
+   CPU a second thread per run only waits), and the fixed cost a 1-step run adds to a population
+   sweep (the grid's runs cut to one step, against half as many: seconds / run). Its own table.
+
 Each timing runs in a fresh process, from the data files (or the spiral's generator) to test
 scores, imports excluded, and its peak memory (max RSS) is its own; the ways alternate within each
 repeat, so load from other processes hits them alike. Prints a markdown table (median and min-max
@@ -26,6 +32,7 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -255,17 +262,76 @@ def main(repeats: int = 3, spiral_steps: int = 10_000, out: str = "bench.json", 
     return report
 
 
+def time_sweep(launcher: str, grid: str, overrides: list[str]) -> dict:
+    """One whole sweep in a child process: wall seconds, its runs' statuses, and the child's peak memory
+    (called in a fresh process, whose only child it is)."""
+    with tempfile.TemporaryDirectory() as folder:
+        start = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", f"sweep={grid}", "threads=1",
+                               f"hydra/launcher={launcher}", f"hydra.sweep.dir={folder}/sweep", *overrides],
+                              cwd=folder, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        statuses = [json.loads(p.read_text())["status"] for p in Path(folder, "sweep").glob("*/metrics.json")]
+    if done.returncode:
+        raise RuntimeError(f"sweep={grid} through {launcher} failed: {done.stderr.strip().splitlines()[-1:]}")
+    return {"seconds": seconds, "runs": len(statuses), "ok": statuses.count("ok"),
+            "peak_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
+
+
+def sweeps(grid: str, repeats: int = 1, out: str = "bench.json", overrides=()) -> dict:
+    """`make bench ARGS="sweep=<grid>"`: the grid through each launcher, and the population's fixed cost
+    a run (the grid cut to 1 step a run: all its runs against those of seed=0 only)."""
+    facts = {**machine(), "load_average_before": os.getloadavg()}
+    one_step = [o for o in overrides if o.split("=")[0] not in ("trainer.max_epochs", "data.steps_per_epoch")]
+    one_step += ["trainer.max_epochs=1", "data.steps_per_epoch=1"]
+    ways = {"population": ("population", list(overrides)), "basic": ("basic", list(overrides)),
+            "population, 1 step a run": ("population", one_step),
+            "population, 1 step a run, seed=0": ("population", [o for o in one_step if not o.startswith("seed=")]
+                                                 + ["seed=0"])}
+    runs = {way: [] for way in ways}
+    for r in range(repeats):
+        for way, (launcher, args) in ways.items():
+            runs[way].append(in_fresh_process(time_sweep, launcher, grid, args))
+            print(f"[{r + 1}/{repeats}] sweep={grid} {way}: {runs[way][-1]['seconds']:.1f} s", file=sys.stderr, flush=True)
+    facts["load_average_after"] = os.getloadavg()
+    seconds = {way: [run["seconds"] for run in done] for way, done in runs.items()}
+    median = {way: statistics.median(s) for way, s in seconds.items()}
+    extra = runs["population, 1 step a run"][0]["runs"] - runs["population, 1 step a run, seed=0"][0]["runs"]
+    fixed = (median["population, 1 step a run"] - median["population, 1 step a run, seed=0"]) / extra
+    report = {"machine": facts, "repeats": repeats, "sweep": grid, "overrides": list(overrides),
+              "rows": [{"way": way, "seconds": seconds[way], "median_s": median[way], "runs": done[0]["runs"],
+                        "ok": done[0]["ok"], "peak_mib": max(run["peak_mib"] for run in done)}
+                       for way, done in runs.items()],
+              "basic / population": median["basic"] / median["population"], "fixed_s_per_run": fixed}
+    Path(out).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"{facts['cpu']}, {facts['cores']} cores, torch {facts['torch']}, threads=1 a run; median of {repeats} "
+          f"(min-max); load average {facts['load_average_before'][0]:.1f} before, "
+          f"{facts['load_average_after'][0]:.1f} after\n")
+    print("| sweep | launcher | runs | seconds | peak MiB |\n|---|---|---|---|---|")
+    for row in report["rows"]:
+        print(f"| {grid} | {row['way']} | {row['runs']} ({row['ok']} ok) | {spread(row['seconds'], '.1f')} | "
+              f"{row['peak_mib']} |")
+    print(f"\nbasic / population = {report['basic / population']:.2f}; a population's fixed cost: "
+          f"{fixed:.2f} s a run\nwritten: {out}")
+    return report
+
+
 def parse(argv: list[str]) -> dict:
     """main's keyword arguments from `key=value` words; anything else is one line and exit 1."""
     args = dict(a.split("=", 1) if "=" in a else (a, "") for a in argv)
     counts = {k: args.pop(k) for k in ("repeats", "spiral_steps") if k in args}
-    out = args.pop("out", "bench.json")
+    out, grid = args.pop("out", "bench.json"), args.pop("sweep", None)
     if (any(not k.startswith("data.") for k in args) or not all(v.isdigit() and int(v) > 0 for v in counts.values())
             or int(counts.get("spiral_steps", 10)) % 10):
-        sys.exit(f"nnlab: bench takes repeats=N spiral_steps=N (a multiple of 10) out=FILE data.<key>=VALUE, "
-                 f"got: {' '.join(argv)}")
-    return {**{k: int(v) for k, v in counts.items()}, "out": out, "mnist_overrides": [f"{k}={v}" for k, v in args.items()]}
+        sys.exit(f"nnlab: bench takes repeats=N spiral_steps=N (a multiple of 10) out=FILE data.<key>=VALUE "
+                 f"sweep=<grid in conf/sweep/>, got: {' '.join(argv)}")
+    return {**{k: int(v) for k, v in counts.items()}, "out": out, "mnist_overrides": [f"{k}={v}" for k, v in args.items()],
+            **({"sweep": grid} if grid else {})}
 
 
 if __name__ == "__main__":
-    main(**parse(sys.argv[1:]))
+    args = parse(sys.argv[1:])
+    if args.get("sweep"):
+        sweeps(args["sweep"], args.get("repeats", 1), args["out"], args["mnist_overrides"])
+    else:
+        main(**{k: v for k, v in args.items() if k != "sweep"})
