@@ -184,3 +184,24 @@ def test_jobs_the_population_does_not_train_run_one_by_one_and_it_says_why(tmp_p
     for run in runs(tmp_path / "sweep").values():
         metrics = json.loads((run / "metrics.json").read_text())
         assert metrics["status"] == "ok" and metrics["steps"] == 2 and "population" not in metrics
+
+
+def test_shuffled_minibatches_adam_and_a_per_step_schedule_are_bitwise_too(tmp_path):
+    # each member draws its own data order from its own copy of torch's RNG, as its run would
+    grid = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer=adam", "optimizer.lr=0.01,0.1",
+            "scheduler=onecycle", "scheduler.max_lr=0.5", "seed=0,1", "trainer.max_epochs=2", "data.batch_size=64",
+            "data.steps_per_epoch=null", "log_interval=4"]
+    for launcher in ("population", "basic"):
+        done = subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", f"hydra/launcher={launcher}",
+                               f"hydra.sweep.dir={tmp_path / launcher}", *grid], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-2000:]
+    population, basic = runs(tmp_path / "population"), runs(tmp_path / "basic")
+    assert population.keys() == basic.keys() and len(population) == 4
+    for name, run in population.items():
+        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, basic[name]))
+        assert a["population"]["size"] == 4 and a["steps"] == 2 * 5  # 300 points in batches of 64: 5 an epoch
+        assert {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
+               {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
+        wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, basic[name]))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
