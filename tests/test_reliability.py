@@ -387,6 +387,41 @@ def test_failed_checkpoint_write_is_clear_and_the_previous_one_still_loads(make_
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
 
 
+# The real entry point (python -m nnlab.train, its __main__ block) with torch.save failing as a full
+# disk fails: the second checkpoint save writes half a file, then ENOSPC. The checkpoint as it stood
+# just before is copied aside, to compare byte for byte.
+DISK_FULL = """
+import errno, runpy, shutil, sys
+from pathlib import Path
+import torch
+save, calls = torch.save, []
+def disk_full_on_second_save(obj, f, *a, **kw):
+    calls.append(1)
+    if len(calls) == 2:
+        (ckpt,) = Path("runs").glob("*/*/checkpoints/last.ckpt")
+        shutil.copyfile(ckpt, "before.ckpt")
+        f.write(b"half a checkpoint")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    return save(obj, f, *a, **kw)
+torch.save = disk_full_on_second_save
+sys.argv = ["nnlab.train", *sys.argv[1:]]
+runpy.run_module("nnlab.train", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_failed_checkpoint_write_from_the_cli_is_one_line_and_keeps_the_previous_file(tmp_path):
+    done = subprocess.run([sys.executable, "-c", DISK_FULL, *SPIRAL_MLP, "trainer.max_epochs=3", "data.steps_per_epoch=5"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    (run,) = (tmp_path / "runs").glob("*/*")
+    ckpt = run / "checkpoints" / "last.ckpt"
+    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr[-3000:]  # Lightning's notes: stdout
+    assert done.stderr == f"nnlab: could not write checkpoint {ckpt}: No space left on device; the previous " \
+                          "checkpoint there is kept. Free disk space and resume the run\n"
+    assert ckpt.read_bytes() == (tmp_path / "before.ckpt").read_bytes()  # epoch 1's, byte for byte
+    assert [p.name for p in ckpt.parent.iterdir()] == ["last.ckpt"]  # no temp file left behind
+    assert json.loads((run / "metrics.json").read_text())["status"] == "failed"
+
+
 @pytest.mark.parametrize("variables,logdir", [([], "runs"), (["RUNS=runs/sweeps"], "runs/sweeps")])
 def test_tensorboard_serves_on_loopback_only(variables, logdir):
     # The command `make tensorboard` runs, read by TensorBoard's own flag parser: it would bind the

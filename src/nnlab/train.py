@@ -189,8 +189,20 @@ def check_resume(argv: list[str]) -> None:
                              "resume it once that process has ended")
 
 
+def lightning_logs_to_hydras() -> None:
+    """Lightning's notes (the devices it found, ...) go where nnlab's own lines go, Hydra's job logging:
+    the console's stdout and the run's train.log. Imported before logging is set up, Lightning gives
+    its loggers stderr handlers of their own; without them stderr holds only problems (one line each)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
+            logger.removeHandler(handler)
+        logger.propagate = True
+
+
 @hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
 def main(cfg: DictConfig) -> None:
+    lightning_logs_to_hydras()
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(cfg.run_dir)
     shown_dir = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
