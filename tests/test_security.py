@@ -2,6 +2,7 @@
 command line beyond the allow-list (each case plants a marker file's path and asserts it never
 appears), no folder escapes runs/, one writer per run folder, and every refusal is one line that
 changes nothing already written."""
+import ctypes
 import hashlib
 import json
 import os
@@ -123,6 +124,48 @@ def test_hydra_callbacks_made_by_an_interpolation_are_refused_before_hydra_build
     assert not marker.exists() and not (tmp_path / "runs").exists()
 
 
+@pytest.mark.parametrize("hydra_node,message", [
+    ({"callbacks": {"x": "COPY"}}, "hydra.callbacks.x._target_='shutil.copyfile' is not allowed"),
+    ({"callbacks": {"x": {"_target_": "nnlab.sweep.SweepReport", "_args_": ["COPY"]}}},
+     "hydra.callbacks.x._args_[0]._target_='shutil.copyfile' is not allowed"),
+    ({"job_logging": {"handlers": {"x": {"()": "shutil.copyfile", "src": "/etc/hostname", "dst": "MARKER"}}}},
+     "hydra.job_logging.handlers.x.()='shutil.copyfile' is not allowed"),
+    ({"launcher": {"x": "COPY"}}, "the config does not compose: "),  # the default launcher takes no x
+])
+def test_config_files_from_config_dir_and_searchpath_pass_the_same_gate(hydra_node, message, tmp_path):
+    """Config files the command line brings in (--config-dir with --config-name, hydra.searchpath with a
+    group option, a sweep over such options): Hydra would build these nodes before nnlab's code runs."""
+    marker, extra = tmp_path / "marker", tmp_path / "extra"
+    (extra / "experiment").mkdir(parents=True)
+    node = json.loads(json.dumps(hydra_node).replace('"COPY"', json.dumps(copy_to(marker)))
+                      .replace("MARKER", str(marker)))
+    OmegaConf.save({"defaults": ["train", "_self_"], "hydra": node}, extra / "mine.yaml")
+    (extra / "experiment" / "mine.yaml").write_text("# @package _global_\n" + OmegaConf.to_yaml({"hydra": node}))
+    for args in (["--config-dir", str(extra), "--config-name", "mine"],
+                 [f"hydra.searchpath=[file://{extra}]", "experiment=mine"],
+                 ["--multirun", f"hydra.searchpath=[file://{extra}]", "experiment=spiral_mlp,mine"]):
+        one_line_refusal(cli("nnlab.train", *SPIRAL, *args, cwd=tmp_path), message)
+    assert not marker.exists() and not (tmp_path / "runs").exists()
+
+
+def test_a_config_dir_of_allowed_configs_composes_as_hydra_composes_it_and_plugin_nodes_are_checked(tmp_path):
+    from nnlab.config import check_hydra
+    (tmp_path / "model").mkdir()
+    OmegaConf.save({"defaults": ["train", "_self_"], "seed": 7}, tmp_path / "mine.yaml")
+    OmegaConf.save({"_target_": "nnlab.models.MLP", "hidden": 3}, tmp_path / "model" / "tiny.yaml")
+    cfg = check_hydra(["--config-dir", str(tmp_path), "--config-name", "mine", "data=spiral", "model=tiny"])
+    assert cfg.seed == 7 and cfg.model.hidden == 3 and cfg.data._target_.endswith("SpiralDataModule")
+    assert list(cfg.hydra.callbacks) == ["sweep_report"]
+    check_argv(["--config-dir", str(tmp_path), "model=tiny", "model.hidden=4"])  # its options and keys exist
+    (tmp_path / "experiment").mkdir()  # a node nested in a launcher's config: Hydra instantiates it with the launcher
+    marker = tmp_path / "marker"
+    (tmp_path / "experiment" / "x.yaml").write_text("# @package _global_\n" +
+                                                    OmegaConf.to_yaml({"hydra": {"launcher": {"x": copy_to(marker)}}}))
+    with pytest.raises(ConfigError, match=r"^hydra.launcher.x._target_='shutil.copyfile' is not allowed"):
+        check_hydra(["--multirun", "hydra/launcher=local", f"hydra.searchpath=[file://{tmp_path}]", "experiment=x"])
+    assert not marker.exists()
+
+
 @pytest.mark.parametrize("arg,message", [
     ("+callbacks.rng._args_='${oc.create:[]}'", "callbacks.rng._args_: ${oc.create:...} is not allowed"),
     ("+model._args_=['${oc.decode:x}']", "model._args_[0]: ${oc.decode:...} is not allowed"),
@@ -201,6 +244,41 @@ def test_a_refused_command_creates_nothing_and_a_slash_in_a_value_stays_inside_r
     (run,) = (work / "runs").glob("*/*")
     assert "+trainer.default_root_dir=..%2F..%2F..%2Fx" in run.parent.name
     assert sorted(p.name for p in tmp_path.iterdir()) == ["work"]
+
+
+def without_write_permission() -> None:
+    """preexec_fn: the child process is bound by file modes. Tests run as root, which they do not bind:
+    the child keeps uid 0 (its Python may sit in a folder only root can read) but drops the two
+    capabilities that override file modes, CAP_DAC_OVERRIDE and CAP_DAC_READ_SEARCH, from the set
+    its exec may keep (prctl PR_CAPBSET_DROP)."""
+    if os.geteuid() == 0:
+        libc = ctypes.CDLL(None, use_errno=True)
+        for cap in (1, 2):
+            if libc.prctl(24, cap, 0, 0, 0) != 0:
+                raise OSError(ctypes.get_errno(), "prctl(PR_CAPBSET_DROP)")
+
+
+@pytest.mark.parametrize("args,key", [
+    ([], "hydra.run.dir"),                                     # runs/ in the current, read-only folder
+    (["hydra.run.dir=ro/x"], "hydra.run.dir"),
+    (["--multirun", "seed=0,1", "hydra.sweep.dir=ro/sweep"], "hydra.sweep.dir"),
+])
+def test_a_read_only_output_folder_is_one_line_naming_it_and_the_fix(args, key, tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        probe = subprocess.run(["touch", str(ro / "probe")], preexec_fn=without_write_permission, capture_output=True)
+    except subprocess.SubprocessError as e:
+        pytest.skip(f"cannot make a folder read-only to a child process here: {e}")
+    if probe.returncode == 0:
+        pytest.skip("cannot make a folder read-only to a child process here: it could still write")
+    cwd = ro if not args else tmp_path
+    done = subprocess.run([sys.executable, "-m", "nnlab.train", *SPIRAL, *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, preexec_fn=without_write_permission)
+    one_line_refusal(done, f"{ro} is not writable")
+    assert done.stderr.rstrip().endswith(f"or name one with {key}=<folder>")
+    assert not list(ro.iterdir()) and sorted(p.name for p in tmp_path.iterdir()) == ["ro"]
 
 
 # ---- resume: refused in one line, nothing changed; a resumed record is whole -------------------

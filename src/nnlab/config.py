@@ -11,8 +11,12 @@ One gate, `gate()`, stands before everything nnlab instantiates: a run's compose
 run's saved config, a checkpoint's stored config. It resolves every interpolation first (so a node
 made by `${oc.create:...}` is seen) and checks every `_target_` at every depth, `_args_` and lists
 included; callers build only from the resolved, checked copy it returns. Hydra builds its own
-callbacks, launcher, sweeper and logging before nnlab's code runs: `check_argv` guards those.
+callbacks, launcher, sweeper and logging before nnlab's code runs: `check_argv` guards what reaches
+them from the command line, and `check_hydra` composes the config as Hydra will (config files from
+`--config-dir`, `--config-name` and `hydra.searchpath` included) and checks those nodes before Hydra
+starts.
 """
+import argparse
 import dataclasses
 import difflib
 import inspect
@@ -30,6 +34,7 @@ from hydra.core.override_parser.types import OverrideType
 from hydra.errors import HydraException
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nnlab import CONF_DIR
 
@@ -263,17 +268,81 @@ def _check_leaf(path: str, leaf) -> None:
             raise ConfigError(f"{path}={leaf!r} is not allowed: Hydra's logging may only use classes of logging")
 
 
-def _known_keys(group_choices: list[str]) -> list[str]:
-    """Every dotted key of a value in conf/train.yaml composed with the given group choices."""
+def _known_keys(src: "Sources", group_choices: list[str]) -> list[str]:
+    """Every dotted key of a value in the primary config composed with the given group choices."""
     def walk(prefix, node):
         for k, v in node.items():
             if isinstance(v, dict):
                 yield from walk(f"{prefix}{k}.", v)
-            elif not str(k).startswith("_"):
+            elif k != "hydra" and not str(k).startswith("_"):
                 yield f"{prefix}{k}"
-    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=group_choices)
-    return list(walk("", OmegaConf.to_container(cfg, resolve=False)))
+    return list(walk("", OmegaConf.to_container(compose_as_hydra(src, group_choices), resolve=False)))
+
+
+@dataclasses.dataclass
+class Sources:
+    """Where Hydra will read configs from, as the command line sets it."""
+    main_dir: Path           # conf/, or --config-path
+    name: str                # train, or --config-name
+    searchpath: list[str]    # --config-dir first, then hydra.searchpath's entries
+    overrides: list[str]     # the command line's overrides, hydra.searchpath's left out
+    multirun: bool
+
+    def dirs(self) -> list[Path]:
+        """The folders configs come from, in Hydra's order (pkg:// entries have none to list)."""
+        return [self.main_dir, *(Path(p.removeprefix("file://")) for p in self.searchpath
+                                 if "://" not in p or p.startswith("file://"))]
+
+
+# Hydra's command line (its parser in hydra/_internal/utils.py), read the same way: which configs
+# (--config-*), multirun or not, the overrides; its other flags only so that their values are theirs.
+FLAGS = argparse.ArgumentParser(add_help=False)
+FLAGS.add_argument("overrides", nargs="*")
+FLAGS.add_argument("--config-path", "-cp")
+FLAGS.add_argument("--config-name", "-cn")
+FLAGS.add_argument("--config-dir", "-cd")
+FLAGS.add_argument("--multirun", "-m", action="store_true")
+for flag in (["--help", "-h"], ["--hydra-help"], ["--version"], ["--resolve"], ["--run", "-r"],
+             ["--shell-completion", "-sc"]):
+    FLAGS.add_argument(*flag, action="store_true")
+for flag in (["--cfg", "-c"], ["--package", "-p"], ["--experimental-rerun"]):
+    FLAGS.add_argument(*flag)
+FLAGS.add_argument("--info", "-i", nargs="?", const="all")
+
+
+def sources(argv: list[str]) -> Sources:
+    flags, _ = FLAGS.parse_known_args(argv)
+    overrides = list(flags.overrides)
+    main_dir = CONF_DIR if flags.config_path is None else Path(__file__).parent / flags.config_path
+    name = flags.config_name or "train"
+    given = [a for a in overrides if a.split("=", 1)[0] == "hydra.searchpath"]
+    searchpath = []
+    if given:
+        (override,) = OverridesParser.create().parse_overrides(given[-1:])
+        searchpath = list(override.value() or [])
+    elif flags.config_dir:  # hydra.searchpath from the primary config, which --config-dir may hold
+        for folder in (main_dir, Path(flags.config_dir)):
+            if (folder / f"{name}.yaml").is_file():
+                searchpath = list(OmegaConf.select(OmegaConf.load(folder / f"{name}.yaml"), "hydra.searchpath") or [])
+                break
+    if flags.config_dir:  # Hydra puts it before hydra.searchpath's entries
+        searchpath = [f"file://{Path(flags.config_dir).resolve()}", *searchpath]
+        if not (main_dir / f"{name}.yaml").is_file():  # the primary config is --config-dir's: compose from
+            searchpath[0], main_dir = f"file://{main_dir.resolve()}", Path(flags.config_dir)  # there, conf/ after
+    return Sources(main_dir.resolve(), name, searchpath, [a for a in overrides if a not in given], flags.multirun)
+
+
+def compose_as_hydra(src: Sources, overrides: list[str]) -> DictConfig:
+    """The config Hydra composes for `overrides` from `src`'s configs, its hydra node included."""
+    if src.searchpath:
+        overrides = [*overrides, "hydra.searchpath=[" + ",".join(
+            "'" + p.replace("\\", "\\\\").replace("'", "\\'") + "'" for p in src.searchpath) + "]"]
+    try:
+        with initialize_config_dir(str(src.main_dir), version_base="1.3"):
+            return compose(src.name, overrides=overrides, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as e:  # Hydra's message: a headline, then its cause
+        raise ConfigError("the config does not compose: " +
+                          " ".join(line.strip() for line in str(e).strip().splitlines()[:2])) from None
 
 
 def unknown_key(key: str, known: list[str], fix: str = "") -> ConfigError:
@@ -304,6 +373,65 @@ def drop_group(group: str, sweep: bool) -> str:
     return f"~{group}"
 
 
+def _variants(src: Sources) -> list[list[str]]:
+    """The overrides of each distinct set of config files a command composes: one run, or a sweep's
+    jobs that differ in a group choice (model=linear,mlp), each with the first value of the other
+    axes (those values are the command line's, which check_argv has seen whole)."""
+    first = []
+    for o in OverridesParser.create().parse_overrides(src.overrides):
+        if o.is_sweep_override():
+            first.append(f"{o.input_line.split('=', 1)[0]}={next(iter(o.sweep_string_iterator()))}")
+        else:  # ~scheduler included
+            first.append(o.input_line)
+    if not src.multirun:
+        return [first]
+    from nnlab.sweep import jobs  # noqa: PLC0415  (nnlab.sweep imports Lightning's loggers)
+    master = compose_as_hydra(src, first)
+    params = dict(master.hydra.sweeper.get("params") or {}) \
+        if str(master.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper") else {}
+    variants = {}
+    for job in jobs(params, src.overrides):
+        groups = tuple(o for o in job if "." not in o.split("=", 1)[0])
+        variants.setdefault(groups, job)
+    return list(variants.values())
+
+
+def _check_hydra_nodes(cfg: DictConfig) -> None:
+    """Hydra builds these itself: its callbacks and the plugins' nested nodes with instantiate, its
+    logging with logging.config.dictConfig. The plugin classes themselves Hydra takes only from the
+    hydra_plugins package and its own core plugins."""
+    from nnlab.sweep import planning  # noqa: PLC0415
+    copy = OmegaConf.create(OmegaConf.to_container(cfg, resolve=False))
+    OmegaConf.update(copy, "hydra.runtime.output_dir", "OUTPUT_DIR")  # Hydra sets it as a job starts
+    for key in HYDRA_BUILT:
+        try:
+            with planning():
+                node = OmegaConf.to_container(OmegaConf.select(copy, key, default={}) or {}, resolve=True)
+        except Exception as e:
+            raise ConfigError(f"{key} does not resolve: {str(e).splitlines()[0]}") from None
+        if key == "hydra.callbacks":
+            _walk(key, OmegaConf.create(node))
+        elif key in ("hydra.launcher", "hydra.sweeper"):
+            resolved = OmegaConf.create(node)
+            for k in resolved:
+                if k != "_target_":
+                    _walk(f"{key}.{k}", resolved[k])
+        else:
+            for path, leaf in _leaves(key, node):
+                _check_leaf(path, leaf)
+
+
+def check_hydra(argv: list[str]) -> DictConfig:
+    """Before Hydra starts: compose the config as Hydra will, config files of `--config-dir`,
+    `--config-name` and `hydra.searchpath` included, and check what Hydra builds from it before any
+    nnlab code runs. Returns the composed config (a sweep's first job), its hydra node included."""
+    src = sources(argv)
+    configs = [compose_as_hydra(src, variant) for variant in _variants(src)]
+    for cfg in configs:
+        _check_hydra_nodes(cfg)
+    return configs[0]
+
+
 def check_argv(argv: list[str]) -> list[str]:
     """Before Hydra sees the command line: keys that exist (a typo gets the closest keys, in one line,
     not Hydra's struct error), group choices that exist, no `_target_` outside the allow-list anywhere,
@@ -313,6 +441,7 @@ def check_argv(argv: list[str]) -> list[str]:
     Returns argv with `resume=<run folder>` quoted (run folders are named `a=1,b=2`, which Hydra's
     grammar would read as a sweep) and `scheduler=null` as `~scheduler` (drop_group)."""
     argv = [f"resume='{a.split('=', 1)[1]}'" if a.startswith("resume=") and "'" not in a else a for a in argv]
+    src = sources(argv)
     parser = OverridesParser.create()
     plain_keys, choices = [], []
     for i, arg in enumerate(argv):
@@ -336,7 +465,7 @@ def check_argv(argv: list[str]) -> list[str]:
             for path, leaf in _leaves(key, value):
                 _check_leaf(path, leaf)
             if key in GROUPS and value is not None:
-                options = sorted(p.stem for p in (Path(CONF_DIR) / key).glob("*.yaml"))
+                options = sorted({p.stem for folder in src.dirs() for p in (folder / key).glob("*.yaml")})
                 if value not in options:
                     raise ConfigError(f"{key}={value} is not an option: {key} is one of {', '.join(options)}")
                 choices.append(f"{key}={value}")
@@ -348,7 +477,7 @@ def check_argv(argv: list[str]) -> list[str]:
             by_group.setdefault(choice.split("=")[0], []).append(choice)
         known = set()
         for i in range(max((len(v) for v in by_group.values()), default=1)):
-            known.update(_known_keys([v[min(i, len(v) - 1)] for v in by_group.values()]))
+            known.update(_known_keys(src, [v[min(i, len(v) - 1)] for v in by_group.values()]))
         for key in plain_keys:
             if key not in known and not any(k.startswith(f"{key}.") for k in known):
                 raise unknown_key(key, sorted(known), f" (a key the config lacks takes a +: +{key}=...)")

@@ -58,6 +58,17 @@ def claim_dir(resume: str | None, base: str) -> str:
             path = Path(f"{base}_{n}")
 
 
+@contextlib.contextmanager
+def planning():
+    """Within it, `${nnlab.claim:...}` gives the folder it would claim and creates nothing: a config
+    resolved here says where a command would write before Hydra has made any folder."""
+    OmegaConf.register_new_resolver("nnlab.claim", lambda resume, base: resume or base, replace=True)
+    try:
+        yield
+    finally:
+        OmegaConf.register_new_resolver("nnlab.claim", claim_dir, replace=True, use_cache=True)
+
+
 def unclaim(run_dir: Path) -> None:
     """Remove a folder this process claimed and every folder its claim created (a refused command
     leaves nothing behind); any other folder is left alone."""

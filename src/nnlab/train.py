@@ -32,7 +32,7 @@ from nnlab import CONF_DIR, ddp  # ddp: DDP child processes that work in a multi
 from nnlab.callbacks import EpochLog, Figures, Pruning
 from nnlab.checkpoint import CheckpointWriteError, Interrupt, RNGState, checkpoint_problem
 from nnlab.classifier import Classifier
-from nnlab.config import ConfigError, check, check_argv, check_size, scheduler_parts
+from nnlab.config import ConfigError, check, check_argv, check_hydra, check_size, scheduler_parts
 from nnlab.data.mnist_raw import MNISTError
 from nnlab.status import (
     DIVERGED,
@@ -47,7 +47,7 @@ from nnlab.status import (
     run_status,
     write_json,
 )
-from nnlab.sweep import FolderBusy, claim_dir, dirname, hold, holder, hparams, prepare_job, unclaim
+from nnlab.sweep import FolderBusy, claim_dir, dirname, hold, holder, hparams, planning, prepare_job, unclaim
 
 OmegaConf.register_new_resolver("nnlab.dirname", dirname, replace=True)
 OmegaConf.register_new_resolver("nnlab.claim", claim_dir, replace=True, use_cache=True)
@@ -275,8 +275,7 @@ def run(overrides: list[str]) -> dict:
         raise ConfigError(f"nnlab.run takes overrides only (got {' '.join(o for o in overrides if o.startswith('-'))}): "
                           "sweep with python -m nnlab.train --multirun or make sweep")
     argv, env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
-    checked = check_argv(list(overrides))
-    check_resume(checked)
+    checked = check_command(list(overrides))
     sys.argv, _returned = [argv[0], *checked], []
     os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises the run's own exception instead of exiting
     try:
@@ -290,10 +289,36 @@ def run(overrides: list[str]) -> dict:
             os.environ["HYDRA_FULL_ERROR"] = env
 
 
+def check_command(argv: list[str]) -> list[str]:
+    """Everything that can be refused before Hydra starts (it builds its callbacks, plugins and logging
+    from the config, and creates the output folder, before any nnlab code runs): the command line,
+    a resume, what Hydra would build, and whether the output folder can be written. Returns argv as
+    Hydra should get it."""
+    argv = check_argv(argv)
+    check_resume(argv)
+    cfg = check_hydra(argv)
+    check_output(cfg, multirun=bool({"--multirun", "-m"} & set(argv)) or cfg.hydra.mode == RunMode.MULTIRUN)
+    return argv
+
+
+def check_output(cfg: DictConfig, multirun: bool) -> None:
+    """The folder a command writes into (a run's, a sweep's, a resumed run's) can be written: else one
+    line naming it and the fix, instead of Hydra's traceback from mkdir. Nothing is created to find out."""
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    with planning():
+        target = Path(OmegaConf.select(cfg, key)).absolute()
+    existing = next(p for p in [target, *target.parents] if p.exists())
+    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
+        return
+    below = "" if existing == target else f" (this {'sweep' if multirun else 'run'} writes into {target})"
+    fix = (f"make it writable (chmod -R u+w {existing})" if cfg.resume else
+           f"run from a folder you can write to, or name one with {key}=<folder>")
+    raise ConfigError(f"{existing} is not writable{below}: {fix}")
+
+
 if __name__ == "__main__":
     try:
-        sys.argv[1:] = check_argv(sys.argv[1:])
-        check_resume(sys.argv[1:])
+        sys.argv[1:] = check_command(sys.argv[1:])
     except (ConfigError, FolderBusy) as e:
         sys.exit(f"nnlab: {e}")
     main()
