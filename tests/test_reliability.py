@@ -66,11 +66,23 @@ SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1
     (["+callbacks.x._target_=os.system", "+callbacks.x.command=true"], "callbacks.x._target_='os.system' is not allowed"),
     (["optimizer._target_=torch.load"], "optimizer._target_='torch.load' is not allowed"),
     (["optimizer._target_=torch.optim.Nope"], "optimizer._target_='torch.optim.Nope' is not a class nnlab can find"),
+    # every number finite and in range, on the spiral MLP (where data.noise and model.hidden exist)
+    ([*SPIRAL_MLP, "seed=-1"], "seed=-1 is invalid: it must be a whole number in [0, 2**32)"),
+    ([*SPIRAL_MLP, "optimizer.momentum=-1"], "optimizer.momentum=-1 is invalid: it must be a number >= 0"),
+    ([*SPIRAL_MLP, "+optimizer.weight_decay=-1"], "optimizer.weight_decay=-1 is invalid: it must be a number >= 0"),
+    ([*SPIRAL_MLP, "optimizer.momentum=nan"], "optimizer.momentum=nan is invalid"),
+    ([*SPIRAL_MLP, "data.noise=nan"], "data.noise=nan is invalid"),
+    ([*SPIRAL_MLP, "+trainer.gradient_clip_val=nan"], "trainer.gradient_clip_val=nan is invalid: every number must be finite"),
+    ([*SPIRAL_MLP, "data.steps_per_epoch=0"], "data.steps_per_epoch=0 is invalid: it must be a whole number >= 1"),
+    ([*SPIRAL_MLP, "model.init_std=-1"], "model.init_std=-1 is invalid: it must be a positive number"),
+    ([*SPIRAL_MLP, "model.init_std=0"], "model.init_std=0 is invalid: it must be a positive number"),
+    ([*SPIRAL_MLP, "model.hidden=10000000000"], "nnlab.models.MLP (model.hidden=10000000000, model.init_std=0.01, "
+                                                "model.batch_norm=False) has 6e+10 parameters: training needs over 720 GB"),
 ])
 def test_bad_config_is_one_clear_error_before_any_work(make_cfg, overrides, message, tmp_path):
     with pytest.raises(ConfigError) as e:
         train(make_cfg(*overrides))
-    assert message in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith(message) and "\n" not in str(e.value)
     assert not (tmp_path / "run").exists()  # nothing was built, read or written
 
 
