@@ -101,6 +101,7 @@ def run_cli(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
     (["++model._target_=builtins.open"], "model._target_='builtins.open' is not allowed"),
     (["--multirun", "hydra/launcher=submitit_local", "seed=0,1"], "hydra/launcher=submitit_local starts every job "
                                                                    "of a sweep at once: use hydra/launcher=local"),
+    (["model=mlp", "--multirun", "seed=0,1"], "seed=0,1: not a flag, or an override after a flag that followed"),
     (["hydra/launcher=local", "hydra.launcher.max_parallel=0"], "hydra.launcher.max_parallel=0 is invalid: it must be "
                                                                 "a whole number >= 1, or null"),
 ])

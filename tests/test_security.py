@@ -144,7 +144,7 @@ def test_config_files_from_config_dir_and_searchpath_pass_the_same_gate(hydra_no
     for args in (["--config-dir", str(extra), "--config-name", "mine"],
                  [f"hydra.searchpath=[file://{extra}]", "experiment=mine"],
                  ["--multirun", f"hydra.searchpath=[file://{extra}]", "experiment=spiral_mlp,mine"]):
-        one_line_refusal(cli("nnlab.train", *SPIRAL, *args, cwd=tmp_path), message)
+        one_line_refusal(cli("nnlab.train", *args, *SPIRAL, cwd=tmp_path), message)
     assert not marker.exists() and not (tmp_path / "runs").exists()
 
 
@@ -196,7 +196,8 @@ def test_a_typo_in_a_key_names_the_closest_keys_in_one_line(args, message):
     with pytest.raises(ConfigError) as e:
         check_argv(args)
     assert str(e.value).startswith(message) and "\n" not in str(e.value)
-    check_argv(["model=mlp", "model.hidden=3", "--multirun", "model=mlp,linear", "model.init_std=0.1"])  # real keys
+    check_argv(["model=mlp", "model.hidden=3"])  # real keys
+    check_argv(["--multirun", "model=mlp,linear", "model.init_std=0.1"])
 
 
 # ---- run folders -------------------------------------------------------------------------------
@@ -254,7 +255,7 @@ def test_a_read_only_output_folder_is_one_line_naming_it_and_the_fix(args, key, 
     if probe.returncode == 0:
         pytest.skip("cannot make a folder read-only to a child process here: it could still write")
     cwd = ro if not args else tmp_path
-    done = subprocess.run([sys.executable, "-m", "nnlab.train", *SPIRAL, *args], cwd=cwd, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "nnlab.train", *args, *SPIRAL], cwd=cwd, capture_output=True,
                           text=True, timeout=300, preexec_fn=without_write_permission)
     one_line_refusal(done, f"{ro} is not writable")
     assert done.stderr.rstrip().endswith(f"or name one with {key}=<folder>")

@@ -311,7 +311,10 @@ FLAGS.add_argument("--info", "-i", nargs="?", const="all")
 
 
 def sources(argv: list[str]) -> Sources:
-    flags, _ = FLAGS.parse_known_args(argv)
+    flags, extra = FLAGS.parse_known_args(argv)
+    if extra:  # Hydra refuses them too, with its usage text
+        raise ConfigError(f"{' '.join(extra)}: not a flag, or an override after a flag that followed overrides: "
+                          "give the flags first, e.g. python -m nnlab.train --multirun model=linear,mlp seed=0,1")
     overrides = list(flags.overrides)
     main_dir = CONF_DIR if flags.config_path is None else Path(__file__).parent / flags.config_path
     name = flags.config_name or "train"
@@ -375,24 +378,25 @@ def drop_group(group: str, sweep: bool) -> str:
 
 def _variants(src: Sources) -> list[list[str]]:
     """The overrides of each distinct set of config files a command composes: one run, or a sweep's
-    jobs that differ in a group choice (model=linear,mlp), each with the first value of the other
-    axes (those values are the command line's, which check_argv has seen whole)."""
-    first = []
+    jobs that differ in a group choice (model=linear,mlp, on the command line or in its grid), each
+    with the command line's other values (the first of a sweep's: check_argv has seen them all)."""
+    first = {}  # key -> override
     for o in OverridesParser.create().parse_overrides(src.overrides):
-        if o.is_sweep_override():
-            first.append(f"{o.input_line.split('=', 1)[0]}={next(iter(o.sweep_string_iterator()))}")
-        else:  # ~scheduler included
-            first.append(o.input_line)
+        key = o.input_line.split("=", 1)[0]
+        if not o.is_sweep_override():  # ~scheduler included
+            first[key] = o.input_line
+        elif o.is_discrete_sweep():  # a study's interval(...) is its sweeper's: the config's value stands
+            first[key] = f"{key}={next(iter(o.sweep_string_iterator()))}"
     if not src.multirun:
-        return [first]
+        return [list(first.values())]
+    master = compose_as_hydra(src, list(first.values()))
+    if not str(master.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper"):
+        return [list(first.values())]
     from nnlab.sweep import jobs  # noqa: PLC0415  (nnlab.sweep imports Lightning's loggers)
-    master = compose_as_hydra(src, first)
-    params = dict(master.hydra.sweeper.get("params") or {}) \
-        if str(master.hydra.sweeper.get("_target_", "")).endswith("BasicSweeper") else {}
     variants = {}
-    for job in jobs(params, src.overrides):
-        groups = tuple(o for o in job if "." not in o.split("=", 1)[0])
-        variants.setdefault(groups, job)
+    for job in jobs(dict(master.hydra.sweeper.get("params") or {}), src.overrides):
+        groups = {o.split("=", 1)[0]: o for o in job if "." not in o.split("=", 1)[0]}
+        variants.setdefault(tuple(groups.values()), list({**first, **groups}.values()))
     return list(variants.values())
 
 
