@@ -176,6 +176,10 @@ def test_a_config_dir_of_allowed_configs_composes_as_hydra_composes_it_and_plugi
      "model._target_='lightning.pytorch.strategies.launchers.subprocess_script.subprocess.Popen' is not allowed: "
      "it names subprocess.Popen"),
     ("+hydra.callbacks.x={_target_: nnlab.train.subprocess.Popen}", "hydra.callbacks.x._target_"),
+    ("hydra.job_logging.handlers.file.filename='${hydra.runtime.output_dir}/../../x.log'",
+     "hydra.job_logging.handlers.file.filename="),
+    ("+hydra.hydra_logging.handlers.f={class: logging.FileHandler, filename: /tmp/x, mode: w}",
+     "hydra.hydra_logging.handlers.f.filename='/tmp/x' is not allowed: a log file must be inside the run folder"),
 ])
 def test_command_line_routes_around_the_allow_list_are_refused(arg, message):
     with pytest.raises(ConfigError) as e:
@@ -397,3 +401,13 @@ def test_an_mnist_file_damaged_before_a_run_stops_it_in_one_line(tiny_mnist, tmp
     assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr[-2000:]  # Lightning's notes: stdout
     line = done.stderr
     assert line.startswith(f"nnlab: {tiny_mnist / 'MNIST' / 'raw'}") and "has MD5" in line and "make data" in line
+
+
+def test_a_log_file_outside_the_run_folder_is_refused_before_it_is_opened(tmp_path):
+    """Hydra's logging opens a file handler's file (mode w: truncated) before any run starts."""
+    victim = tmp_path / "victim.txt"
+    victim.write_text("kept")
+    done = cli("nnlab.train", *SPIRAL, f"hydra.job_logging.handlers.file.filename={victim}",
+               "+hydra.job_logging.handlers.file.mode=w", cwd=tmp_path)
+    one_line_refusal(done, f"hydra.job_logging.handlers.file.filename='{victim}' is not allowed")
+    assert victim.read_text() == "kept" and not (tmp_path / "runs").exists()

@@ -266,6 +266,11 @@ def _check_leaf(path: str, leaf) -> None:
         last = path.split(".")[-1]
         if last == "()" or last == "class" and not leaf.startswith("logging."):
             raise ConfigError(f"{path}={leaf!r} is not allowed: Hydra's logging may only use classes of logging")
+        # A file handler opens its file before any run starts (mode w truncates it): only a file inside
+        # the run's own folder (_check_hydra_nodes resolves that folder to OUTPUT_DIR).
+        if last == "filename" and (not leaf.startswith("OUTPUT_DIR/") or ".." in Path(leaf).parts):
+            raise ConfigError(f"{path}={leaf!r} is not allowed: a log file must be inside the run folder "
+                              "(${hydra.runtime.output_dir}/<name>.log)")
 
 
 def _known_keys(src: "Sources", group_choices: list[str]) -> list[str]:
