@@ -20,9 +20,10 @@ from nnlab import search
 from nnlab.config import ConfigError
 
 # spiral_search shrunk to trials of 3 epochs of 5 full-batch steps; a learning rate range wide
-# enough that some trials are hopeless after an epoch and are pruned.
+# enough that some trials are hopeless after an epoch and are pruned. No bootstrap: spiral_search's
+# would stop the first 4 trials of these studies of 3-5 at epoch 1.
 TINY = ["sweep=spiral_search", "data.steps_per_epoch=5", "trainer.max_epochs=3", "log_interval=1",
-        "optimizer.lr=tag(log, interval(0.01, 30.0))"]
+        "optimizer.lr=tag(log, interval(0.01, 30.0))", "hydra.sweeper.bootstrap=0"]
 
 
 def study_sweep(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -67,6 +68,10 @@ def test_trials_end_pruned_or_finished_and_the_study_agrees_with_the_run_folders
         statuses[name] = metrics["status"]
         assert trial.state.name.lower() == {"ok": "complete", "pruned": "pruned"}[metrics["status"]]
         assert (run / "checkpoints" / "last.ckpt").exists() and list((run / "tensorboard").glob("events.*"))
+        reported, loss = trial.intermediate_values[metrics["epochs"]], metrics["val/loss"]
+        # the last report is the last val/acc, ties broken by val/loss
+        assert reported < metrics["val/acc"]
+        assert reported == pytest.approx(metrics["val/acc"] - 1e-6 * loss / (1 + loss), rel=0, abs=1e-12)
         if metrics["status"] == "pruned":  # stopped after the epoch it was pruned at, before the last
             assert metrics["pruned_epoch"] == metrics["epochs"] == max(trial.intermediate_values) < 3
         else:
@@ -174,6 +179,7 @@ def refusal(settings: dict | None = None, params: dict | None = None, cfg: dict 
     ({"pruner": "asha"}, None, None, "hydra.sweeper.pruner=asha is not a pruner: use one of none"),
     ({"n_trials": 0}, None, None, "hydra.sweeper.n_trials=0 is invalid: it must be a whole number >= 1"),
     ({"batch": 0}, None, None, "hydra.sweeper.batch=0 is invalid: trials run at once, a whole number >= 1"),
+    ({"bootstrap": -1}, None, None, "hydra.sweeper.bootstrap=-1 is invalid: trials that set a rung's bar"),
     ({"metric": "test/acc"}, None, None, "hydra.sweeper.metric=test/acc is never logged after a validation"),
     ({"pruner": "median"}, None, {"trainer": {"limit_val_batches": 0}}, "needs val/acc after every epoch"),
     (None, {"optimizer.lr": "interval(1.0, 0.1)"}, None, "optimizer.lr=interval(1.0, 0.1) is an empty interval"),

@@ -97,6 +97,9 @@ def check_settings(s: DictConfig, cfg: DictConfig) -> None:
         raise ConfigError(f"hydra.sweeper.pruner={s.pruner} is not a pruner: use one of {', '.join(PRUNERS)}")
     if not isinstance(s.n_trials, int) or isinstance(s.n_trials, bool) or s.n_trials < 1:
         raise ConfigError(f"hydra.sweeper.n_trials={s.n_trials} is invalid: it must be a whole number >= 1")
+    if not isinstance(s.bootstrap, int) or isinstance(s.bootstrap, bool) or s.bootstrap < 0:
+        raise ConfigError(f"hydra.sweeper.bootstrap={s.bootstrap} is invalid: trials that set a rung's bar, "
+                          "a whole number >= 0")
     if not isinstance(s.batch, int) or isinstance(s.batch, bool) or s.batch == 0:
         raise ConfigError(f"hydra.sweeper.batch={s.batch} is invalid: trials run at once, a whole number >= 1")
     if s.metric not in METRICS:
@@ -127,17 +130,21 @@ def make_sampler(name: str, seed: int, space: dict[str, BaseDistribution]) -> op
     return kind(seed=seed)
 
 
-def make_pruner(name: str, epochs: int) -> optuna.pruners.BasePruner:
-    """Rungs count epochs (a trial reports its metric after each): successive halving goes on with the
-    best quarter of the trials at epochs 1, 4, 16... (ties go on: on the spiral many trials tie at
-    0.99, and with thirds, at epochs 1, 3, 9, a study spent a third more steps); hyperband runs
+def make_pruner(name: str, epochs: int, bootstrap: int = 0) -> optuna.pruners.BasePruner:
+    """Rungs count epochs (a trial reports its metric after each, val/acc with ties broken by val/loss:
+    callbacks.Pruning): successive halving goes on with the best quarter of the trials at epochs 1, 4,
+    16... (with thirds, at epochs 1, 3, 9, spiral_search spent a third more steps); hyperband runs
     brackets of thirds; median stops a trial below the median of the earlier trials at the same
-    epoch, once 5 have run."""
+    epoch, once 5 have run. `bootstrap` (Optuna's bootstrap_count, successive halving and hyperband):
+    the first trials to reach a rung stop there and set its bar. Without it a rung that holds fewer
+    values than the reduction factor has no best fraction, and Optuna promotes each new best so far,
+    which the first trials of a study, and those of a sampler that is improving, mostly are."""
     return {"none": optuna.pruners.NopPruner,
             "median": lambda: optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-            "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4),
+            "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=1, reduction_factor=4, bootstrap_count=bootstrap),
             "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=epochs,
-                                                                reduction_factor=3)}[name]()
+                                                                reduction_factor=3, bootstrap_count=bootstrap)}[name]()
 
 
 def storage_file(folder: Path) -> Path | None:
@@ -274,7 +281,7 @@ def job_trial(cfg: DictConfig) -> optuna.Trial:
     hc = HydraConfig.get()
     storage = open_storage(storage_file(Path(hc.sweep.dir)))
     study = optuna.load_study(study_name=STUDY, storage=storage, sampler=optuna.samplers.RandomSampler(),
-                              pruner=make_pruner(hc.sweeper.pruner, cfg.trainer.max_epochs))
+                              pruner=make_pruner(hc.sweeper.pruner, cfg.trainer.max_epochs, hc.sweeper.bootstrap))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(STUDY), hc.job.num)
     trial = optuna.Trial(study, trial_id)
     trial.set_user_attr("run_dir", str(cfg.run_dir))
