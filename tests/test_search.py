@@ -289,3 +289,27 @@ def test_resume_asks_a_failed_trials_parameters_again_in_place_of_it(tmp_path):
     # a RESUME of a study with nothing left to do runs nothing
     done = study_sweep("hydra.sweeper.n_trials=3", f"hydra.sweep.dir={folder}", cwd=tmp_path)
     assert done.returncode == 0 and "(3 of 3 trials done;" in done.stdout and len(load(folder).trials) == 4
+
+
+def test_mnist_search_composes_and_runs_its_first_trials(tiny_mnist, tmp_path, monkeypatch):
+    """conf/sweep/mnist_search.yaml as written, in process on the tiny idx files: 3 trials of 2 epochs of
+    5 batches, each with the optimizer the study chose, its lr and gamma in the file's intervals."""
+    import nnlab.train
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["nnlab.train", "--multirun", "sweep=mnist_search", f"data.root={tiny_mnist}",
+                                      "data.val_size=20", "data.batch_size=20", "trainer.max_epochs=2",
+                                      "hydra.sweeper.n_trials=3", "hydra.sweep.dir=runs/sweeps/mnist_search"])
+    nnlab.train.main()
+    folder = tmp_path / "runs" / "sweeps" / "mnist_search"
+    study = load(folder)
+    assert len(study.trials) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
+    targets = {"sgd": "torch.optim.SGD", "adam": "torch.optim.Adam"}
+    for t in study.trials:
+        assert 1e-4 <= t.params["optimizer.lr"] <= 1.0 and 0.5 <= t.params["scheduler.gamma"] <= 1.0
+        run = Path(t.user_attrs["run_dir"])
+        cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
+        assert cfg.optimizer._target_ == targets[t.params["optimizer"]] and cfg.optimizer.lr == t.params["optimizer.lr"]
+        assert cfg.model._target_.endswith("CNN") and cfg.data.root == str(tiny_mnist)
+        assert json.loads((run / "metrics.json").read_text())["steps"] in (5, 10)
+    best = OmegaConf.load(folder / "best.yaml")  # the first trial always finishes: a rung needs rivals
+    assert "sweep=mnist_search" in best.overrides and best.command.startswith("make train")
