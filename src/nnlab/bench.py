@@ -52,6 +52,7 @@ from torchvision import datasets, transforms
 from nnlab import CONF_DIR
 from nnlab.classifier import Classifier
 from nnlab.config import scheduler_parts
+from nnlab.status import OK, run_status
 from nnlab.train import train
 
 CASES = {"mnist": ("nnlab", "plain", "notebook"), "spiral": ("nnlab", "plain")}
@@ -271,10 +272,10 @@ def time_sweep(launcher: str, grid: str, overrides: list[str]) -> dict:
                                f"hydra/launcher={launcher}", f"hydra.sweep.dir={folder}/sweep", *overrides],
                               cwd=folder, capture_output=True, text=True)
         seconds = time.perf_counter() - start
-        statuses = [json.loads(p.read_text())["status"] for p in Path(folder, "sweep").glob("*/metrics.json")]
+        statuses = [run_status(p.parent) for p in Path(folder, "sweep").glob("*/metrics.json")]
     if done.returncode:
         raise RuntimeError(f"sweep={grid} through {launcher} failed: {done.stderr.strip().splitlines()[-1:]}")
-    return {"seconds": seconds, "runs": len(statuses), "ok": statuses.count("ok"),
+    return {"seconds": seconds, "runs": len(statuses), "ok": statuses.count(OK),
             "peak_mib": round(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)}
 
 
