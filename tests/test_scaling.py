@@ -172,7 +172,9 @@ def test_local_launcher_runs_at_most_max_parallel_jobs_at_once_and_all_finish(tm
     assert len(runs) == 4 and all(json.loads((r / "metrics.json").read_text())["status"] == "ok" for r in runs)
     spans = [((r / ".hydra" / "config.yaml").stat().st_mtime_ns, (r / "metrics.json").stat().st_mtime_ns) for r in runs]
     running = [sum(start <= t < end for start, end in spans) for t, _ in spans]  # at each job's start
-    assert max(running) == 2, spans  # two at a time: never more, and the cap is used
+    # never more than two at a time (without the cap all four start at once); that two did overlap
+    # depends on the machine's load, so it is not asserted
+    assert max(running) <= 2, spans
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):  # by default one job per core
         cfg = compose("train", return_hydra_config=True, overrides=["hydra/launcher=local"])
     assert instantiate(cfg.hydra.launcher).max_parallel == len(os.sched_getaffinity(0))
