@@ -1,11 +1,13 @@
 """hydra/launcher=population against hydra/launcher=basic: the same sweep in two folders, every run's
 numbers, weights, TensorBoard scalars and saved config equal, bit for bit on the spiral."""
+import importlib
 import json
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -84,8 +86,9 @@ def test_a_members_hydra_yaml_is_hydras_own_but_for_the_launcher(sweeps):
     for name, run in population.items():
         a, b = (OmegaConf.load(r / ".hydra" / "hydra.yaml").hydra for r in (run, basic[name]))
         assert Path(a.runtime.output_dir).name == name
+        assert a.sweeper._target_.endswith("GroupedBasicSweeper") and b.sweeper._target_.endswith(".BasicSweeper")
         for cfg in (a, b):  # what differs by design: the launcher, where the sweep was told to go
-            for key in ("launcher", "overrides.hydra", "sweep.dir", "runtime.output_dir", "runtime.choices"):
+            for key in ("launcher", "sweeper", "overrides.hydra", "sweep.dir", "runtime.output_dir", "runtime.choices"):
                 OmegaConf.update(cfg, key, None, force_add=True)
         assert OmegaConf.to_container(a) == OmegaConf.to_container(b), name
 
@@ -130,6 +133,27 @@ def test_grouping_never_merges_jobs_that_differ_in_a_structural_key():
     numbers = [parse(i, [*base, f"seed={i}", f"l2={i / 10}", f"model.init_std={i + 1}", f"optimizer.lr={i + 1}",
                          f"optimizer.momentum={i / 10}", f"scheduler.gamma={1 / (i + 1)}"]) for i in range(3)]
     assert len(group_jobs(numbers)) == 1
+
+
+def test_the_sweeper_composes_one_job_a_group_for_the_population_and_every_job_otherwise():
+    # the module as sys.modules has it now: Hydra's plugin scan (any compose before) executes its
+    # core plugins' modules and hydra_plugins' again, and a sweeper subclasses the current BasicSweeper
+    plugin = importlib.import_module("hydra_plugins.nnlab_population")
+    composed = []
+    loader = SimpleNamespace(load_sweep_config=lambda master_config, sweep_overrides: composed.append(sweep_overrides))
+    sweeper = plugin.GroupedBasicSweeper(max_batch_size=None, params=None)
+    sweeper.config, sweeper.hydra_context = OmegaConf.create(), SimpleNamespace(config_loader=loader)
+    # 3 x 2 x 2 numbers, 2 models, and a job whose value is not a number: its own group, composed
+    batch = [["sweep=spiral_grid", f"model={m}", f"optimizer.lr={lr}", f"scheduler.gamma={g}", f"seed={s}"]
+             for m in ("linear", "mlp") for lr in (0.1, 0.3, 1.0) for g in (0.9, 1.0) for s in (0, 1)]
+    batch.append(["sweep=spiral_grid", "model=mlp", "optimizer.lr=abc", "scheduler.gamma=0.9", "seed=0"])
+    sweeper.launcher = plugin.PopulationLauncher()
+    sweeper.validate_batch_is_legal(batch)
+    assert composed == [batch[0], batch[12], batch[24]]
+    composed.clear()
+    sweeper.launcher = object()  # any other launcher: every job, as Hydra's basic sweeper checks them
+    sweeper.validate_batch_is_legal(batch)
+    assert composed == batch
 
 
 @pytest.mark.parametrize("overrides,trains", [

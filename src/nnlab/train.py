@@ -60,6 +60,8 @@ warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
 log = logging.getLogger("nnlab")
 _returned: list[dict] | None = None  # during nnlab.run: main puts its result here and raises its errors
 SEARCH = "hydra_plugins.nnlab_search.OptunaSweeper"  # conf/hydra/sweeper/optuna.yaml
+POPULATION = "hydra_plugins.nnlab_population.PopulationLauncher"  # conf/hydra/launcher/population.yaml
+BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
@@ -297,7 +299,10 @@ def check_command(argv: list[str]) -> list[str]:
     argv = check_argv(argv)
     check_resume(argv)
     cfg = check_hydra(argv)
-    check_output(cfg, multirun=bool({"--multirun", "-m"} & set(argv)) or cfg.hydra.mode == RunMode.MULTIRUN)
+    multirun = bool({"--multirun", "-m"} & set(argv)) or cfg.hydra.mode == RunMode.MULTIRUN
+    check_output(cfg, multirun=multirun)
+    if multirun and cfg.hydra.launcher._target_ == POPULATION and cfg.hydra.sweeper._target_ == BASIC_SWEEPER:
+        argv = [*argv, "hydra/sweeper=grouped"]  # it checks a population's jobs by one composition a group
     return argv
 
 
