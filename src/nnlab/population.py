@@ -18,8 +18,9 @@ A group composes one config (a Hydra composition took ~0.5 s on the loaded 2-cor
 docs/population.md); each member's config is
 that one with the member's numbers set, and the overrides, folder name and job number Hydra would
 give it (tests/test_population.py: equal to Hydra's own composition of the job). Each member then
-goes through run_job like any job (its folder, .hydra/, train.log) to be checked and claimed, and
-the group trains:
+gets what Hydra's run_job gives a job (its folder, .hydra/ with the same bytes, Hydra's job callbacks),
+less run_job's deep copies of the Hydra config and its logging setup a job, and is checked and
+claimed; the group trains:
 
 - each member seeded as nnlab.train seeds a run, its own init, data, torch.optim optimizer and LR
   schedule, its parameters its own leaf tensors (an nnlab.classifier.Classifier around its net);
@@ -43,6 +44,7 @@ import copy
 import dataclasses
 import logging
 import math
+import os
 import signal
 import sys
 import time
@@ -55,7 +57,7 @@ import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
-from hydra.core.utils import JobReturn, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override, run_job, setup_globals
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch.func import functional_call, vmap
@@ -154,15 +156,21 @@ def derive(base: DictConfig, job: Job) -> DictConfig:
     return cfg
 
 
+def file_handler(log_file: Path) -> logging.FileHandler:
+    """A run's train.log, opened when first written, its lines as Hydra's job logging formats them."""
+    handler = logging.FileHandler(log_file, delay=True)
+    fmt = OmegaConf.select(HydraConfig.get(), "job_logging.formatters.timed.format", default="%(message)s")
+    handler.setFormatter(logging.Formatter(fmt))
+    return handler
+
+
 class Member:
     """One run of a population: its config and folder, and once built, its data, Classifier (net,
     epoch sums, L2), optimizer and schedule, and what Lightning would have logged for it."""
 
     def __init__(self, job: Job, cfg: DictConfig, run_dir: Path, log_file: Path):
         self.job, self.cfg, self.run_dir = job, cfg, run_dir
-        self.handler = logging.FileHandler(log_file, delay=True)  # the run's train.log, as Hydra's job logging
-        fmt = OmegaConf.select(HydraConfig.get(), "job_logging.formatters.timed.format", default="%(message)s")
-        self.handler.setFormatter(logging.Formatter(fmt))
+        self.handler = file_handler(log_file)
         self.metrics: dict = {"status": FAILED}
         self.stopped = False
 
@@ -273,39 +281,78 @@ class Population:
     def run_group(self, n: int, group: list[Job], base: DictConfig) -> dict[int, JobReturn]:
         members: list[Member] = []
         returns = {}
+        outer = HydraConfig.instance().cfg
         with contextlib.ExitStack() as locks:
-            def enlist(job: Job, cfg: DictConfig) -> None:
-                """The task function of a member's run_job: its folder, .hydra/ and train.log exist by
-                now. A folder used before (make sweep RESUME=) runs alone, as nnlab.train.main would;
-                a bad value is invalid_config there; a good one joins the population."""
-                run_dir = Path(cfg.run_dir)
-                status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
-                if status in FINISHED or status == INTERRUPTED and ckpt.exists() and checkpoint_problem(ckpt) is None:
-                    return self.task_function(cfg)  # skipped, or continued from its checkpoint, as ever
+            def enlist(job: Job, cfg: DictConfig, run_dir: Path, log_file: Path) -> None:
+                """A member's task function: its folder and .hydra/ exist by now. A bad value is
+                invalid_config; a good one joins the population."""
                 try:
                     locks.enter_context(hold(run_dir))
                 except FolderBusy as e:
                     log.info(f"{run_dir.name}: {e}, skipped")
                     return None
-                if status is not None:  # an earlier attempt (a population's is not resumable): it starts over,
-                    prepare_job(run_dir)  # the old outputs kept in attempt-<n>/
+                if run_status(run_dir) is not None:  # an earlier attempt (a population's is not resumable):
+                    prepare_job(run_dir)  # it starts over, the old outputs kept in attempt-<n>/
                 try:
                     checked = check(cfg)
                 except ConfigError as e:
                     write_json(run_dir / "metrics.json", {"status": INVALID_CONFIG, "error": str(e)})
-                    log.error("nnlab: %s", e)
+                    print(f"nnlab: {e}", flush=True)  # the console's line and train.log's, as a job's logging has them
+                    handler = file_handler(log_file)
+                    handler.handle(logging.LogRecord("nnlab", logging.ERROR, __file__, 0, "nnlab: %s", (e,), None))
+                    handler.close()
                     return None
-                members.append(Member(job, checked, run_dir, Path(HydraConfig.get().runtime.output_dir) /
-                                      f"{HydraConfig.get().job.name}.log"))
-            for job in group:
-                cfg = base if job is group[0] else derive(base, job)
-                returns[job.idx] = run_job(hydra_context=self.hydra_context, config=cfg,
-                                           task_function=lambda c, job=job: enlist(job, c),
-                                           job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                members.append(Member(job, checked, run_dir, log_file))
+            try:
+                self.start_group(group, base, returns, enlist)
+            finally:
+                HydraConfig.instance().cfg = outer
             if members:
                 train_population(members, n, self.figures)
         return returns
+
+    def start_group(self, group: list[Job], base: DictConfig, returns: dict, enlist) -> None:
+        """Each job's folder and .hydra/, and its place: alone (a resumed sweep's finished or resumable
+        run) or enlisted into the population."""
+        for job in group:
+            cfg = base if job is group[0] else derive(base, job)
+            run_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir")), str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
+            status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
+            if status in FINISHED or status == INTERRUPTED and ckpt.exists() and checkpoint_problem(ckpt) is None:
+                # make sweep RESUME=: skipped, or continued from its checkpoint, as nnlab.train.main does
+                returns[job.idx] = self.run_alone(job, cfg)
+                continue
+            returns[job.idx] = self.start_job(cfg, run_dir, lambda c, f, job=job, d=run_dir: enlist(job, c, d, f))
+
+    def start_job(self, cfg: DictConfig, run_dir: Path, task) -> JobReturn:
+        """What Hydra's run_job (hydra/core/utils.py) does for a job, by the same public calls, less
+        what a member does without: deep copies of its Hydra config, and a logging setup a job (a
+        member's train.log gets its lines through its own handler). The .hydra/ files are the same
+        bytes as run_job's (tests/test_population.py compares them with hydra/launcher=basic's)."""
+        with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+            cfg.hydra.runtime.output_dir = os.path.abspath(run_dir)
+        HydraConfig.instance().set_config(cfg)  # ${hydra:...} of the job's config resolve to its own
+        task_cfg = copy.deepcopy(cfg)
+        with read_write(task_cfg), open_dict(task_cfg):
+            del task_cfg["hydra"]
+        ret = JobReturn(overrides=list(cfg.hydra.overrides.task), cfg=task_cfg, hydra_cfg=HydraConfig.instance().cfg,
+                        working_dir=os.getcwd(), task_name=cfg.hydra.job.name)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if cfg.hydra.output_subdir is not None:
+            saved = run_dir / str(cfg.hydra.output_subdir)
+            saved.mkdir(parents=True, exist_ok=True)
+            for name, node in (("config.yaml", task_cfg), ("hydra.yaml", ret.hydra_cfg),
+                               ("overrides.yaml", cfg.hydra.overrides.task)):
+                (saved / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
+        self.hydra_context.callbacks.on_job_start(config=cfg, task_function=self.task_function)
+        with env_override(cfg.hydra.job.env_set):
+            try:
+                ret.return_value = task(task_cfg, run_dir / f"{cfg.hydra.job.name}.log")
+                ret.status = JobStatus.COMPLETED
+            except Exception as e:
+                ret.return_value, ret.status = e, JobStatus.FAILED
+        self.hydra_context.callbacks.on_job_end(config=cfg, job_return=ret)
+        return ret
 
 
 # -- The training of a population ----------------------------------------------------------------
