@@ -72,3 +72,20 @@ def test_lightning_still_starts_hydra_ranks_through_the_function_compat_replaces
         f"Lightning {L.__version__} no longer starts a Hydra app's ranks through _hydra_subprocess_cmd: "
         "update compat.launch_ranks_with (trainer=ddp in a multirun depends on it)")
     assert subprocess_script._hydra_subprocess_cmd is nnlab.ddp.child_command
+
+
+def test_hydras_basic_sweeper_is_still_the_class_nnlabs_grouped_sweeper_extends():
+    # src/hydra_plugins/nnlab_population.py imports BasicSweeper from hydra._internal (Hydra exports no
+    # public class for its default sweeper) and overrides the public Sweeper hook validate_batch_is_legal
+    from hydra import compose, initialize_config_dir
+    from hydra.plugins.sweeper import Sweeper
+
+    from nnlab import CONF_DIR
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", return_hydra_config=True)
+    target = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"
+    assert cfg.hydra.sweeper._target_ == target, (
+        f"Hydra's default sweeper is now {cfg.hydra.sweeper._target_}, not {target}: update the import in "
+        "src/hydra_plugins/nnlab_population.py (GroupedBasicSweeper)")
+    assert callable(getattr(Sweeper, "validate_batch_is_legal", None)), (
+        "Hydra's Sweeper no longer has validate_batch_is_legal: GroupedBasicSweeper overrides it")
