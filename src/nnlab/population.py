@@ -507,8 +507,8 @@ def step(members: list[Member], batches: list, forward, sums: EpochSums) -> None
     everything = bool(torch.cat([loss, *grads]).isfinite().all())
     for m, value in zip(members, loss.unbind(0)):
         m.loss = value
-        grads = [p.grad.flatten() for p in m.params.values() if p.grad is not None]
-        if everything or torch.cat([m.loss.view(1), *grads]).isfinite().all():
+        if everything or torch.cat([m.loss.view(1), *(p.grad.flatten() for p in m.params.values()
+                                                      if p.grad is not None)]).isfinite().all():
             m.finite_loss = m.loss
         else:  # Classifier.finite: this step's gradients dropped, the run stops after it
             if m.loss.isfinite():
