@@ -1,6 +1,6 @@
 """The one LightningModule: wraps any nnlab model with loss, metrics, optimizer and LR schedule."""
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Iterable
 
 import lightning as L
 import torch
@@ -46,6 +46,27 @@ class EpochSums:
         means = loss[0] / loss[1], hits[0].float() / hits[1].float()
         self.loss.zero_(), self.hits.zero_()
         return means
+
+def all_finite(loss: Tensor, params: Iterable[Tensor]) -> Tensor:
+    """Whether a step's loss and every gradient are finite: a bool on the device, not yet read."""
+    return torch.cat([loss.view(1), *(p.grad.flatten() for p in params if p.grad is not None)]).isfinite().all()
+
+
+def divergence(loss: Tensor, params: Collection[Tensor], step: int) -> str | None:
+    """Why a training step must not be taken, or None when its loss and gradients are all finite.
+    A NaN/inf loss, or inf gradients from a finite one (overflow), would silently poison every
+    weight: here the gradients are then dropped (set to None; optimizers skip a parameter without
+    one), so the step leaves the weights as they were (the last checkpoint never holds NaN weights),
+    and the caller stops the run. One host read a step decides both. Lightning's loop, fused steps
+    and a population's members all check through here."""
+    if all_finite(loss, params):
+        return None
+    for p in params:
+        p.grad = None
+    if loss.isfinite():
+        return f"a gradient was not finite at step {step}"
+    return f"train/loss was {loss.item()} at step {step}"
+
 
 # DDP: the per-epoch values logged below are computed from sums already added over every rank
 # (EpochSums.pop); Lightning's advice to add sync_dist=True for them does not apply.
@@ -137,29 +158,23 @@ class Classifier(L.LightningModule):
         # Before every optimizer step, Lightning's and fused ones alike (the LightningOptimizer's step()).
         if self.group_finite is not None:  # fused on a GPU: added to the group's flag, read at its end
             self.group_finite &= self.all_finite()
-        elif not self.finite(self.global_step):
-            optimizer.zero_grad(set_to_none=True)  # optimizers skip parameters without a gradient
+        else:
+            self.finite(self.global_step)
 
     def finite(self, step: int) -> bool:
-        """Whether this step's loss and gradients are finite. A NaN/inf loss, or inf gradients from a
-        finite one (overflow), would silently poison every weight: the caller drops the gradients, so
-        the step leaves the weights as they were (the last checkpoint never holds NaN weights), and
-        the run stops. One host sync a step decides both."""
-        if self.all_finite():
+        """Whether this step's loss and gradients are finite; if not, the gradients are dropped and
+        the run stops (`divergence`)."""
+        why = divergence(self.loss, self.params, step)
+        if why is None or self.loss.isfinite():
             self.finite_loss = self.loss
+        if why is None:
             return True
-        if self.loss.isfinite():
-            self.finite_loss = self.loss
-            self.diverged = f"a gradient was not finite at step {step}"
-        else:
-            self.diverged = f"train/loss was {self.loss.item()} at step {step}"
+        self.diverged = why
         self.trainer.should_stop = True
         return False
 
     def all_finite(self) -> Tensor:
-        """Whether this step's loss and gradients are all finite: a bool on the device, not yet read."""
-        return torch.cat([self.loss.view(1), *(p.grad.flatten() for p in self.params if p.grad is not None)]
-                         ).isfinite().all()
+        return all_finite(self.loss, self.params)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # train/loss is logged only where it is read: each self.log call costs ~0.3 ms (more than

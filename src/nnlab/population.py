@@ -64,7 +64,7 @@ from torch.func import functional_call, vmap
 
 from nnlab.callbacks import Figures
 from nnlab.checkpoint import AtomicCheckpointIO, checkpoint_problem
-from nnlab.classifier import Classifier, EpochSums
+from nnlab.classifier import Classifier, EpochSums, divergence
 from nnlab.config import ConfigError, check, check_size, scheduler_parts
 from nnlab.data.loader import TensorLoader
 from nnlab.status import DIVERGED, FAILED, FINISHED, INTERRUPTED, INVALID_CONFIG, OK, run_status, write_json
@@ -507,17 +507,12 @@ def step(members: list[Member], batches: list, forward, sums: EpochSums) -> None
     everything = bool(torch.cat([loss, *grads]).isfinite().all())
     for m, value in zip(members, loss.unbind(0)):
         m.loss = value
-        if everything or torch.cat([m.loss.view(1), *(p.grad.flatten() for p in m.params.values()
-                                                      if p.grad is not None)]).isfinite().all():
+        # as Classifier.finite: a member's non-finite step has its gradients dropped, and it stops after it
+        why = None if everything else divergence(m.loss, m.params.values(), m.step)
+        if why is None or m.loss.isfinite():
             m.finite_loss = m.loss
-        else:  # Classifier.finite: this step's gradients dropped, the run stops after it
-            if m.loss.isfinite():
-                m.finite_loss = m.loss
-                m.diverged = f"a gradient was not finite at step {m.step}"
-            else:
-                m.diverged = f"train/loss was {m.loss.item()} at step {m.step}"
-            for p in m.params.values():
-                p.grad = None
+        if why is not None:
+            m.diverged = why
         m.optimizer.step()
         m.step += 1
         if m.scheduler is not None and m.module.hparams.scheduler_interval == "step":
