@@ -16,8 +16,10 @@ from omegaconf import OmegaConf
 
 import nnlab.train  # noqa: F401  (registers the resolvers the config names)
 from nnlab import CONF_DIR
+from nnlab.config import ConfigError
 from nnlab.evaluate import evaluate
 from nnlab.population import derive, group_jobs, parse, supported
+from nnlab.train import resume_config
 
 # 12 jobs: linear and mlp, each with a good lr, one that diverges (1e20) and a bad one (-1), 2 seeds
 SWEEP = ["sweep=spiral_grid", "trainer.max_epochs=2", "data.steps_per_epoch=10", "log_interval=5",
@@ -166,36 +168,62 @@ def test_what_the_population_does_not_train_runs_alone(overrides, trains):
     assert (supported(compose_job(overrides)) is None) == trains
 
 
-def test_an_interrupted_population_resumes_to_the_uninterrupted_numbers(tmp_path):
-    # SIGTERM mid-training: every member stops at a step boundary, `interrupted`; RESUME= trains them
-    # again (a population's checkpoint is not Lightning's loop state) and ends at the unbroken numbers.
+def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_path, scalars):
+    # SIGTERM mid-epoch: every member stops at a step boundary, `interrupted`, its checkpoint holding what
+    # the population needs to go on; RESUME= continues them from there and ends at the unbroken numbers:
+    # metrics, weights, TensorBoard scalars (every step once). A member whose checkpoint is unreadable or
+    # another run's trains again from its start, saying so, to the same numbers.
+    # Shuffled minibatches of 1 (an epoch: 1,200 steps), so that continuing mid-epoch replays the
+    # epoch's data order drawn before the stop.
+    per_epoch = 1200
     sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "sweep=spiral_grid", "model=mlp",
-             "optimizer.lr=0.3,1.0", "scheduler.gamma=0.9", "seed=0,1", "trainer.max_epochs=50", "data.steps_per_epoch=20"]
+             "optimizer.lr=0.03,0.1", "scheduler.gamma=0.9", "seed=0,1", "trainer.max_epochs=2", "data.n=400",
+             "data.batch_size=1", "log_interval=50"]
     command = [sys.executable, "-m", "nnlab.train", *sweep]
     subprocess.run([*command, f"hydra.sweep.dir={tmp_path / 'whole'}"], cwd=tmp_path, capture_output=True, timeout=600)
     cut = tmp_path / "cut"
     proc = subprocess.Popen([*command, f"hydra.sweep.dir={cut}"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not any("epoch 2/50" in log.read_text() for log in cut.glob("*/train.log")):
+    while not any("epoch 1/2" in log.read_text() for log in cut.glob("*/train.log")):  # then within epoch 2
         assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
-        time.sleep(0.05)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "make sweep RESUME=cut" in err, err[-2000:]
     cut_runs = runs(cut)
     assert len(cut_runs) == 4
+    steps = {json.loads((run / "metrics.json").read_text())["steps"] for run in cut_runs.values()}
+    assert len(steps) == 1 and per_epoch < (stopped := steps.pop()) < 2 * per_epoch, steps  # mid-epoch, all at one step
+    names = sorted(cut_runs)  # lr 0.03 seed 0, lr 0.03 seed 1, lr 0.1 seed 0, lr 0.1 seed 1
     for run in cut_runs.values():
-        metrics = json.loads((run / "metrics.json").read_text())
-        assert metrics["status"] == "interrupted" and 0 < metrics["steps"] < 1000, metrics
+        assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    ckpt = cut_runs[names[0]] / "checkpoints" / "last.ckpt"
+    assert 0 <= evaluate(ckpt) <= 1  # make evaluate scores an interrupted member
+    with pytest.raises(ConfigError, match="population member's: it continues with its sweep, make sweep RESUME="):
+        resume_config(cut_runs[names[0]], [])  # make train RESUME= refuses it in one line
+    (cut_runs[names[1]] / "checkpoints" / "last.ckpt").write_bytes(ckpt.read_bytes())  # another run's
+    (cut_runs[names[2]] / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
     done = subprocess.run([*command, f"hydra.sweep.dir={cut}"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert f"{names[1]} trains again from its start" in done.stdout and "saved by a run of another config" in done.stdout
+    assert f"{names[2]} trains again from its start" in done.stdout and "is not a readable checkpoint" in done.stdout
+    for name in (names[0], names[3]):
+        assert f"{name}: continues from step {stopped} (epoch 2, after {stopped - per_epoch} of its {per_epoch} " \
+               "steps)" in done.stdout
+        assert (cut_runs[name] / "train.log").read_text().count("epoch 1/2") == 1  # not trained again
+        assert not (cut_runs[name] / "attempt-1").exists()
+    for name in (names[1], names[2]):
+        assert (cut_runs[name] / "attempt-1" / "metrics.json").exists()  # the cut-short attempt, kept
     for name, run in runs(tmp_path / "whole").items():
         a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, cut_runs[name]))
         assert a["status"] == "ok" and {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
                {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
-        assert (cut_runs[name] / "attempt-1" / "metrics.json").exists()  # the cut-short attempt, kept
+        assert b["population"]["size"] == 2  # resumed with the one other member stopped at its step
+        wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, cut_runs[name]))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+        assert repr(sorted(scalars(run).items())) == repr(sorted(scalars(cut_runs[name]).items())), name
 
 
 def test_jobs_the_population_does_not_train_run_one_by_one_and_it_says_why(tmp_path):

@@ -47,6 +47,9 @@ def checkpoint_problem(path: Path) -> str | None:
     except Exception as e:  # truncated, empty, garbage: torch's and pickle's many errors
         why = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
         return f"{path} is not a readable checkpoint ({why})"
+    if "population" in ckpt:  # nnlab.population's, of a member stopped with its population
+        return (f"{path} is a population member's: it continues with its sweep, make sweep RESUME=<the sweep's "
+                "folder> (and the same SWEEP/ARGS)")
     if missing:
         return f"{path} is not a Lightning training checkpoint (no {', '.join(missing)})"
     if any(k.startswith("sums.") for k in ckpt["state_dict"]):  # nnlab versions with the sums as buffers

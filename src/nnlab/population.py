@@ -10,9 +10,12 @@ class, or any other key, are in different groups. The grouping is printed before
 A group of one, and a group of something the population does not train (`supported`: an allow-list),
 runs through Hydra's own run_job, one job after another, exactly as hydra/launcher=basic runs it; so
 does a resumed sweep's (make sweep RESUME=) finished run or run with a resumable Lightning checkpoint
-(nnlab.train.main skips or continues it). SIGTERM or Ctrl-C stops a population after its step: its
-members are interrupted, and a resumed sweep trains them again from their start, in a population, to
-the numbers of the sweep never interrupted (a member's checkpoint holds no Lightning loop state).
+(nnlab.train.main skips or continues it). SIGTERM or Ctrl-C stops a population at a step boundary:
+its members are interrupted, each one's checkpoint holding what continues it (`checkpoint`: the
+population's place, the member's RNG before that epoch's data order, its epoch sums, losses, logged
+metrics and figure curves); a resumed sweep regroups them and continues from there (`restore`) to the
+numbers of the sweep never interrupted. A member that cannot continue (`saved_state` says why) trains
+again from its start.
 
 A group composes one config (a Hydra composition took ~0.5 s on the loaded 2-core VM of
 docs/population.md); each member's config is
@@ -76,6 +79,7 @@ log = logging.getLogger("nnlab")
 MEMBER_KEYS = ("seed", "l2", "model.init_std")
 MEMBER_PREFIXES = ("optimizer.", "scheduler.")
 FIGURES = ("none", "best", "all")
+STATE_VERSION = 1  # of the "population" entry of an interrupted member's checkpoint
 # conf/train.yaml's callbacks (any may be left out): what the population does in their place
 CALLBACKS = {"checkpoint": "ModelCheckpoint", "interrupt": "Interrupt", "rng": "RNGState", "epoch_log": "EpochLog",
              "figures": "Figures"}
@@ -168,11 +172,15 @@ class Member:
     """One run of a population: its config and folder, and once built, its data, Classifier (net,
     epoch sums, L2), optimizer and schedule, and what Lightning would have logged for it."""
 
-    def __init__(self, job: Job, cfg: DictConfig, run_dir: Path, log_file: Path):
+    def __init__(self, job: Job, cfg: DictConfig, run_dir: Path, log_file: Path, saved: dict | None = None):
         self.job, self.cfg, self.run_dir = job, cfg, run_dir
         self.handler = file_handler(log_file)
         self.metrics: dict = {"status": FAILED}
         self.stopped = False
+        self.saved = saved  # the checkpoint it continues from (make sweep RESUME=), or None
+        # (epoch, steps done in it) of the population where it starts: (0, 0), or where it stopped
+        self.start = tuple(saved["population"]["place"]) if saved else (0, 0)
+        self.boundary: tuple | None = None  # where fit stopped it cleanly: (epoch, steps done, its RNG there)
 
     def note(self, message: str) -> None:
         self.handler.handle(logging.LogRecord("nnlab", logging.INFO, __file__, 0, message, None, None))
@@ -291,24 +299,38 @@ class Population:
                 except FolderBusy as e:
                     log.info(f"{run_dir.name}: {e}, skipped")
                     return None
-                if run_status(run_dir) is not None:  # an earlier attempt (a population's is not resumable):
-                    prepare_job(run_dir)  # it starts over, the old outputs kept in attempt-<n>/
+                status = run_status(run_dir)  # an earlier attempt's, if any (make sweep RESUME=)
                 try:
                     checked = check(cfg)
                 except ConfigError as e:
+                    if status is not None:
+                        prepare_job(run_dir)  # the old outputs kept in attempt-<n>/
                     write_json(run_dir / "metrics.json", {"status": INVALID_CONFIG, "error": str(e)})
                     print(f"nnlab: {e}", flush=True)  # the console's line and train.log's, as a job's logging has them
                     handler = file_handler(log_file)
                     handler.handle(logging.LogRecord("nnlab", logging.ERROR, __file__, 0, "nnlab: %s", (e,), None))
                     handler.close()
                     return None
-                members.append(Member(job, checked, run_dir, log_file))
+                saved, why = saved_state(run_dir, checked) if status == INTERRUPTED else (None, None)
+                if saved is None and status is not None:  # it starts over, the old outputs kept in attempt-<n>/
+                    prepare_job(run_dir)
+                member = Member(job, checked, run_dir, log_file, saved)
+                if why:
+                    print(f"nnlab: {why}", flush=True)
+                    member.note(f"nnlab: {why}")
+                members.append(member)
             try:
                 self.start_group(group, base, returns, enlist)
             finally:
                 HydraConfig.instance().cfg = outer
-            if members:
-                train_population(members, n, self.figures)
+            # Members continue together from the same place in training: a resumed population is
+            # its interrupted members (fewer, if some finished or were taken by another process),
+            # and members starting afresh are another population, trained after it.
+            places: dict[tuple, list[Member]] = {}
+            for m in members:
+                places.setdefault(m.start, []).append(m)
+            for part in places.values():
+                train_population(part, n, self.figures)
         return returns
 
     def start_group(self, group: list[Job], base: DictConfig, returns: dict, enlist) -> None:
@@ -357,7 +379,7 @@ class Population:
 
 # -- The training of a population ----------------------------------------------------------------
 def train_population(members: list[Member], group: int, figures: str) -> None:
-    start = time.perf_counter()
+    start, stop = time.perf_counter(), {"signal": None}
     try:
         cfg = members[0].cfg
         # One thread unless threads= says otherwise: a population's ops are small, and a second thread
@@ -371,11 +393,12 @@ def train_population(members: list[Member], group: int, figures: str) -> None:
             x, y = m.data.train_set  # what Figures prints of the first batch
             m.first_batch = (f"first batch: inputs {tuple(x.shape)}, labels {tuple(y.shape)}, mean={x.mean():.4f}, "
                              f"std={x.std():.4f}")
-            m.note(m.first_batch)
-        with stop_signals() as stop:
+            if m.saved is None:  # a resumed run's train.log has it from its start
+                m.note(m.first_batch)
+        with stop_signals(stop):
             fit(members, cfg, stop)
-        for m in members:
-            test(m)
+            for m in members:  # a signal now waits for the tests (short), then ends the sweep
+                test(m)
     except BaseException as e:
         interrupted = isinstance(e, Interrupted | KeyboardInterrupt | SystemExit)
         for m in members:
@@ -389,11 +412,11 @@ def train_population(members: list[Member], group: int, figures: str) -> None:
         for m in members:
             draw = "figures" in m.cfg.callbacks and (figures == "all" or figures == "best" and m is best(members))
             finish(m, seconds, draw)
-    if any(m.metrics["status"] == INTERRUPTED for m in members):  # as nnlab.train.main ends an interrupted job
+    if stop["signal"] or any(m.metrics["status"] == INTERRUPTED for m in members):  # as nnlab.train.main ends
         sweep = members[0].run_dir.parent
         shown = sweep.relative_to(Path.cwd()) if sweep.is_relative_to(Path.cwd()) else sweep
         sys.exit(f"nnlab: interrupted; finish the sweep with: make sweep RESUME={shown} (and the same SWEEP/ARGS): "
-                 "its interrupted runs train again from their start, to the same numbers")
+                 "its interrupted runs continue from where they stopped, to the numbers of a sweep never interrupted")
 
 
 class Interrupted(Exception):
@@ -401,11 +424,9 @@ class Interrupted(Exception):
 
 
 @contextlib.contextmanager
-def stop_signals():
-    """SIGTERM and Ctrl-C set a flag that fit reads after every step (a step boundary: nothing half
-    done); a second Ctrl-C stops at once. Outside the main thread signals are left alone."""
-    stop: dict = {"signal": None}
-
+def stop_signals(stop: dict):
+    """SIGTERM and Ctrl-C set stop["signal"], which fit reads after every step (a step boundary:
+    nothing half done); a second Ctrl-C stops at once. Outside the main thread signals are left alone."""
     def handler(signum, frame):
         if stop["signal"] is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
@@ -417,7 +438,7 @@ def stop_signals():
     except ValueError:
         pass
     try:
-        yield stop
+        yield
     finally:
         for s, h in previous.items():
             signal.signal(s, h)
@@ -435,34 +456,43 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict) -> None:
     per_epoch = epoch_batches(members[0], dry=True)
     every, epochs = cfg.trainer.log_every_n_steps, cfg.trainer.max_epochs
     k = math.gcd(per_epoch, every or per_epoch)
-    for m in members:
-        m.configure(epochs * per_epoch)
     sums = EpochSums()  # every member's training sums of the epoch, one row each: (members, 2)
     sums.loss, sums.hits = sums.loss.repeat(len(members), 1), sums.hits.repeat(len(members), 1)
     for slot, m in enumerate(members):
         m.slot, m.sums = slot, sums
+        m.configure(epochs * per_epoch)
+        if m.saved is not None:
+            restore(m, per_epoch)
+        m.epoch_rng = m.rng  # before an epoch's draw of its data order (a stopped member's: its last)
     template = members[0].module.net  # the architecture; each member's own weights go in
     forward = vmap(lambda params, x: functional_call(template, params, (x,)))
-    for _ in range(epochs):
+    first, done = members[0].start  # every member's (a population continues from one place)
+    for epoch in range(first, epochs):
         active = [m for m in members if not m.stopped]
         if not active:
             break
-        batches = {id(m): epoch_batches(m) for m in active}
         for m in active:
-            m.finite_loss = None
-        for i in range(per_epoch):
+            m.epoch_rng = m.rng  # before the epoch's draw: a run stopped within it draws it again
+        batches = {id(m): epoch_batches(m) for m in active}
+        start = done if epoch == first else 0
+        if start == 0:
+            for m in active:
+                m.finite_loss = None
+        for i in range(start, per_epoch):
             stepping = [m for m in active if not m.stopped]
             if not stepping:
                 break
             step(stepping, [batches[id(m)][i] for m in stepping], forward, sums)
-            if stop["signal"]:
-                raise Interrupted(f"{stop['signal']} at step {stepping[0].step}")
             last = i == per_epoch - 1
             for m in stepping:
                 if m.diverged or (i + 1) % k == 0 or last:  # a group's end (or where the member stopped)
                     end_group(m, every, last_group=i // k == (per_epoch - 1) // k)
                 if m.diverged or last:
                     end_epoch(m, epochs)
+            if stop["signal"]:  # a step boundary: each member's checkpoint continues it from here
+                for m in members:
+                    m.boundary = (epoch + 1, 0, m.rng) if last else (epoch, i + 1, m.epoch_rng)
+                raise Interrupted(f"{stop['signal']} at step {stepping[0].step}")
 
 
 def epoch_batches(m: Member, dry: bool = False):
@@ -584,12 +614,16 @@ def test(m: Member) -> None:
 
 def finish(m: Member, seconds: float, draw: bool) -> None:
     """The member's outputs, as a run of its own leaves them: TensorBoard events, figures,
-    checkpoint, metrics.json, train.log's last lines."""
+    checkpoint, metrics.json, train.log's last lines. A member interrupted other than at a step
+    boundary (a second Ctrl-C) writes no events or checkpoint: the folder keeps the last boundary's."""
     try:
-        if hasattr(m, "points"):
+        if hasattr(m, "points") and (m.metrics["status"] != INTERRUPTED or m.boundary is not None):
+            # A resumed member's events file holds its points from where it continued: TensorBoard
+            # reads the folder's files as one run, every step once.
             logger = instantiate(m.cfg.logger)
             logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
-            logger.experiment.add_text("data/first_batch", m.first_batch)
+            if m.saved is None:
+                logger.experiment.add_text("data/first_batch", m.first_batch)
             for values, step in m.points:
                 logger.log_metrics(values, step)
             if m.metrics["status"] in (OK, DIVERGED):
@@ -615,9 +649,57 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
 
 
 def checkpoint(m: Member) -> None:
-    """checkpoints/last.ckpt with what make evaluate and a reader of Lightning checkpoints use."""
+    """checkpoints/last.ckpt with what make evaluate and a reader of Lightning checkpoints use, and
+    for a member stopped at a step boundary, what the population needs to continue it exactly."""
     ckpt = {"state_dict": m.module.state_dict(), "hyper_parameters": dict(m.module.hparams),
             "epoch": m.epoch, "global_step": m.step, "pytorch-lightning_version": L.__version__,
             "optimizer_states": [m.optimizer.state_dict()],
             "lr_schedulers": [m.scheduler.state_dict()] if m.scheduler is not None else []}
+    if m.metrics["status"] == INTERRUPTED and m.boundary is not None:
+        epoch, done, rng = m.boundary
+        ckpt["population"] = {
+            "version": STATE_VERSION, "place": [epoch, done],  # the population's epoch, steps done in it
+            "rng": rng,  # torch's RNG as the member's run had it before that epoch's data order was drawn
+            "loss": m.loss, "finite_loss": m.finite_loss, "diverged": m.diverged, "stopped": m.stopped,
+            "sums": {"loss": m.sums.loss[m.slot].clone(), "hits": m.sums.hits[m.slot].clone()},  # the epoch's so far
+            "callback_metrics": dict(m.callback_metrics), "figures": m.figures.state_dict()}
     AtomicCheckpointIO().save_checkpoint(ckpt, m.run_dir / "checkpoints" / "last.ckpt")
+
+
+def saved_state(run_dir: Path, cfg: DictConfig) -> tuple[dict | None, str | None]:
+    """An interrupted member's checkpoint when the population can continue it, else None and why it
+    trains again from its start (one line)."""
+    ckpt = run_dir / "checkpoints" / "last.ckpt"
+    start = f"{run_dir.name} trains again from its start, its earlier outputs kept in attempt-<n>/"
+    if not ckpt.exists():
+        return None, f"{start}: it was interrupted before it saved {ckpt.name}"
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        state, config = saved.get("population"), saved["hyper_parameters"]["config"]
+    except Exception as e:  # truncated, garbage, another format: torch's and pickle's many errors
+        why = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
+        return None, f"{start}: {ckpt} is not a readable checkpoint ({why})"
+    if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
+        return None, f"{start}: {ckpt} holds no population state it can continue from (not stopped at a step boundary)"
+    if config != OmegaConf.to_container(cfg, resolve=True):
+        return None, f"{start}: {ckpt} was saved by a run of another config"
+    return saved, None
+
+
+def restore(m: Member, per_epoch: int) -> None:
+    """The member as it was where it stopped: weights, optimizer, schedule, counters, the epoch's
+    sums and losses so far, its RNG, what it had logged and drawn (its points so far are on disk)."""
+    saved, state = m.saved, m.saved["population"]
+    m.module.load_state_dict(saved["state_dict"])  # in place: m.params are these tensors
+    m.optimizer.load_state_dict(saved["optimizer_states"][0])
+    if m.scheduler is not None:
+        m.scheduler.load_state_dict(saved["lr_schedulers"][0])
+    m.step, m.epoch = saved["global_step"], saved["epoch"]
+    m.rng, m.loss, m.finite_loss = state["rng"], state["loss"], state["finite_loss"]
+    m.diverged, m.stopped, m.callback_metrics = state["diverged"], state["stopped"], dict(state["callback_metrics"])
+    m.sums.loss[m.slot], m.sums.hits[m.slot] = state["sums"]["loss"], state["sums"]["hits"]
+    m.figures.load_state_dict(state["figures"])
+    epoch, done = m.start
+    line = f"continues from step {m.step} (epoch {epoch + 1}, after {done} of its {per_epoch} steps)"
+    m.note(line)
+    print(f"{m.run_dir.name}: {line}", flush=True)
