@@ -268,6 +268,33 @@ def test_a_read_only_output_folder_is_one_line_naming_it_and_the_fix(args, key, 
 
 # ---- resume: refused in one line, nothing changed; a resumed record is whole -------------------
 
+def test_resuming_a_read_only_run_folder_is_one_line_naming_it_and_the_fix(interrupted_run):
+    # make train RESUME=<run folder> where the folder cannot be written: refused before Hydra writes
+    # anything (it would add .hydra/resumed/ and a log file, then fail to save a checkpoint)
+    paths = [interrupted_run, *interrupted_run.rglob("*")]
+    modes = {p: p.stat().st_mode for p in paths}
+    for p in paths:
+        p.chmod(modes[p] & ~0o222)
+    try:
+        try:
+            probe = subprocess.run(["touch", str(interrupted_run / "probe")], preexec_fn=without_write_permission,
+                                   capture_output=True)
+        except subprocess.SubprocessError as e:
+            pytest.skip(f"cannot make a folder read-only to a child process here: {e}")
+        if probe.returncode == 0:
+            pytest.skip("cannot make a folder read-only to a child process here: it could still write")
+        before = files(interrupted_run)
+        done = subprocess.run([sys.executable, "-m", "nnlab.train", f"resume={interrupted_run}"],
+                              cwd=interrupted_run.parent, capture_output=True, text=True, timeout=300,
+                              preexec_fn=without_write_permission)
+        one_line_refusal(done, f"{interrupted_run} is not writable")
+        assert done.stderr.rstrip().endswith(f"make it writable (chmod -R u+w {interrupted_run})")
+        assert files(interrupted_run) == before and sorted(interrupted_run.rglob("*")) == sorted(paths[1:])
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+
+
 @pytest.mark.parametrize("damage", [lambda b: b[: len(b) // 2], lambda b: b"", lambda b: os.urandom(len(b))])
 def test_an_unreadable_checkpoint_is_refused_naming_it_and_the_folder_is_unchanged(damage, interrupted_run):
     ckpt = interrupted_run / "checkpoints" / "last.ckpt"
