@@ -63,6 +63,7 @@ from hydra.core.override_parser.types import Override, OverrideType
 from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override, run_job, setup_globals
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from nnlab.callbacks import Figures
@@ -460,11 +461,13 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict) -> None:
     sums.loss, sums.hits = sums.loss.repeat(len(members), 1), sums.hits.repeat(len(members), 1)
     for slot, m in enumerate(members):
         m.slot, m.sums = slot, sums
+    stack = Stack(members)  # before the optimizers: they take the members' views of it
+    for m in members:
         m.configure(epochs * per_epoch)
         if m.saved is not None:
-            restore(m, per_epoch)
+            restore(m, per_epoch)  # into the stack's rows
         m.epoch_rng = m.rng  # before an epoch's draw of its data order (a stopped member's: its last)
-    template = members[0].module.net  # the architecture; each member's own weights go in
+    template = members[0].module.net  # the architecture; the stacked weights go in
     forward = vmap(lambda params, x: functional_call(template, params, (x,)))
     first, done = members[0].start  # every member's (a population continues from one place)
     for epoch in range(first, epochs):
@@ -482,7 +485,7 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict) -> None:
             stepping = [m for m in active if not m.stopped]
             if not stepping:
                 break
-            step(stepping, [batches[id(m)][i] for m in stepping], forward, sums)
+            step(stepping, [batches[id(m)][i] for m in stepping], forward, stack, sums)
             last = i == per_epoch - 1
             for m in stepping:
                 if m.diverged or (i + 1) % k == 0 or last:  # a group's end (or where the member stopped)
@@ -508,33 +511,65 @@ def epoch_batches(m: Member, dry: bool = False):
         return list(loader)
 
 
-def step(members: list[Member], batches: list, forward, sums: EpochSums) -> None:
+class Stack:
+    """The population's parameters as one leaf tensor a parameter, (members, *shape): the vectorised
+    forward takes them as they are, and the backward leaves one gradient a parameter (where stacking
+    the members' own leaves every step cost a stack and an unstack, and a gradient accumulation a
+    member and parameter: ~40% of a step). Each member's parameters become views of its row
+    (nn.Parameter on the same storage), so its own torch.optim optimizer updates the stack in place,
+    and its .grad is a view of its row of `grads`, the gradient copied there every step."""
+
+    def __init__(self, members: list[Member]):
+        names = list(members[0].params)
+        with torch.no_grad():
+            self.leaves = {n: torch.stack([m.params[n] for m in members]).requires_grad_() for n in names}
+        self.grads = {n: torch.zeros_like(t) for n, t in self.leaves.items()}
+        for i, m in enumerate(members):
+            for n in names:
+                owner, _, attr = n.rpartition(".")
+                view = nn.Parameter(self.leaves[n].detach()[i])
+                setattr(m.module.net.get_submodule(owner), attr, view)
+            m.module.list_parameters()
+            m.params = dict(m.module.net.named_parameters())
+            for n, p in m.params.items():
+                p.grad = self.grads[n][i]
+        # Classifier.l2_penalty's weights (2 or more dimensions a member), in its order
+        self.weights = [n for n in names if self.leaves[n].ndim >= 3]
+
+    def params(self, rows: Tensor | None) -> dict[str, Tensor]:
+        return self.leaves if rows is None else {n: t[rows] for n, t in self.leaves.items()}
+
+
+def step(members: list[Member], batches: list, forward, stack: Stack, sums: EpochSums) -> None:
     """One training step of each member: one vectorised forward, per-member losses, one backward."""
-    slots = torch.tensor([m.slot for m in members])  # the members' rows in `sums`
+    slots = torch.tensor([m.slot for m in members])  # the members' rows in the stack and `sums`
+    rows = None if len(members) == len(stack.grads[next(iter(stack.grads))]) else slots
+    for t in stack.leaves.values():
+        t.grad = None
+    params = stack.params(rows)
+    logits = forward(params, torch.stack([x for x, _ in batches]))  # (members, B, classes)
+    losses = torch.stack([F.cross_entropy(out, y) for out, (_, y) in zip(logits.unbind(0), batches)])
+    l2 = [m.module.hparams.l2 for m in members]
+    if all(l2):  # Classifier.step's objective: + 0.5 * l2 * sum(W**2), each member's own sums
+        squares = sum(params[n].pow(2).sum(tuple(range(1, params[n].ndim))) for n in stack.weights)
+        losses = losses + torch.tensor([0.5 * v for v in l2]) * squares
+    elif any(l2):
+        losses = losses + torch.stack([m.module.l2_penalty() if m.module.hparams.l2 else torch.zeros(())
+                                       for m in members])
+    losses.sum().backward()  # d(sum)/d(loss_i) = 1: each member's own gradients
+    for n, t in stack.leaves.items():
+        stack.grads[n].copy_(t.grad)  # the members' .grad views see it
     for m in members:
-        for p in m.params.values():
-            p.grad = None  # optimizer.zero_grad(set_to_none=True)
-    names = list(members[0].params)
-    stacked = {name: torch.stack([m.params[name] for m in members]) for name in names}
-    logits = forward(stacked, torch.stack([x for x, _ in batches]))  # (members, B, classes)
-    losses = []
-    for m, out, (_, y) in zip(members, logits.unbind(0), batches):
-        loss = F.cross_entropy(out, y)
-        if m.module.hparams.l2:  # Classifier.step's objective
-            loss = loss + m.module.l2_penalty()
-        m.figures.seen += len(y)
-        losses.append(loss)
-    torch.stack(losses).sum().backward()  # d(sum)/d(loss_i) = 1: each member's own gradients
+        m.figures.seen += len(batches[0][1])
     # The epoch sums of EpochSums.update, every member's row at once (the same float32 additions)
-    loss, y = torch.stack(losses).detach(), torch.stack([y for _, y in batches])  # (members,), (members, B)
+    loss, y = losses.detach(), torch.stack([y for _, y in batches])  # (members,), (members, B)
     weighted = loss * y.shape[1]
     sums.loss.index_add_(0, slots, torch.where(loss.isnan()[:, None], 0.0,
                                                torch.stack((weighted, torch.full_like(weighted, y.shape[1])), 1)))
     correct = (logits.detach().argmax(-1) == y).sum(-1)
     sums.hits.index_add_(0, slots, torch.stack((correct, torch.full_like(correct, y.shape[1])), 1))
     # Finiteness of every loss and gradient, read once; member by member only when something is not
-    grads = [p.grad.flatten() for m in members for p in m.params.values() if p.grad is not None]
-    everything = bool(torch.cat([loss, *grads]).isfinite().all())
+    everything = bool(torch.cat([loss, *(g.flatten() for g in stack.grads.values())]).isfinite().all())
     for m, value in zip(members, loss.unbind(0)):
         m.loss = value
         # as Classifier.finite: a member's non-finite step has its gradients dropped, and it stops after it
@@ -651,7 +686,10 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
 def checkpoint(m: Member) -> None:
     """checkpoints/last.ckpt with what make evaluate and a reader of Lightning checkpoints use, and
     for a member stopped at a step boundary, what the population needs to continue it exactly."""
-    ckpt = {"state_dict": m.module.state_dict(), "hyper_parameters": dict(m.module.hparams),
+    # clones: a member's parameters are views of the population's stack (Stack), and torch.save
+    # writes a view's whole storage
+    state = {k: v.clone() for k, v in m.module.state_dict().items()}
+    ckpt = {"state_dict": state, "hyper_parameters": dict(m.module.hparams),
             "epoch": m.epoch, "global_step": m.step, "pytorch-lightning_version": L.__version__,
             "optimizer_states": [m.optimizer.state_dict()],
             "lr_schedulers": [m.scheduler.state_dict()] if m.scheduler is not None else []}
