@@ -18,7 +18,7 @@ import nnlab.train  # noqa: F401  (registers the resolvers the config names)
 from nnlab import CONF_DIR
 from nnlab.config import ConfigError
 from nnlab.evaluate import evaluate
-from nnlab.population import derive, group_jobs, parse, supported
+from nnlab.population import Stack, derive, group_jobs, parse, supported
 from nnlab.train import resume_config
 
 # 12 jobs: linear and mlp, each with a good lr, one that diverges (1e20) and a bad one (-1), 2 seeds
@@ -257,3 +257,27 @@ def test_shuffled_minibatches_adam_and_a_per_step_schedule_are_bitwise_too(tmp_p
                {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
         wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, basic[name]))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+
+
+def test_plain_sgd_steps_of_the_whole_stack_are_torch_optims_own():
+    # Stack.sgd_step (every plain SGD member's step in one op a parameter) against torch.optim.SGD's
+    # step of each member alone, over learning rates and gradients of many magnitudes, for the whole
+    # stack and for some of its rows (the others, stopped or diverged, left as they are)
+    gen = torch.Generator().manual_seed(0)
+    scale = lambda *shape: 10.0 ** torch.randint(-8, 4, shape, generator=gen).float()  # noqa: E731
+    stack = Stack.__new__(Stack)  # the stacked leaves and gradients, without members around them
+    stack.leaves = {"w": torch.randn(8, 5, 3, generator=gen).requires_grad_(), "b": torch.randn(8, 3, generator=gen).requires_grad_()}
+    for rows in (list(range(8)), [0, 3, 5]):
+        stack.grads = {n: torch.randn(t.shape, generator=gen) * scale(8, *[1] * (t.ndim - 1)) for n, t in stack.leaves.items()}
+        lrs = (torch.rand(len(rows), generator=gen) * scale(len(rows))).tolist()
+        expected = {n: t.detach().clone() for n, t in stack.leaves.items()}
+        for r, lr in zip(rows, lrs):
+            params = [torch.nn.Parameter(expected[n][r].clone()) for n in stack.leaves]
+            for p, n in zip(params, stack.leaves):
+                p.grad = stack.grads[n][r].clone()
+            torch.optim.SGD(params, lr=lr, momentum=0.0).step()
+            for p, n in zip(params, stack.leaves):
+                expected[n][r] = p.detach()
+        stack.sgd_step(list(zip(rows, lrs)))
+        for n, t in stack.leaves.items():
+            assert torch.equal(t.detach(), expected[n]), (n, rows)
