@@ -26,14 +26,16 @@ less run_job's deep copies of the Hydra config and its logging setup a job, and 
 claimed; the group trains:
 
 - each member seeded as nnlab.train seeds a run, its own init, data, torch.optim optimizer and LR
-  schedule, its parameters its own leaf tensors (an nnlab.classifier.Classifier around its net);
-- one vectorised forward a step: the members' parameters stacked, torch.func.vmap over members of
-  functional_call of the one architecture; each member's loss (cross-entropy plus its own L2, what
-  Classifier.step computes) outside vmap, one backward for all (their sum: each gets gradient 1);
+  schedule (an nnlab.classifier.Classifier around its net), its parameters views of its row of the
+  population's Stack (one leaf a parameter, (members, ...));
+- one vectorised forward a step: torch.func.vmap over members of functional_call of the one
+  architecture on the stack; each member's loss (cross-entropy plus its own L2, what Classifier.step
+  computes) outside vmap, one backward for all (their sum: each gets gradient 1);
 - per member what Lightning's loop does around a step (fused steps, nnlab/fused.py): the finiteness
   check of loss and gradients (a member going non-finite stops alone, status diverged, its weights
-  the last finite ones), the optimizer's step, the schedule's step, the epoch sums, train/loss and
-  lr every log_interval steps, validation every epoch, test at the end.
+  the last finite ones), the optimizer's step (plain SGD's for all such members at once:
+  Stack.sgd_step), the schedule's step, the epoch sums, train/loss and lr every log_interval steps,
+  validation every epoch, test at the end.
 
 On the spiral on this CPU every number equals the member's separate run bit for bit: the vmapped
 logits and their gradients are the same floats as one model's, and everything else is per member.
