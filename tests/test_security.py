@@ -141,14 +141,17 @@ def test_config_files_from_config_dir_and_searchpath_pass_the_same_gate(hydra_no
                       .replace("MARKER", str(marker)))
     OmegaConf.save({"defaults": ["train", "_self_"], "hydra": node}, extra / "mine.yaml")
     (extra / "experiment" / "mine.yaml").write_text("# @package _global_\n" + OmegaConf.to_yaml({"hydra": node}))
+    (extra / "__init__.py").touch()  # a package too: importable from the command's folder (python -m adds it)
     for args in (["--config-dir", str(extra), "--config-name", "mine"],
                  [f"hydra.searchpath=[file://{extra}]", "experiment=mine"],
+                 ["hydra.searchpath=[pkg://extra]", "experiment=mine"],
                  ["--multirun", f"hydra.searchpath=[file://{extra}]", "experiment=spiral_mlp,mine"]):
         one_line_refusal(cli("nnlab.train", *args, *SPIRAL, cwd=tmp_path), message)
     assert not marker.exists() and not (tmp_path / "runs").exists()
 
 
-def test_a_config_dir_of_allowed_configs_composes_as_hydra_composes_it_and_plugin_nodes_are_checked(tmp_path):
+def test_a_config_dir_of_allowed_configs_composes_as_hydra_composes_it_and_plugin_nodes_are_checked(tmp_path,
+                                                                                                    monkeypatch):
     from nnlab.config import check_hydra
     (tmp_path / "model").mkdir()
     OmegaConf.save({"defaults": ["train", "_self_"], "seed": 7}, tmp_path / "mine.yaml")
@@ -157,6 +160,10 @@ def test_a_config_dir_of_allowed_configs_composes_as_hydra_composes_it_and_plugi
     assert cfg.seed == 7 and cfg.model.hidden == 3 and cfg.data._target_.endswith("SpiralDataModule")
     assert list(cfg.hydra.callbacks) == ["sweep_report"]
     check_argv(["--config-dir", str(tmp_path), "model=tiny", "model.hidden=4"])  # its options and keys exist
+    (tmp_path / "__init__.py").touch()  # the folder as an importable package: hydra.searchpath's pkg:// form
+    monkeypatch.syspath_prepend(str(tmp_path.parent))
+    pkg = [f"hydra.searchpath=[pkg://{tmp_path.name}]", "data=spiral", "model=tiny"]
+    assert check_hydra(pkg).model.hidden == 3 and check_argv([*pkg, "model.hidden=4"])
     (tmp_path / "experiment").mkdir()  # a node nested in a launcher's config: Hydra instantiates it with the launcher
     marker = tmp_path / "marker"
     (tmp_path / "experiment" / "x.yaml").write_text("# @package _global_\n" +

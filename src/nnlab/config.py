@@ -25,6 +25,7 @@ import os
 import re
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 
 import torch
@@ -294,9 +295,21 @@ class Sources:
     multirun: bool
 
     def dirs(self) -> list[Path]:
-        """The folders configs come from, in Hydra's order (pkg:// entries have none to list)."""
-        return [self.main_dir, *(Path(p.removeprefix("file://")) for p in self.searchpath
-                                 if "://" not in p or p.startswith("file://"))]
+        """The folders configs come from, in Hydra's order. A pkg:// entry's is its package's folder,
+        found as Hydra finds it (importing the package, as composing does anyway); one Hydra cannot
+        import, or a package inside a zip file, adds none."""
+        found = [self.main_dir]
+        for entry in self.searchpath:
+            if entry.startswith("pkg://"):
+                try:
+                    folder = resources.files(entry.removeprefix("pkg://").replace("/", ".").rstrip("."))
+                except (ValueError, ModuleNotFoundError, TypeError):
+                    continue
+                if isinstance(folder, Path):
+                    found.append(folder)
+            elif "://" not in entry or entry.startswith("file://"):
+                found.append(Path(entry.removeprefix("file://")))
+        return found
 
 
 # Hydra's command line (its parser in hydra/_internal/utils.py), read the same way: which configs
