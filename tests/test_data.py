@@ -10,6 +10,7 @@ import torch
 from conftest import idx_images, idx_labels
 
 import nnlab.data
+from nnlab.data import MNISTDataModule
 from nnlab.train import train
 
 # What a user adds to src/nnlab/data/: one file each (nnlab builds only classes defined in its own
@@ -107,3 +108,14 @@ def test_a_dataset_not_there_is_one_line_naming_the_fix(tmp_path, monkeypatch, c
     fashion, _ = add_dataset(tmp_path, monkeypatch, "fashion_mnist", FASHION, "")
     with pytest.raises(FileNotFoundError, match=f"FashionMNIST is not in {tmp_path}: .*data.download=true"):
         fashion.FashionMNISTDataModule(root=str(tmp_path)).prepare_data()
+
+
+def test_train_images_cuts_the_training_split_and_leaves_validation_as_it_is(tiny_mnist):
+    whole, cut = (MNISTDataModule(root=str(tiny_mnist), val_size=20, train_images=n) for n in (None, 30))
+    for data in (whole, cut):
+        data.prepare_data()
+        data.setup("fit")
+    assert len(whole.train_set[1]) == 100 and len(cut.train_set[1]) == 30
+    assert torch.equal(cut.train_set[0], whole.train_set[0][:30]) and torch.equal(cut.val_set[0], whole.val_set[0])
+    with pytest.raises(ValueError, match="data.train_images=0 must be a positive number"):
+        MNISTDataModule(root=str(tiny_mnist), train_images=0)

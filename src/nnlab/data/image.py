@@ -19,6 +19,8 @@ class ImageDataModule(TensorDataModule):
 
     val_size images are held out of the training set by a split seeded with split_seed, so model
     choice never sees the test set; val_size=0 trains on all of it and validates on the test set.
+    train_images=N trains on the first N images of the training split only (quick runs and tests; the
+    validation split stays as it is); null trains on all of it.
     normalize=True standardises each channel with `mean` and `std` (of the training pixels in [0, 1]).
     prepare_data fetches the files: torchvision's own download when `download` is true; a subclass
     may fetch them its own way (MNIST: a verified offline source)."""
@@ -30,11 +32,13 @@ class ImageDataModule(TensorDataModule):
 
     def __init__(self, root: str = "data", batch_size: int = 64, val_size: int = 5000, split_seed: int = 0,
                  normalize: bool = False, mean: list[float] | None = None, std: list[float] | None = None,
-                 download: bool = False, eval_batch_size: int = 1000):
+                 download: bool = False, eval_batch_size: int = 1000, train_images: int | None = None):
         super().__init__()
         name = type(self).__name__
         if val_size < 0 or self.train_size is not None and val_size >= self.train_size:
             raise ValueError(f"data.val_size={val_size} must be in [0, {self.train_size}): 0 validates on the test set")
+        if train_images is not None and train_images < 1:
+            raise ValueError(f"data.train_images={train_images} must be a positive number of images, or null for all")
         if batch_size < 1 or eval_batch_size < 1:
             raise ValueError(f"data.batch_size={batch_size} must be a positive number of images")
         channels = self.in_shape[0]
@@ -45,7 +49,7 @@ class ImageDataModule(TensorDataModule):
         self.root, self.normalize, self.download = Path(root), normalize, download
         self.mean, self.std = mean, std
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.val_size, self.split_seed = val_size, split_seed
+        self.val_size, self.split_seed, self.train_images = val_size, split_seed, train_images
 
     def prepare_data(self) -> None:
         for train in (True, False):
@@ -63,9 +67,9 @@ class ImageDataModule(TensorDataModule):
         x, y = self.read(train=True)
         test = self.read(train=False)
         if not self.val_size:
-            return (x, y), test, test
+            return (x[:self.train_images], y[:self.train_images]), test, test
         order = torch.randperm(len(y), generator=torch.Generator().manual_seed(self.split_seed))
-        held, kept = order[: self.val_size], order[self.val_size:]
+        held, kept = order[: self.val_size], order[self.val_size:][:self.train_images]
         return (x[kept], y[kept]), (x[held], y[held]), test
 
     def read(self, train: bool) -> tuple[Tensor, Tensor]:

@@ -13,8 +13,9 @@ class MNISTDataModule(ImageDataModule):
 
     def __init__(self, root: str = "data", batch_size: int = 64, val_size: int = 5000, split_seed: int = 0,
                  normalize: bool = False, mean: list[float] | None = None, std: list[float] | None = None,
-                 source: str = "auto", eval_batch_size: int = 1000):
-        super().__init__(root, batch_size, val_size, split_seed, normalize, mean, std, eval_batch_size=eval_batch_size)
+                 source: str = "auto", eval_batch_size: int = 1000, train_images: int | None = None):
+        super().__init__(root, batch_size, val_size, split_seed, normalize, mean, std, eval_batch_size=eval_batch_size,
+                         train_images=train_images)
         if source not in SOURCES:
             raise ValueError(f"data.source={source!r} must be one of {', '.join(SOURCES)}")
         self.source = source
