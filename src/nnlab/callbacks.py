@@ -93,11 +93,19 @@ class Figures(L.Callback):
         if trainer.datamodule.in_shape == (2,):
             self._regions(trainer, module)
 
+    @staticmethod
+    def describe(x: Tensor, y: Tensor) -> str:
+        return f"first batch: inputs {tuple(x.shape)}, labels {tuple(y.shape)}, mean={x.mean():.4f}, std={x.std():.4f}"
+
     def _first_batch(self, trainer, x: Tensor, y: Tensor) -> None:
-        stats = f"first batch: inputs {tuple(x.shape)}, labels {tuple(y.shape)}, mean={x.mean():.4f}, std={x.std():.4f}"
+        stats = self.describe(x, y)
         log.info(stats)
         if trainer.logger:
             trainer.logger.experiment.add_text("data/first_batch", stats)
+        self.draw_batch(trainer, x, y)
+
+    def draw_batch(self, trainer, x: Tensor, y: Tensor) -> None:
+        """first_batch.png, for image data (x: (B, C, H, W)); nothing for other data."""
         if x.ndim != 4:
             return
         x, y = x.cpu(), y.cpu()

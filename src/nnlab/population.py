@@ -47,6 +47,7 @@ for the `figures` setting's members (none | best: each group's best val/acc | al
 import contextlib
 import copy
 import dataclasses
+import itertools
 import logging
 import math
 import os
@@ -84,6 +85,12 @@ log = logging.getLogger("nnlab")
 MEMBER_KEYS = ("seed", "l2", "model.init_std")
 MEMBER_PREFIXES = ("optimizer.", "scheduler.")
 FIGURES = ("none", "best", "all")
+# How a population steps its members: vmap (one vectorised forward and backward for all) or loop
+# (each member's own plain forward in turn, one backward). auto: vmap for the architectures listed
+# in VMAP_ON_CPU, loop for the others; on this 2-core CPU vmapped convolutions become grouped
+# convolutions, slower than the members' own (the CNN at 8 members: 0.6x).
+VECTORIZE = ("auto", "vmap", "loop")
+VMAP_ON_CPU = ("Linear", "MLP")
 STATE_VERSION = 1  # of the "population" entry of an interrupted member's checkpoint
 # conf/train.yaml's callbacks (any may be left out): what the population does in their place
 CALLBACKS = {"checkpoint": "ModelCheckpoint", "interrupt": "Interrupt", "rng": "RNGState", "epoch_log": "EpochLog",
@@ -132,9 +139,9 @@ def supported(cfg: DictConfig) -> str | None:
                      "num_sanity_val_steps", "plugins"}
     callbacks = {k: target(f"callbacks.{k}") for k in cfg.callbacks}
     checks = [
-        (target("data") == "SpiralDataModule", "data other than the spiral"),
-        (target("model") in ("Linear", "MLP") and not cfg.model.get("batch_norm"), "models other than linear and mlp "
-                                                                                  "without batch norm"),
+        (target("data") in ("SpiralDataModule", "MNISTDataModule"), "data other than the spiral and MNIST"),
+        (target("model") in ("Linear", "MLP", "CNN") and not cfg.model.get("batch_norm"),
+         "models other than linear, mlp and cnn without batch norm"),
         (cfg.fused and not cfg.compile and not cfg.channels_last and cfg.resume is None,
          "fused=false, compile, channels_last or resume"),
         (set(trainer) <= known_trainer and trainer.devices == 1 and str(trainer.precision) in ("32-true", "32")
@@ -146,6 +153,13 @@ def supported(cfg: DictConfig) -> str | None:
         (str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"),
          "sweepers other than the basic one")]
     return next((f"the population does not train {why}" for ok, why in checks if not ok), None)
+
+
+def stepping(cfg: DictConfig, setting: str = "auto") -> str:
+    """vmap or loop (see VECTORIZE) for a group of this config, `setting` being the launcher's."""
+    if setting != "auto":
+        return setting
+    return "vmap" if str(cfg.model._target_).split(".")[-1] in VMAP_ON_CPU else "loop"
 
 
 def derive(base: DictConfig, job: Job) -> DictConfig:
@@ -190,23 +204,30 @@ class Member:
     def note(self, message: str) -> None:
         self.handler.handle(logging.LogRecord("nnlab", logging.INFO, __file__, 0, message, None, None))
 
-    def build(self) -> None:
-        """What nnlab.train.train does before fit, in its order: seed, data, net (its init draws)."""
+    def build(self, shared: dict) -> None:
+        """What nnlab.train.train does before fit, in its order: seed, data, net (its init draws).
+        Members whose data configs resolve alike share one data module, loaded once (MNIST: its split
+        is fixed by data.split_seed, not by the run's seed; the spiral's data.seed is the run's)."""
         cfg = self.cfg
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        self.data = instantiate(cfg.data)
+        key = OmegaConf.to_yaml(cfg.data, resolve=True)
+        if key not in shared:
+            shared[key] = instantiate(cfg.data)
+            shared[key].prepare_data()  # MNIST: its files checked (MD5), once a population
+        self.data = shared[key]
         check_size(cfg.model, self.data.in_shape, self.data.num_classes)
         net = instantiate(cfg.model, in_shape=self.data.in_shape, num_classes=self.data.num_classes)
         scheduler, interval = scheduler_parts(cfg.get("scheduler"))
         self.module = Classifier(net, instantiate(cfg.optimizer), instantiate(scheduler), l2=cfg.l2,
                                  scheduler_interval=interval, config=OmegaConf.to_container(cfg, resolve=True))
         self.rng = torch.get_rng_state()  # the data order draws from here (TensorLoader), per member
-        self.data.setup("fit")
+        self.data.setup("fit")  # loads the data once: a no-op for a member sharing another's
         self.params = dict(self.module.net.named_parameters())  # its own leaves
         self.step, self.epoch, self.loss, self.finite_loss, self.diverged = 0, 0, None, None, None
         self.callback_metrics: dict = {}
         self.points: list[tuple[dict, int]] = []  # TensorBoard scalars, written when the run ends
         self.figures = Figures(str(self.run_dir))
+        self.first_batch: tuple | None = None  # (x, y) of its first step, for the log line and first_batch.png
 
     def configure(self, total_steps: int) -> None:
         module = self.module
@@ -240,9 +261,12 @@ class Population:
     """hydra/launcher=population (hydra_plugins/nnlab_population.py holds the Launcher class)."""
 
     def __init__(self, settings: dict, *, hydra_context, task_function, config: DictConfig):
-        self.figures = settings.get("figures", "best")
+        self.figures, self.vectorize = settings.get("figures", "best"), settings.get("vectorize", "auto")
         if self.figures not in FIGURES:
             raise ConfigError(f"hydra.launcher.figures={self.figures} is not an option: one of {', '.join(FIGURES)}")
+        if self.vectorize not in VECTORIZE:
+            raise ConfigError(f"hydra.launcher.vectorize={self.vectorize} is not an option: one of "
+                              f"{', '.join(VECTORIZE)}")
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     # -- Hydra's side: compose, group, run jobs -------------------------------------------------
@@ -276,11 +300,12 @@ class Population:
             return
         print(f"population: {total} jobs, {together} of them in "
               f"{sum(1 for _, _, why in plan if not why)} populations", flush=True)
-        for n, (group, _, why) in enumerate(plan):
+        for n, (group, base, why) in enumerate(plan):
             shared = " ".join(group[0].structure[0]) or "(no overrides)"
             numbers = ", ".join(group[0].structure[1]) or "nothing"
             ids = f"#{group[0].idx}" + (f"..#{group[-1].idx}" if len(group) > 1 else "")
-            what = f"alone ({why})" if why else f"population {n}: {len(group)} runs differing in {numbers}"
+            how = {"vmap": "vmapped", "loop": "stepped in turn"}[stepping(base, self.vectorize)] if not why else ""
+            what = f"alone ({why})" if why else f"population {n}: {len(group)} runs differing in {numbers}, {how}"
             print(f"  {ids} {shared}: {what}", flush=True)
 
     def compose(self, job: Job) -> DictConfig:
@@ -340,7 +365,7 @@ class Population:
             for m in members:
                 places.setdefault(m.start, []).append(m)
             for part in places.values():
-                train_population(part, n, self.figures)
+                train_population(part, n, self.figures, stepping(base, self.vectorize))
         return returns
 
     def start_group(self, group: list[Job], base: DictConfig, returns: dict, enlist) -> None:
@@ -388,7 +413,7 @@ class Population:
 
 
 # -- The training of a population ----------------------------------------------------------------
-def train_population(members: list[Member], group: int, figures: str) -> None:
+def train_population(members: list[Member], group: int, figures: str, how: str = "vmap") -> None:
     start, stop = time.perf_counter(), {"signal": None}
     try:
         cfg = members[0].cfg
@@ -397,16 +422,12 @@ def train_population(members: list[Member], group: int, figures: str) -> None:
         # on a loaded 2-core VM). The spiral's numbers are the same bits on 1 thread as on 2 (tested).
         torch.set_num_threads(cfg.threads or 1)
         torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
+        shared: dict = {}  # data modules by their resolved config
         for i, m in enumerate(members):
             m.metrics["population"] = {"group": group, "size": len(members), "index": i}
-            m.build()
-            x, y = m.data.train_set  # what Figures prints of the first batch
-            m.first_batch = (f"first batch: inputs {tuple(x.shape)}, labels {tuple(y.shape)}, mean={x.mean():.4f}, "
-                             f"std={x.std():.4f}")
-            if m.saved is None:  # a resumed run's train.log has it from its start
-                m.note(m.first_batch)
+            m.build(shared)
         with stop_signals(stop):
-            fit(members, cfg, stop)
+            fit(members, cfg, stop, how)
             for m in members:  # a signal now waits for the tests (short), then ends the sweep
                 test(m)
     except BaseException as e:
@@ -459,10 +480,10 @@ def best(members: list[Member]) -> Member | None:
     return max(done, key=lambda m: m.metrics["val/acc"], default=None)
 
 
-def fit(members: list[Member], cfg: DictConfig, stop: dict) -> None:
+def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap") -> None:
     """Every member's fit, as Lightning's loop with fused steps takes it (nnlab/fused.py): steps in
     groups of k = gcd(steps an epoch, log interval), logging at group ends, validation and the
-    epoch's schedule step at the epoch's end."""
+    epoch's schedule step at the epoch's end. `how`: vmap or loop (see VECTORIZE)."""
     per_epoch = epoch_batches(members[0], dry=True)
     every, epochs = cfg.trainer.log_every_n_steps, cfg.trainer.max_epochs
     k = math.gcd(per_epoch, every or per_epoch)
@@ -477,7 +498,15 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict) -> None:
             restore(m, per_epoch)  # into the stack's rows
         m.epoch_rng = m.rng  # before an epoch's draw of its data order (a stopped member's: its last)
     template = members[0].module.net  # the architecture; the stacked weights go in
-    forward = vmap(lambda params, x: functional_call(template, params, (x,)))
+    if how == "vmap":
+        forward = vmap(lambda params, x: functional_call(template, params, (x,)))
+    else:
+        def forward(params: dict, x: Tensor) -> Tensor:
+            """Each member's own forward in turn, on its rows of the stack and its batch: the same ops
+            as its run. The rows are views (unbind), whose backward stacks their gradients."""
+            rows = zip(*(t.unbind(0) for t in params.values()))
+            return torch.stack([functional_call(template, dict(zip(params, row)), (xi,))
+                                for row, xi in zip(rows, x.unbind(0))])
     first, done = members[0].start  # every member's (a population continues from one place)
     for epoch in range(first, epochs):
         active = [m for m in members if not m.stopped]
@@ -485,8 +514,8 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict) -> None:
             break
         for m in active:
             m.epoch_rng = m.rng  # before the epoch's draw: a run stopped within it draws it again
-        batches = {id(m): epoch_batches(m) for m in active}
         start = done if epoch == first else 0
+        batches = {id(m): epoch_batches(m, skip=start) for m in active}
         if start == 0:
             for m in active:
                 m.finite_loss = None
@@ -494,7 +523,7 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict) -> None:
             stepping = [m for m in active if not m.stopped]
             if not stepping:
                 break
-            step(stepping, [batches[id(m)][i] for m in stepping], forward, stack, sums)
+            step(stepping, [next(batches[id(m)]) for m in stepping], forward, stack, sums)
             last = i == per_epoch - 1
             for m in stepping:
                 if m.diverged or (i + 1) % k == 0 or last:  # a group's end (or where the member stopped)
@@ -507,17 +536,28 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict) -> None:
                 raise Interrupted(f"{stop['signal']} at step {stepping[0].step}")
 
 
-def epoch_batches(m: Member, dry: bool = False):
-    """The member's training batches of one epoch, in its own data order (drawn from its own RNG);
-    dry: only how many there are."""
+def epoch_batches(m: Member, dry: bool = False, skip: int = 0):
+    """The member's training batches of one epoch from its `skip`-th on, an iterator in its own data
+    order; dry: only how many there are. Each batch is gathered from the shared tensors when the step
+    takes it (MNIST: an epoch's batches held at once would be a copy of the 172 MB training set per
+    member). The pass's seed is drawn from the member's own RNG as its run draws it, at the first
+    batch: the loader draws nothing more from it after that."""
     data = m.data
     x, y = data.train_set
     loader = TensorLoader(x, y, data.batch_size or len(y), shuffle=data.batch_size is not None,
                           repeat=data.train_repeat)
     if dry:
         return loader.minibatches()
+    batches = iter(loader)
     with m.own_rng():
-        return list(loader)
+        first = next(batches)
+    if skip:  # a member continued mid-epoch: the same pass (its seed), from where it stopped
+        loader.resume(loader.seed, skip)
+        return iter(loader)
+    if m.first_batch is None and m.saved is None:  # what Figures prints and draws of a run's first batch
+        m.first_batch = first
+        m.note(Figures.describe(*first))
+    return itertools.chain([first], batches)
 
 
 class Stack:
@@ -566,7 +606,8 @@ class Stack:
 
 
 def step(members: list[Member], batches: list, forward, stack: Stack, sums: EpochSums) -> None:
-    """One training step of each member: one vectorised forward, per-member losses, one backward."""
+    """One training step of each member: one forward (vectorised, or each member's in turn: `forward`),
+    per-member losses, one backward."""
     slots = torch.tensor([m.slot for m in members])  # the members' rows in the stack and `sums`
     rows = None if len(members) == len(stack.grads[next(iter(stack.grads))]) else slots
     for t in stack.leaves.values():
@@ -699,8 +740,8 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
             # reads the folder's files as one run, every step once.
             logger = instantiate(m.cfg.logger)
             logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
-            if m.saved is None:
-                logger.experiment.add_text("data/first_batch", m.first_batch)
+            if m.first_batch is not None:  # a resumed run's events have it from its start
+                logger.experiment.add_text("data/first_batch", Figures.describe(*m.first_batch))
             for values, step in m.points:
                 logger.log_metrics(values, step)
             if m.metrics["status"] in (OK, DIVERGED):
@@ -708,6 +749,8 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
                 if draw:
                     trainer = SimpleNamespace(is_global_zero=True, datamodule=m.data, logger=logger, global_step=m.step)
                     m.figures.on_fit_end(trainer, m.module)
+                    if m.first_batch is not None:
+                        m.figures.draw_batch(trainer, *m.first_batch)
             logger.finalize("success")
             if "checkpoint" in m.cfg.callbacks:
                 checkpoint(m)
