@@ -68,3 +68,8 @@ def test_bench_times_a_sweep_through_each_launcher_and_the_fixed_cost_a_run(tmp_
     assert report["fixed_s_per_run"] == pytest.approx((rows["population, 1 step a run"]["median_s"] -
                                                        rows["population, 1 step a run, seed=0"]["median_s"]) / 2)
     assert all(r["peak_mib"] > 0 for r in rows.values()) and "basic / population = " in capsys.readouterr().out
+
+
+def test_a_sweeps_one_step_runs_are_cut_by_the_datas_own_setting():
+    assert bench.one_batch("spiral_grid", []) == "data.steps_per_epoch=1"
+    assert bench.one_batch("mnist_grid", ["data.batch_size=32", "seed=0,1"]) == "data.train_images=32"

@@ -16,6 +16,8 @@
    hydra/launcher=population and once through hydra/launcher=basic, both with threads=1 (on a busy
    CPU a second thread per run only waits), and the fixed cost a 1-step run adds to a population
    sweep (the grid's runs cut to one step, against half as many: seconds / run). Its own table.
+   Any other key=value is an override of the sweep, e.g. a shortened MNIST grid:
+     python -m nnlab.bench sweep=mnist_grid trainer.max_epochs=1 data.train_images=6400 seed=0
 
 Each timing runs in a fresh process, from the data files (or the spiral's generator) to test
 scores, imports excluded, and its peak memory (max RSS) is its own; the ways alternate within each
@@ -283,8 +285,9 @@ def sweeps(grid: str, repeats: int = 1, out: str = "bench.json", overrides=()) -
     """`make bench ARGS="sweep=<grid>"`: the grid through each launcher, and the population's fixed cost
     a run (the grid cut to 1 step a run: all its runs against those of seed=0 only)."""
     facts = {**machine(), "load_average_before": os.getloadavg()}
-    one_step = [o for o in overrides if o.split("=")[0] not in ("trainer.max_epochs", "data.steps_per_epoch")]
-    one_step += ["trainer.max_epochs=1", "data.steps_per_epoch=1"]
+    one_step = [o for o in overrides
+                if o.split("=")[0] not in ("trainer.max_epochs", "data.steps_per_epoch", "data.train_images")]
+    one_step += ["trainer.max_epochs=1", one_batch(grid, overrides)]
     ways = {"population": ("population", list(overrides)), "basic": ("basic", list(overrides)),
             "population, 1 step a run": ("population", one_step),
             "population, 1 step a run, seed=0": ("population", [o for o in one_step if not o.startswith("seed=")]
@@ -317,15 +320,25 @@ def sweeps(grid: str, repeats: int = 1, out: str = "bench.json", overrides=()) -
     return report
 
 
+def one_batch(grid: str, overrides) -> str:
+    """The override that cuts an epoch of the grid's data to one step: the spiral's steps_per_epoch,
+    or an image set's training images (one batch of them)."""
+    fixed = [o for o in overrides if o.startswith("data") and "," not in o]  # the sweep's data settings
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        data = compose("train", overrides=[f"sweep={grid}", *fixed]).data
+    return "data.steps_per_epoch=1" if "steps_per_epoch" in data else f"data.train_images={data.batch_size}"
+
+
 def parse(argv: list[str]) -> dict:
     """main's keyword arguments from `key=value` words; anything else is one line and exit 1."""
     args = dict(a.split("=", 1) if "=" in a else (a, "") for a in argv)
     counts = {k: args.pop(k) for k in ("repeats", "spiral_steps") if k in args}
     out, grid = args.pop("out", "bench.json"), args.pop("sweep", None)
-    if (any(not k.startswith("data.") for k in args) or not all(v.isdigit() and int(v) > 0 for v in counts.values())
+    if (not grid and any(not k.startswith("data.") for k in args)  # a sweep takes any override
+            or not all(v.isdigit() and int(v) > 0 for v in counts.values())
             or int(counts.get("spiral_steps", 10)) % 10):
-        sys.exit(f"nnlab: bench takes repeats=N spiral_steps=N (a multiple of 10) out=FILE data.<key>=VALUE "
-                 f"sweep=<grid in conf/sweep/>, got: {' '.join(argv)}")
+        sys.exit(f"nnlab: bench takes repeats=N spiral_steps=N (a multiple of 10) out=FILE data.<key>=VALUE, or "
+                 f"sweep=<grid in conf/sweep/> and the sweep's overrides, got: {' '.join(argv)}")
     return {**{k: int(v) for k, v in counts.items()}, "out": out, "mnist_overrides": [f"{k}={v}" for k, v in args.items()],
             **({"sweep": grid} if grid else {})}
 
