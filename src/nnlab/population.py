@@ -29,7 +29,8 @@ claimed; the group trains:
   schedule (an nnlab.classifier.Classifier around its net), its parameters views of its row of the
   population's Stack (one leaf a parameter, (members, ...));
 - one vectorised forward a step: torch.func.vmap over members of functional_call of the one
-  architecture on the stack; each member's loss (cross-entropy plus its own L2, what Classifier.step
+  architecture on the stack (the CNN: each member's own forward in turn on its row, as vmapped
+  convolutions are slower on the CPU; hydra.launcher.vectorize chooses); each member's loss (cross-entropy plus its own L2, what Classifier.step
   computes) outside vmap, one backward for all (their sum: each gets gradient 1);
 - per member what Lightning's loop does around a step (fused steps, nnlab/fused.py): the finiteness
   check of loss and gradients (a member going non-finite stops alone, status diverged, its weights
