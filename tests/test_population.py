@@ -179,12 +179,12 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     # SIGTERM mid-epoch: every member stops at a step boundary, `interrupted`, its checkpoint holding what
     # the population needs to go on; RESUME= continues them from there and ends at the unbroken numbers:
     # metrics, weights, TensorBoard scalars (every step once). A member whose checkpoint is unreadable or
-    # another run's trains again from its start, saying so, to the same numbers.
-    # Shuffled minibatches of 1 (an epoch: 1,200 steps), so that continuing mid-epoch replays the
+    # another run's trains again from its start, saying so, to the same numbers. A member that diverged
+    # before the stop rides along, stopped, and ends diverged. Shuffled minibatches of 1 (an epoch: 1,200 steps), so that continuing mid-epoch replays the
     # epoch's data order drawn before the stop.
     per_epoch = 1200
     sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "sweep=spiral_grid", "model=mlp",
-             "optimizer.lr=0.03,0.1", "scheduler.gamma=0.9", "seed=0,1", "trainer.max_epochs=2", "data.n=400",
+             "optimizer.lr=0.03,0.1,1e20", "scheduler.gamma=0.9", "seed=0,1", "trainer.max_epochs=2", "data.n=400",
              "data.batch_size=1", "log_interval=50"]
     command = [sys.executable, "-m", "nnlab.train", *sweep]
     subprocess.run([*command, f"hydra.sweep.dir={tmp_path / 'whole'}"], cwd=tmp_path, capture_output=True, timeout=600)
@@ -192,19 +192,21 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     proc = subprocess.Popen([*command, f"hydra.sweep.dir={cut}"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while not any("epoch 1/2" in log.read_text() for log in cut.glob("*/train.log")):  # then within epoch 2
+    # then within epoch 2 (a diverging member writes its "epoch 1/2" line at once: not those)
+    while not any("epoch 1/2" in log.read_text() for log in cut.glob("*optimizer.lr=0.1,*/train.log")):
         assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "make sweep RESUME=cut" in err, err[-2000:]
     cut_runs = runs(cut)
-    assert len(cut_runs) == 4
-    steps = {json.loads((run / "metrics.json").read_text())["steps"] for run in cut_runs.values()}
+    names = sorted(cut_runs)  # lr 0.03 seed 0, lr 0.03 seed 1, lr 0.1 seed 0, lr 0.1 seed 1, lr 1e20 seed 0, 1
+    assert len(names) == 6 and all("lr=1e+20" in name for name in names[4:])
+    cut_metrics = {name: json.loads((run / "metrics.json").read_text()) for name, run in cut_runs.items()}
+    assert {m["status"] for m in cut_metrics.values()} == {"interrupted"}
+    steps = {cut_metrics[name]["steps"] for name in names[:4]}
     assert len(steps) == 1 and per_epoch < (stopped := steps.pop()) < 2 * per_epoch, steps  # mid-epoch, all at one step
-    names = sorted(cut_runs)  # lr 0.03 seed 0, lr 0.03 seed 1, lr 0.1 seed 0, lr 0.1 seed 1
-    for run in cut_runs.values():
-        assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    assert all(cut_metrics[name]["steps"] < per_epoch for name in names[4:])  # diverged in epoch 1
     ckpt = cut_runs[names[0]] / "checkpoints" / "last.ckpt"
     assert 0 <= evaluate(ckpt) <= 1  # make evaluate scores an interrupted member
     with pytest.raises(ConfigError, match="population member's: it continues with its sweep, make sweep RESUME="):
@@ -216,18 +218,19 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{names[1]} trains again from its start" in done.stdout and "saved by a run of another config" in done.stdout
     assert f"{names[2]} trains again from its start" in done.stdout and "is not a readable checkpoint" in done.stdout
-    for name in (names[0], names[3]):
-        assert f"{name}: continues from step {stopped} (epoch 2, after {stopped - per_epoch} of its {per_epoch} " \
-               "steps)" in done.stdout
+    for name in (names[0], names[3], *names[4:]):
+        assert f"{name}: continues from step {cut_metrics[name]['steps']} (epoch 2, after {stopped - per_epoch} of " \
+               f"its {per_epoch} steps)" in done.stdout
         assert (cut_runs[name] / "train.log").read_text().count("epoch 1/2") == 1  # not trained again
         assert not (cut_runs[name] / "attempt-1").exists()
     for name in (names[1], names[2]):
         assert (cut_runs[name] / "attempt-1" / "metrics.json").exists()  # the cut-short attempt, kept
     for name, run in runs(tmp_path / "whole").items():
         a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, cut_runs[name]))
-        assert a["status"] == "ok" and {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
+        assert a["status"] == ("diverged" if "lr=1e+20" in name else "ok") and \
+               {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
                {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
-        assert b["population"]["size"] == 2  # resumed with the one other member stopped at its step
+        assert b["population"]["size"] == (2 if name in names[1:3] else 4)  # continued, or trained from the start
         wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, cut_runs[name]))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
         assert repr(sorted(scalars(run).items())) == repr(sorted(scalars(cut_runs[name]).items())), name

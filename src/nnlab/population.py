@@ -360,8 +360,8 @@ class Population:
             finally:
                 HydraConfig.instance().cfg = outer
             # Members continue together from the same place in training: a resumed population is
-            # its interrupted members (fewer, if some finished or were taken by another process),
-            # and members starting afresh are another population, trained after it.
+            # its interrupted members (fewer, if some finished or were taken by another process);
+            # members starting afresh are another population, and the two train one after the other.
             places: dict[tuple, list[Member]] = {}
             for m in members:
                 places.setdefault(m.start, []).append(m)
