@@ -179,12 +179,12 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     # SIGTERM mid-epoch: every member stops at a step boundary, `interrupted`, its checkpoint holding what
     # the population needs to go on; RESUME= continues them from there and ends at the unbroken numbers:
     # metrics, weights, TensorBoard scalars (every step once). A member whose checkpoint is unreadable or
-    # another run's trains again from its start, saying so, to the same numbers. A member that diverged
-    # before the stop rides along, stopped, and ends diverged. Shuffled minibatches of 1 (an epoch: 1,200 steps), so that continuing mid-epoch replays the
-    # epoch's data order drawn before the stop.
-    per_epoch = 1200
+    # another run's trains again from its start, saying so, to the same numbers. Members that diverged
+    # before the stop ride along, stopped, and end diverged. Shuffled minibatches of 1 (600 steps an
+    # epoch), so that continuing mid-epoch replays the epoch's data order drawn before the stop.
+    per_epoch = 600
     sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "sweep=spiral_grid", "model=mlp",
-             "optimizer.lr=0.03,0.1,1e20", "scheduler.gamma=0.9", "seed=0,1", "trainer.max_epochs=2", "data.n=400",
+             "optimizer.lr=0.03,0.1,1e20", "scheduler.gamma=0.9", "seed=0,1", "trainer.max_epochs=3", "data.n=200",
              "data.batch_size=1", "log_interval=50"]
     command = [sys.executable, "-m", "nnlab.train", *sweep]
     subprocess.run([*command, f"hydra.sweep.dir={tmp_path / 'whole'}"], cwd=tmp_path, capture_output=True, timeout=600)
@@ -192,10 +192,15 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     proc = subprocess.Popen([*command, f"hydra.sweep.dir={cut}"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    # then within epoch 2 (a diverging member writes its "epoch 1/2" line at once: not those)
-    while not any("epoch 1/2" in log.read_text() for log in cut.glob("*optimizer.lr=0.1,*/train.log")):
-        assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
-        time.sleep(0.02)
+
+    def seen(line: str) -> float:
+        """When `line` is in a training member's train.log (a diverging one writes "epoch 1/3" at once)."""
+        while not any(line in log.read_text() for log in cut.glob("*optimizer.lr=0.1,*/train.log")):
+            assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
+            time.sleep(0.01)
+        return time.monotonic()
+    began = seen("first batch")
+    time.sleep((seen("epoch 1/3") - began) / 2)  # about halfway into epoch 2, however fast this machine steps
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "make sweep RESUME=cut" in err, err[-2000:]
@@ -205,7 +210,9 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     cut_metrics = {name: json.loads((run / "metrics.json").read_text()) for name, run in cut_runs.items()}
     assert {m["status"] for m in cut_metrics.values()} == {"interrupted"}
     steps = {cut_metrics[name]["steps"] for name in names[:4]}
-    assert len(steps) == 1 and per_epoch < (stopped := steps.pop()) < 2 * per_epoch, steps  # mid-epoch, all at one step
+    assert len(steps) == 1 and per_epoch < (stopped := steps.pop()) < 3 * per_epoch, steps  # all at one step
+    assert stopped % per_epoch, "the stop landed at an epoch's end: the test wants one mid-epoch"
+    epoch, done_in_it = divmod(stopped, per_epoch)
     assert all(cut_metrics[name]["steps"] < per_epoch for name in names[4:])  # diverged in epoch 1
     ckpt = cut_runs[names[0]] / "checkpoints" / "last.ckpt"
     assert 0 <= evaluate(ckpt) <= 1  # make evaluate scores an interrupted member
@@ -219,9 +226,9 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     assert f"{names[1]} trains again from its start" in done.stdout and "saved by a run of another config" in done.stdout
     assert f"{names[2]} trains again from its start" in done.stdout and "is not a readable checkpoint" in done.stdout
     for name in (names[0], names[3], *names[4:]):
-        assert f"{name}: continues from step {cut_metrics[name]['steps']} (epoch 2, after {stopped - per_epoch} of " \
+        assert f"{name}: continues from step {cut_metrics[name]['steps']} (epoch {epoch + 1}, after {done_in_it} of " \
                f"its {per_epoch} steps)" in done.stdout
-        assert (cut_runs[name] / "train.log").read_text().count("epoch 1/2") == 1  # not trained again
+        assert (cut_runs[name] / "train.log").read_text().count("epoch 1/3") == 1  # not trained again
         assert not (cut_runs[name] / "attempt-1").exists()
     for name in (names[1], names[2]):
         assert (cut_runs[name] / "attempt-1" / "metrics.json").exists()  # the cut-short attempt, kept
