@@ -175,6 +175,14 @@ def test_linear_and_mlp_are_vmapped_and_the_cnn_stepped_in_turn_unless_the_launc
     assert stepping(compose_job(["data=mnist", f"model={model}"]), setting) == how
 
 
+@pytest.mark.parametrize("setting", ["hydra.launcher.vectorize=fast", "hydra.launcher.figures=some"])
+def test_a_bad_launcher_setting_is_one_line_before_anything_starts(setting, tmp_path):
+    with pytest.raises(ConfigError, match=f"^{setting} is not an option: one of "):
+        nnlab.train.check_command(["--multirun", "hydra/launcher=population", setting, "data=spiral", "seed=0,1",
+                                   f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+    assert not (tmp_path / "sweep").exists()
+
+
 def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_path, scalars):
     # SIGTERM mid-epoch: every member stops at a step boundary, `interrupted`, its checkpoint holding what
     # the population needs to go on; RESUME= continues them from there and ends at the unbroken numbers:

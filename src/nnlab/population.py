@@ -89,7 +89,7 @@ FIGURES = ("none", "best", "all")
 # How a population steps its members: vmap (one vectorised forward and backward for all) or loop
 # (each member's own plain forward in turn, one backward). auto: vmap for the architectures listed
 # in VMAP_ON_CPU, loop for the others; on this 2-core CPU vmapped convolutions become grouped
-# convolutions, slower than the members' own (the CNN at 8 members: 0.6x).
+# convolutions, slower than the members' own (8 CNN members: 0.62x; docs/population.md).
 VECTORIZE = ("auto", "vmap", "loop")
 VMAP_ON_CPU = ("Linear", "MLP")
 STATE_VERSION = 1  # of the "population" entry of an interrupted member's checkpoint
@@ -154,6 +154,16 @@ def supported(cfg: DictConfig) -> str | None:
         (str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"),
          "sweepers other than the basic one")]
     return next((f"the population does not train {why}" for ok, why in checks if not ok), None)
+
+
+def check_settings(settings) -> tuple[str, str]:
+    """The launcher's figures and vectorize settings (conf/hydra/launcher/population.yaml), or a
+    ConfigError naming the bad one and its options (nnlab.train checks them before Hydra starts)."""
+    figures, vectorize = settings.get("figures", "best"), settings.get("vectorize", "auto")
+    for key, value, options in (("figures", figures, FIGURES), ("vectorize", vectorize, VECTORIZE)):
+        if value not in options:
+            raise ConfigError(f"hydra.launcher.{key}={value} is not an option: one of {', '.join(options)}")
+    return figures, vectorize
 
 
 def stepping(cfg: DictConfig, setting: str = "auto") -> str:
@@ -262,12 +272,7 @@ class Population:
     """hydra/launcher=population (hydra_plugins/nnlab_population.py holds the Launcher class)."""
 
     def __init__(self, settings: dict, *, hydra_context, task_function, config: DictConfig):
-        self.figures, self.vectorize = settings.get("figures", "best"), settings.get("vectorize", "auto")
-        if self.figures not in FIGURES:
-            raise ConfigError(f"hydra.launcher.figures={self.figures} is not an option: one of {', '.join(FIGURES)}")
-        if self.vectorize not in VECTORIZE:
-            raise ConfigError(f"hydra.launcher.vectorize={self.vectorize} is not an option: one of "
-                              f"{', '.join(VECTORIZE)}")
+        self.figures, self.vectorize = check_settings(settings)
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     # -- Hydra's side: compose, group, run jobs -------------------------------------------------

@@ -301,6 +301,9 @@ def check_command(argv: list[str]) -> list[str]:
     cfg = check_hydra(argv)
     multirun = bool({"--multirun", "-m"} & set(argv)) or cfg.hydra.mode == RunMode.MULTIRUN
     check_output(cfg, multirun=multirun)
+    if multirun and cfg.hydra.launcher._target_ == POPULATION:
+        from nnlab.population import check_settings
+        check_settings(cfg.hydra.launcher)
     if multirun and cfg.hydra.launcher._target_ == POPULATION and cfg.hydra.sweeper._target_ == BASIC_SWEEPER:
         argv = [*argv, "hydra/sweeper=grouped"]  # it checks a population's jobs by one composition a group
     return argv
