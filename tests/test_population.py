@@ -34,8 +34,10 @@ def sweeps(tmp_path_factory):
     done = {}
     for launcher in ("population", "basic"):
         folder = root / launcher
+        # the population in 2 processes (each population's members shared out between them)
+        extra = ["hydra.launcher.workers=2"] if launcher == "population" else []
         run = subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", f"hydra/launcher={launcher}",
-                              f"hydra.sweep.dir={folder}", *SWEEP], cwd=root, capture_output=True, text=True,
+                              f"hydra.sweep.dir={folder}", *SWEEP, *extra], cwd=root, capture_output=True, text=True,
                              timeout=600)
         assert run.returncode == 1, run.stderr[-3000:]  # the invalid_config jobs are listed as failures
         done[launcher] = folder, run.stdout + run.stderr
@@ -50,7 +52,7 @@ def test_the_grouping_is_printed_before_training(sweeps):
     _, out = sweeps["population"]
     assert "population: 12 jobs, 12 of them in 2 populations" in out
     assert "model=linear sweep=spiral_grid trainer.max_epochs=2: population 0: 6 runs differing in " \
-           "optimizer.lr, scheduler.gamma, seed" in out
+           "optimizer.lr, scheduler.gamma, seed, in 2 processes" in out
     assert out.index("population 1:") < out.index("status: ok")
 
 
@@ -175,7 +177,8 @@ def test_linear_and_mlp_are_vmapped_and_the_cnn_stepped_in_turn_unless_the_launc
     assert stepping(compose_job(["data=mnist", f"model={model}"]), setting) == how
 
 
-@pytest.mark.parametrize("setting", ["hydra.launcher.vectorize=fast", "hydra.launcher.figures=some"])
+@pytest.mark.parametrize("setting", ["hydra.launcher.vectorize=fast", "hydra.launcher.figures=some",
+                                     "hydra.launcher.workers=0"])
 def test_a_bad_launcher_setting_is_one_line_before_anything_starts(setting, tmp_path):
     with pytest.raises(ConfigError, match=f"^{setting} is not an option: one of "):
         nnlab.train.check_command(["--multirun", "hydra/launcher=population", setting, "data=spiral", "seed=0,1",
@@ -191,8 +194,9 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     # before the stop ride along, stopped, and end diverged. Shuffled minibatches of 1 (600 steps an
     # epoch), so that continuing mid-epoch replays the epoch's data order drawn before the stop.
     per_epoch = 600
-    sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "sweep=spiral_grid", "model=mlp",
-             "optimizer.lr=0.03,0.1,1e20", "scheduler.gamma=0.9", "seed=0,1", "trainer.max_epochs=3", "data.n=200",
+    sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "hydra.launcher.workers=1",
+             "sweep=spiral_grid", "model=mlp", "optimizer.lr=0.03,0.1,1e20", "scheduler.gamma=0.9", "seed=0,1",
+             "trainer.max_epochs=3", "data.n=200",
              "data.batch_size=1", "log_interval=50"]
     command = [sys.executable, "-m", "nnlab.train", *sweep]
     subprocess.run([*command, f"hydra.sweep.dir={tmp_path / 'whole'}"], cwd=tmp_path, capture_output=True, timeout=600)
@@ -249,6 +253,41 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
         wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, cut_runs[name]))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
         assert repr(sorted(scalars(run).items())) == repr(sorted(scalars(cut_runs[name]).items())), name
+
+
+def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(tmp_path):
+    # hydra.launcher.workers=2: each process trains every other member. SIGTERM to the sweep reaches
+    # both (through the sweep's process), each stops at its own step boundary, and RESUME= ends at the
+    # numbers of the population trained whole in one process, bit for bit.
+    per_epoch = 600
+    sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "sweep=spiral_grid", "model=mlp",
+             "optimizer.lr=0.03,0.1", "scheduler.gamma=0.9", "seed=0", "trainer.max_epochs=2", "data.n=200",
+             "data.batch_size=1", "log_interval=50"]
+    command = [sys.executable, "-m", "nnlab.train", *sweep]
+    whole = subprocess.run([*command, "hydra.launcher.workers=1", f"hydra.sweep.dir={tmp_path / 'whole'}"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while sum("epoch 1/2" in log.read_text() for log in cut.glob("*/train.log")) < 2:  # both within epoch 2
+        assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and err.count("make sweep RESUME=cut") == 1, err[-2000:]  # one line, not one a process
+    for run in runs(cut).values():
+        cut_short = json.loads((run / "metrics.json").read_text())
+        assert cut_short["status"] == "interrupted" and per_epoch < cut_short["steps"] < 2 * per_epoch
+    done = subprocess.run([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name, run in runs(tmp_path / "whole").items():
+        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, runs(cut)[name]))
+        assert a["status"] == b["status"] == "ok"
+        assert {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
+               {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
 
 
 def test_jobs_the_population_does_not_train_run_one_by_one_and_it_says_why(tmp_path):

@@ -51,6 +51,8 @@ import dataclasses
 import itertools
 import logging
 import math
+import multiprocessing
+import multiprocessing.connection as mp_connection
 import os
 import re
 import signal
@@ -156,14 +158,21 @@ def supported(cfg: DictConfig) -> str | None:
     return next((f"the population does not train {why}" for ok, why in checks if not ok), None)
 
 
-def check_settings(settings) -> tuple[str, str]:
-    """The launcher's figures and vectorize settings (conf/hydra/launcher/population.yaml), or a
-    ConfigError naming the bad one and its options (nnlab.train checks them before Hydra starts)."""
+def check_settings(settings) -> tuple[str, str, int]:
+    """The launcher's figures, vectorize and workers settings (conf/hydra/launcher/population.yaml),
+    or a ConfigError naming the bad one and its options (nnlab.train checks them before Hydra starts).
+    workers null: one a core."""
     figures, vectorize = settings.get("figures", "best"), settings.get("vectorize", "auto")
     for key, value, options in (("figures", figures, FIGURES), ("vectorize", vectorize, VECTORIZE)):
         if value not in options:
             raise ConfigError(f"hydra.launcher.{key}={value} is not an option: one of {', '.join(options)}")
-    return figures, vectorize
+    workers = settings.get("workers")
+    if workers is None:
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if type(workers) is not int or workers < 1:
+        raise ConfigError(f"hydra.launcher.workers={workers} is not an option: a whole number of processes >= 1, "
+                          "or null for one a core")
+    return figures, vectorize, workers
 
 
 def stepping(cfg: DictConfig, setting: str = "auto") -> str:
@@ -272,7 +281,7 @@ class Population:
     """hydra/launcher=population (hydra_plugins/nnlab_population.py holds the Launcher class)."""
 
     def __init__(self, settings: dict, *, hydra_context, task_function, config: DictConfig):
-        self.figures, self.vectorize = check_settings(settings)
+        self.figures, self.vectorize, self.workers = check_settings(settings)
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
 
     # -- Hydra's side: compose, group, run jobs -------------------------------------------------
@@ -312,6 +321,8 @@ class Population:
             ids = f"#{group[0].idx}" + (f"..#{group[-1].idx}" if len(group) > 1 else "")
             how = {"vmap": "vmapped", "loop": "stepped in turn"}[stepping(base, self.vectorize)] if not why else ""
             what = f"alone ({why})" if why else f"population {n}: {len(group)} runs differing in {numbers}, {how}"
+            if not why and (k := processes(len(group), base, self.workers)) > 1:
+                what += f", in {k} processes"
             print(f"  {ids} {shared}: {what}", flush=True)
 
     def compose(self, job: Job) -> DictConfig:
@@ -371,7 +382,7 @@ class Population:
             for m in members:
                 places.setdefault(m.start, []).append(m)
             for part in places.values():
-                train_population(part, n, self.figures, stepping(base, self.vectorize))
+                train_shares(part, n, self.figures, stepping(base, self.vectorize), self.workers)
         return returns
 
     def start_group(self, group: list[Job], base: DictConfig, returns: dict, enlist) -> None:
@@ -419,7 +430,109 @@ class Population:
 
 
 # -- The training of a population ----------------------------------------------------------------
-def train_population(members: list[Member], group: int, figures: str, how: str = "vmap") -> None:
+def processes(size: int, cfg: DictConfig, workers: int) -> int:
+    """How many processes train a population of `size` (train_shares)."""
+    return 1 if not hasattr(os, "fork") or (cfg.threads or 1) > 1 else min(workers, size)
+
+
+def train_shares(members: list[Member], group: int, figures: str, how: str, workers: int) -> None:
+    """The population trained in `workers` processes, each a share of its members (every
+    workers-th: each share has some of every lr), forked from this one once its members are set up,
+    so nothing is imported or composed again. Members are independent, so a share's numbers are
+    those of the whole population, and of the runs it replaces (tests/test_population.py compares
+    them with hydra/launcher=basic's bit for bit). Signals reach the workers through this process
+    (each is its own process group): Ctrl-C or SIGTERM stops each at its step boundary, as one
+    process stops. The figures of the population's best member are drawn by the worker holding it:
+    each worker asks this process (`choose`) once its members are done. One process where forking
+    cannot help or is not safe: a share of one, threads > 1 (a forked OpenMP pool), or no fork."""
+    workers = processes(len(members), members[0].cfg, workers)
+    for i, m in enumerate(members):  # the whole population's, whichever process trains the member
+        m.metrics["population"] = {"group": group, "size": len(members), "index": i}
+    if workers == 1:
+        train_population(members, group, figures, how)
+        return
+    ctx = multiprocessing.get_context("fork")
+    links = []
+    for i in range(workers):
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=share_worker, args=(members[i::workers], group, figures, how, theirs), daemon=False)
+        links.append((proc, mine, members[i::workers]))
+    with forward_signals([proc for proc, _, _ in links]):
+        for proc, _, _ in links:
+            proc.start()
+        asked, exits = {}, []  # pid -> (its pipe, its candidates for the best); interrupted workers' lines
+        running = {proc.sentinel: (proc, conn) for proc, conn, _ in links}
+        while running:
+            ready = mp_connection.wait([*running, *(conn for _, conn in running.values())])
+            for key, (proc, conn) in list(running.items()):
+                while (conn in ready or key in ready) and conn.poll():  # every message, before its exit
+                    try:
+                        kind, value = conn.recv()
+                    except EOFError:
+                        break
+                    if kind == "best":
+                        asked[proc.pid] = (conn, value)
+                    else:
+                        exits.append(value)
+                if key in ready:
+                    proc.join()
+                    del running[key]
+            if asked and {p.pid for p, _ in running.values()} <= set(asked):  # all still running asked
+                candidates = [c for _, cands in asked.values() for c in cands]
+                # the first best in job order, as best() picks it in one process
+                chosen = max(sorted(candidates), key=lambda c: c[1])[0] if candidates else None
+                for conn, _ in asked.values():
+                    with contextlib.suppress(OSError):  # one that died since
+                        conn.send(chosen)
+                asked = {}
+    for proc, _, share in links:
+        if proc.exitcode != 0:  # a worker that died (killed, out of memory): its unfinished members failed
+            for m in share:
+                if run_status(m.run_dir) is None:
+                    write_json(m.run_dir / "metrics.json",
+                               {"status": FAILED, "error": f"its worker process ended with code {proc.exitcode}"})
+    if exits:
+        sys.exit(exits[0])
+
+
+def share_worker(share: list[Member], group: int, figures: str, how: str, conn) -> None:
+    """A worker process of train_shares: its share of the population, trained as one."""
+    os.setpgid(0, 0)  # Ctrl-C reaches the parent only, which forwards it once
+
+    def choose(members: list[Member]) -> Member | None:
+        done = [(m.job.idx, m.metrics["val/acc"]) for m in members
+                if m.metrics["status"] in (OK, DIVERGED) and "val/acc" in m.metrics]
+        conn.send(("best", done))
+        idx = conn.recv()
+        return next((m for m in members if m.job.idx == idx), None)
+    try:
+        train_population(share, group, figures, how, choose)
+    except SystemExit as e:  # interrupted: the parent ends the sweep with the same line, once
+        conn.send(("exit", e.code))
+    conn.close()
+
+
+@contextlib.contextmanager
+def forward_signals(procs: list):
+    """SIGTERM and SIGINT to this process, passed on to the workers (in their own process groups)."""
+    def handler(signum, frame):
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signum)
+    previous = {}
+    try:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            previous[s] = signal.signal(s, handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def train_population(members: list[Member], group: int, figures: str, how: str = "vmap", choose=None) -> None:
     start, stop = time.perf_counter(), {"signal": None}
     try:
         cfg = members[0].cfg
@@ -430,7 +543,7 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
         shared: dict = {}  # data modules by their resolved config
         for i, m in enumerate(members):
-            m.metrics["population"] = {"group": group, "size": len(members), "index": i}
+            m.metrics.setdefault("population", {"group": group, "size": len(members), "index": i})
             m.build(shared)
         with stop_signals(stop):
             fit(members, cfg, stop, how)
@@ -446,8 +559,9 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
             log.exception("nnlab: population %d failed; the sweep goes on", group)
     finally:
         seconds = round(time.perf_counter() - start, 2)
+        chosen = (choose or best)(members) if figures == "best" else None  # a worker asks its parent
         for m in members:
-            draw = "figures" in m.cfg.callbacks and (figures == "all" or figures == "best" and m is best(members))
+            draw = "figures" in m.cfg.callbacks and (figures == "all" or m is chosen)
             finish(m, seconds, draw)
     if stop["signal"] or any(m.metrics["status"] == INTERRUPTED for m in members):  # as nnlab.train.main ends
         sweep = members[0].run_dir.parent
