@@ -52,7 +52,7 @@ def test_the_grouping_is_printed_before_training(sweeps):
     _, out = sweeps["population"]
     assert "population: 12 jobs, 12 of them in 2 populations" in out
     assert "model=linear sweep=spiral_grid trainer.max_epochs=2: population 0: 6 runs differing in " \
-           "optimizer.lr, scheduler.gamma, seed, in 2 processes" in out
+           "optimizer.lr, scheduler.gamma, seed, vmapped, in 2 processes" in out
     assert out.index("population 1:") < out.index("status: ok")
 
 
