@@ -104,10 +104,6 @@ def run_cli(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
     (["model=mlp", "--multirun", "seed=0,1"], "seed=0,1: not a flag, or an override after a flag that followed"),
     (["hydra/launcher=local", "hydra.launcher.max_parallel=0"], "hydra.launcher.max_parallel=0 is invalid: it must be "
                                                                 "a whole number >= 1, or null"),
-    (["hydra/launcher=population", "hydra.launcher.workers=0"], "hydra.launcher.workers=0 is invalid: it must be "
-                                                                "a whole number >= 1, or null"),
-    (["hydra/launcher=population", "hydra.launcher.figures=some"], "hydra.launcher.figures='some' is invalid: it "
-                                                                   "must be none, best or all"),
 ])
 def test_command_line_options_and_targets_are_checked_before_hydra_sees_them(args, message):
     with pytest.raises(ConfigError) as e:

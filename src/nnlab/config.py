@@ -482,11 +482,8 @@ def check_argv(argv: list[str]) -> list[str]:
             argv[i] = drop_group(key, override.is_sweep_override())
             continue
         for value in values:
-            if key in ("hydra.launcher.max_parallel", "hydra.launcher.workers") and not (
-                    value is None or type(value) is int and value >= 1):
+            if key == "hydra.launcher.max_parallel" and not (value is None or type(value) is int and value >= 1):
                 raise ConfigError(f"{key}={value!r} is invalid: it must be a whole number >= 1, or null (one per CPU core)")
-            if key == "hydra.launcher.figures" and value not in ("none", "best", "all"):
-                raise ConfigError(f"{key}={value!r} is invalid: it must be none, best or all")
             for path, leaf in _leaves(key, value):
                 _check_leaf(path, leaf)
             if key in GROUPS and value is not None:
