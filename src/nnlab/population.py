@@ -30,8 +30,9 @@ claimed; the group trains:
   population's Stack (one leaf a parameter, (members, ...));
 - one vectorised forward a step: torch.func.vmap over members of functional_call of the one
   architecture on the stack (the CNN: each member's own forward in turn on its row, as vmapped
-  convolutions are slower on the CPU; hydra.launcher.vectorize chooses); each member's loss (cross-entropy plus its own L2, what Classifier.step
-  computes) outside vmap, one backward for all (their sum: each gets gradient 1);
+  convolutions are slower on the CPU; hydra.launcher.vectorize chooses); each member's loss
+  (cross-entropy plus its own L2, what Classifier.step computes) outside vmap, one backward for all
+  (their sum: each gets gradient 1);
 - per member what Lightning's loop does around a step (fused steps, nnlab/fused.py): the finiteness
   check of loss and gradients (a member going non-finite stops alone, status diverged, its weights
   the last finite ones), the optimizer's step (plain SGD's for all such members at once:
@@ -40,6 +41,10 @@ claimed; the group trains:
 
 On the spiral on this CPU every number equals the member's separate run bit for bit: the vmapped
 logits and their gradients are the same floats as one model's, and everything else is per member.
+On MNIST the CNN's members (in turn) are bitwise their runs on the same thread count; the vmapped
+linear and mlp members' batched matrix products may differ in the last bit (docs/population.md).
+Members whose data configs resolve alike share one data module (MNIST: read once a population), and
+each gathers its minibatch from the shared tensors when its step takes it.
 Every member leaves a normal run folder (metrics.json plus a "population" entry, TensorBoard events
 with the same tags and steps, train.log, checkpoints/last.ckpt for make evaluate); figures are drawn
 for the `figures` setting's members (none | best: each group's best val/acc | all), as each costs
@@ -89,9 +94,9 @@ MEMBER_KEYS = ("seed", "l2", "model.init_std")
 MEMBER_PREFIXES = ("optimizer.", "scheduler.")
 FIGURES = ("none", "best", "all")
 # How a population steps its members: vmap (one vectorised forward and backward for all) or loop
-# (each member's own plain forward in turn, one backward). auto: vmap for the architectures listed
-# in VMAP_ON_CPU, loop for the others; on this 2-core CPU vmapped convolutions become grouped
-# convolutions, slower than the members' own (8 CNN members: 0.62x; docs/population.md).
+# (each member's own forward in turn, one backward). auto: vmap for the architectures listed in
+# VMAP_ON_CPU, loop for the others: on this 2-core CPU vmapped convolutions are slower than the
+# members' own (8 CNN members: 0.62x; docs/population.md).
 VECTORIZE = ("auto", "vmap", "loop")
 VMAP_ON_CPU = ("Linear", "MLP")
 STATE_VERSION = 1  # of the "population" entry of an interrupted member's checkpoint
