@@ -62,9 +62,11 @@ def test_bench_times_a_sweep_through_each_launcher_and_the_fixed_cost_a_run(tmp_
     assert json.loads((tmp_path / "bench.json").read_text()) == json.loads(json.dumps(report))
     rows = {row["way"]: row for row in report["rows"]}
     assert [(w, r["runs"], r["ok"]) for w, r in rows.items()] == [
-        ("population", 3, 3), ("basic", 3, 3), ("population, 1 step a run", 3, 3),
-        ("population, 1 step a run, seed=0", 1, 1)]
+        ("population", 3, 3), ("population, 1 process", 3, 3), ("basic", 3, 3), ("basic, JOBS=2", 3, 3),
+        ("population, 1 step a run", 3, 3), ("population, 1 step a run, seed=0", 1, 1)]
     assert report["basic / population"] == pytest.approx(rows["basic"]["median_s"] / rows["population"]["median_s"])
+    assert report["JOBS=2 / population"] == pytest.approx(rows["basic, JOBS=2"]["median_s"] /
+                                                          rows["population"]["median_s"])
     assert report["fixed_s_per_run"] == pytest.approx((rows["population, 1 step a run"]["median_s"] -
                                                        rows["population, 1 step a run, seed=0"]["median_s"]) / 2)
     assert all(r["peak_mib"] > 0 for r in rows.values()) and "basic / population = " in capsys.readouterr().out

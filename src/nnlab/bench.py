@@ -266,8 +266,9 @@ def main(repeats: int = 3, spiral_steps: int = 10_000, out: str = "bench.json", 
 
 
 def time_sweep(launcher: str, grid: str, overrides: list[str]) -> dict:
-    """One whole sweep in a child process: wall seconds, its runs' statuses, and the child's peak memory
-    (called in a fresh process, whose only child it is)."""
+    """One whole sweep in a child process: wall seconds, its runs' statuses, and the peak memory of its
+    largest process (called in a fresh process, whose only child it is; a population's workers and
+    joblib's are that child's children)."""
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         done = subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", f"sweep={grid}", "threads=1",
@@ -288,7 +289,10 @@ def sweeps(grid: str, repeats: int = 1, out: str = "bench.json", overrides=()) -
     one_step = [o for o in overrides
                 if o.split("=")[0] not in ("trainer.max_epochs", "data.steps_per_epoch", "data.train_images")]
     one_step += ["trainer.max_epochs=1", one_batch(grid, overrides)]
-    ways = {"population": ("population", list(overrides)), "basic": ("basic", list(overrides)),
+    ways = {"population": ("population", list(overrides)),
+            "population, 1 process": ("population", [*overrides, "hydra.launcher.workers=1"]),
+            "basic": ("basic", list(overrides)),
+            "basic, JOBS=2": ("joblib", [*overrides, "hydra.launcher.n_jobs=2"]),  # make sweep JOBS=2
             "population, 1 step a run": ("population", one_step),
             "population, 1 step a run, seed=0": ("population", [o for o in one_step if not o.startswith("seed=")]
                                                  + ["seed=0"])}
@@ -306,7 +310,8 @@ def sweeps(grid: str, repeats: int = 1, out: str = "bench.json", overrides=()) -
               "rows": [{"way": way, "seconds": seconds[way], "median_s": median[way], "runs": done[0]["runs"],
                         "ok": done[0]["ok"], "peak_mib": max(run["peak_mib"] for run in done)}
                        for way, done in runs.items()],
-              "basic / population": median["basic"] / median["population"], "fixed_s_per_run": fixed}
+              "basic / population": median["basic"] / median["population"],
+              "JOBS=2 / population": median["basic, JOBS=2"] / median["population"], "fixed_s_per_run": fixed}
     Path(out).write_text(json.dumps(report, indent=2) + "\n")
     print(f"{facts['cpu']}, {facts['cores']} cores, torch {facts['torch']}, threads=1 a run; median of {repeats} "
           f"(min-max); load average {facts['load_average_before'][0]:.1f} before, "
@@ -315,7 +320,8 @@ def sweeps(grid: str, repeats: int = 1, out: str = "bench.json", overrides=()) -
     for row in report["rows"]:
         print(f"| {grid} | {row['way']} | {row['runs']} ({row['ok']} ok) | {spread(row['seconds'], '.1f')} | "
               f"{row['peak_mib']} |")
-    print(f"\nbasic / population = {report['basic / population']:.2f}; a population's fixed cost: "
+    print(f"\nbasic / population = {report['basic / population']:.2f}, basic JOBS=2 / population = "
+          f"{report['JOBS=2 / population']:.2f}; a population's fixed cost: "
           f"{fixed:.2f} s a run\nwritten: {out}")
     return report
 
