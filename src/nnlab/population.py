@@ -437,7 +437,8 @@ class Population:
 # -- The training of a population ----------------------------------------------------------------
 def processes(size: int, cfg: DictConfig, workers: int) -> int:
     """How many processes train a population of `size` (train_shares)."""
-    return 1 if not hasattr(os, "fork") or (cfg.threads or 1) > 1 else min(workers, size)
+    # fork: on Linux (macOS forks badly under some of the libraries torch loads), and 1 thread a process
+    return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 else 1
 
 
 def train_shares(members: list[Member], group: int, figures: str, how: str, workers: int) -> None:
@@ -449,7 +450,7 @@ def train_shares(members: list[Member], group: int, figures: str, how: str, work
     (each is its own process group): Ctrl-C or SIGTERM stops each at its step boundary, as one
     process stops. The figures of the population's best member are drawn by the worker holding it:
     each worker asks this process (`choose`) once its members are done. One process where forking
-    cannot help or is not safe: a share of one, threads > 1 (a forked OpenMP pool), or no fork."""
+    cannot help or is not safe: a share of one, threads > 1 (a forked OpenMP pool), or not Linux."""
     workers = processes(len(members), members[0].cfg, workers)
     for i, m in enumerate(members):  # the whole population's, whichever process trains the member
         m.metrics["population"] = {"group": group, "size": len(members), "index": i}
