@@ -235,11 +235,7 @@ class Member:
         is fixed by data.split_seed, not by the run's seed; the spiral's data.seed is the run's)."""
         cfg = self.cfg
         L.seed_everything(cfg.seed, workers=True, verbose=False)
-        key = OmegaConf.to_yaml(cfg.data, resolve=True)
-        if key not in shared:
-            shared[key] = instantiate(cfg.data)
-            shared[key].prepare_data()  # MNIST: its files checked (MD5), once a population
-        self.data = shared[key]
+        self.data = shared_data(cfg, shared)
         check_size(cfg.model, self.data.in_shape, self.data.num_classes)
         net = instantiate(cfg.model, in_shape=self.data.in_shape, num_classes=self.data.num_classes)
         scheduler, interval = scheduler_parts(cfg.get("scheduler"))
@@ -280,6 +276,15 @@ class Member:
 
     def log_point(self, values: dict, step: int) -> None:
         self.points.append(({k: v.item() if isinstance(v, torch.Tensor) else v for k, v in values.items()}, step))
+
+
+def shared_data(cfg: DictConfig, shared: dict):
+    """The data module of this config, one for all members whose data configs resolve alike."""
+    key = OmegaConf.to_yaml(cfg.data, resolve=True)
+    if key not in shared:
+        shared[key] = instantiate(cfg.data)
+        shared[key].prepare_data()  # MNIST: its files checked (MD5), once a population
+    return shared[key]
 
 
 class Population:
@@ -457,11 +462,23 @@ def train_shares(members: list[Member], group: int, figures: str, how: str, work
     if workers == 1:
         train_population(members, group, figures, how)
         return
+    # Data that members share (MNIST: one split for every seed) is loaded here, once: the workers
+    # inherit it, and its pages stay shared as nothing writes to them. The data's own generator
+    # draws it (the spiral's, from data.seed), not the run's RNG, so loading it here changes nothing.
+    shared: dict = {}
+    data = [OmegaConf.to_yaml(m.cfg.data, resolve=True) for m in members]
+    try:
+        for m, key in zip(members, data):
+            if data.count(key) > 1:
+                shared_data(m.cfg, shared).setup("fit")
+    except Exception:  # the workers meet it again, and fail their members as one process does
+        shared = {}
     ctx = multiprocessing.get_context("fork")
     links = []
     for i in range(workers):
         mine, theirs = ctx.Pipe()
-        proc = ctx.Process(target=share_worker, args=(members[i::workers], group, figures, how, theirs), daemon=False)
+        proc = ctx.Process(target=share_worker, args=(members[i::workers], group, figures, how, shared, theirs),
+                           daemon=False)
         links.append((proc, mine, members[i::workers]))
     with forward_signals([proc for proc, _, _ in links]):
         for proc, _, _ in links:
@@ -501,7 +518,7 @@ def train_shares(members: list[Member], group: int, figures: str, how: str, work
         sys.exit(exits[0])
 
 
-def share_worker(share: list[Member], group: int, figures: str, how: str, conn) -> None:
+def share_worker(share: list[Member], group: int, figures: str, how: str, shared: dict, conn) -> None:
     """A worker process of train_shares: its share of the population, trained as one."""
     os.setpgid(0, 0)  # Ctrl-C reaches the parent only, which forwards it once
 
@@ -512,7 +529,7 @@ def share_worker(share: list[Member], group: int, figures: str, how: str, conn) 
         idx = conn.recv()
         return next((m for m in members if m.job.idx == idx), None)
     try:
-        train_population(share, group, figures, how, choose)
+        train_population(share, group, figures, how, choose, shared)
     except SystemExit as e:  # interrupted: the parent ends the sweep with the same line, once
         conn.send(("exit", e.code))
     conn.close()
@@ -538,7 +555,8 @@ def forward_signals(procs: list):
             signal.signal(s, h)
 
 
-def train_population(members: list[Member], group: int, figures: str, how: str = "vmap", choose=None) -> None:
+def train_population(members: list[Member], group: int, figures: str, how: str = "vmap", choose=None,
+                     shared: dict | None = None) -> None:
     start, stop = time.perf_counter(), {"signal": None}
     try:
         cfg = members[0].cfg
@@ -547,7 +565,7 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         # on a loaded 2-core VM). The spiral's numbers are the same bits on 1 thread as on 2 (tested).
         torch.set_num_threads(cfg.threads or 1)
         torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
-        shared: dict = {}  # data modules by their resolved config
+        shared = {} if shared is None else shared  # data modules by their resolved config (shared_data)
         for i, m in enumerate(members):
             m.metrics.setdefault("population", {"group": group, "size": len(members), "index": i})
             m.build(shared)
