@@ -194,7 +194,7 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     # before the stop ride along, stopped, and end diverged. Shuffled minibatches of 1 (600 steps an
     # epoch), so that continuing mid-epoch replays the epoch's data order drawn before the stop.
     per_epoch = 600
-    sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "hydra.launcher.workers=1",
+    sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=all", "hydra.launcher.workers=1",
              "sweep=spiral_grid", "model=mlp", "optimizer.lr=0.03,0.1,1e20", "scheduler.gamma=0.9", "seed=0,1",
              "trainer.max_epochs=3", "data.n=200",
              "data.batch_size=1", "log_interval=50"]
@@ -253,6 +253,8 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
         wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, cut_runs[name]))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
         assert repr(sorted(scalars(run).items())) == repr(sorted(scalars(cut_runs[name]).items())), name
+        for figure in ("losses.png", "regions.png"):  # the curves gathered before the stop, and after
+            assert (run / figure).read_bytes() == (cut_runs[name] / figure).read_bytes(), (name, figure)
 
 
 def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(tmp_path):

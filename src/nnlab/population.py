@@ -639,6 +639,8 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap") -
     for m in members:
         m.configure(epochs * per_epoch)
         if m.saved is not None:
+            # its run's first batch for first_batch.png, drawn again from its RNG as build left it
+            m.first_batch = next(epoch_batches(m))
             restore(m, per_epoch)  # into the stack's rows
         m.epoch_rng = m.rng  # before an epoch's draw of its data order (a stopped member's: its last)
     template = members[0].module.net  # the architecture; the stacked weights go in
@@ -884,7 +886,7 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
             # reads the folder's files as one run, every step once.
             logger = instantiate(m.cfg.logger)
             logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
-            if m.first_batch is not None:  # a resumed run's events have it from its start
+            if m.first_batch is not None and m.saved is None:  # a resumed run's events have it from its start
                 logger.experiment.add_text("data/first_batch", Figures.describe(*m.first_batch))
             for values, step in m.points:
                 logger.log_metrics(values, step)
