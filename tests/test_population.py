@@ -228,7 +228,7 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     assert all(cut_metrics[name]["steps"] < per_epoch for name in names[4:])  # diverged in epoch 1
     ckpt = cut_runs[names[0]] / "checkpoints" / "last.ckpt"
     assert 0 <= evaluate(ckpt) <= 1  # make evaluate scores an interrupted member
-    with pytest.raises(ConfigError, match="population member's: it continues with its sweep, make sweep RESUME="):
+    with pytest.raises(ConfigError, match=f"population member's: it continues with its sweep, make sweep RESUME={cut} "):
         resume_config(cut_runs[names[0]], [])  # make train RESUME= refuses it in one line
     (cut_runs[names[1]] / "checkpoints" / "last.ckpt").write_bytes(ckpt.read_bytes())  # another run's
     (cut_runs[names[2]] / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")

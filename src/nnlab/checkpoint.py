@@ -48,8 +48,9 @@ def checkpoint_problem(path: Path) -> str | None:
         why = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
         return f"{path} is not a readable checkpoint ({why})"
     if "population" in ckpt:  # nnlab.population's, of a member stopped with its population
-        return (f"{path} is a population member's: it continues with its sweep, make sweep RESUME=<the sweep's "
-                "folder> (and the same SWEEP/ARGS)")
+        sweep = Path(path).parents[2] if len(Path(path).parents) > 2 else "<sweep folder>"  # <sweep>/<run>/checkpoints/
+        return (f"{path} is a population member's: it continues with its sweep, make sweep RESUME={sweep} "
+                "(and the same SWEEP/ARGS)")
     if missing:
         return f"{path} is not a Lightning training checkpoint (no {', '.join(missing)})"
     if any(k.startswith("sums.") for k in ckpt["state_dict"]):  # nnlab versions with the sums as buffers
