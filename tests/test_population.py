@@ -273,9 +273,15 @@ def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(
     proc = subprocess.Popen([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
-    while sum("epoch 1/2" in log.read_text() for log in cut.glob("*/train.log")) < 2:  # both within epoch 2
-        assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
-        time.sleep(0.02)
+
+    def seen(line: str) -> float:
+        """When both members' train.log have `line`."""
+        while sum(line in log.read_text() for log in cut.glob("*/train.log")) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
+            time.sleep(0.01)
+        return time.monotonic()
+    began = seen("first batch")
+    time.sleep((seen("epoch 1/2") - began) / 2)  # about halfway into epoch 2, however fast this machine steps
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and err.count("make sweep RESUME=cut") == 1, err[-2000:]  # one line, not one a process
