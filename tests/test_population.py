@@ -186,6 +186,22 @@ def test_a_bad_launcher_setting_is_one_line_before_anything_starts(setting, tmp_
     assert not (tmp_path / "sweep").exists()
 
 
+def stop_halfway_into_epoch_2(proc: subprocess.Popen, sweep: Path, logs: str, count: int, epoch_1: str) -> None:
+    """SIGTERM to `proc` about halfway into the second epoch, however fast this machine steps: after
+    `count` of the `logs` (a glob in `sweep`) have the epoch's end line `epoch_1`, half as long again
+    as the first epoch took."""
+    deadline = time.monotonic() + 300
+
+    def seen(line: str) -> float:
+        while sum(line in log.read_text() for log in sweep.glob(logs)) < count:
+            assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
+            time.sleep(0.01)
+        return time.monotonic()
+    began = seen("first batch")
+    time.sleep((seen(epoch_1) - began) / 2)
+    proc.send_signal(signal.SIGTERM)
+
+
 def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_path, scalars):
     # SIGTERM mid-epoch: every member stops at a step boundary, `interrupted`, its checkpoint holding what
     # the population needs to go on; RESUME= continues them from there and ends at the unbroken numbers:
@@ -203,17 +219,8 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     cut = tmp_path / "cut"
     proc = subprocess.Popen([*command, f"hydra.sweep.dir={cut}"], cwd=tmp_path, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-
-    def seen(line: str) -> float:
-        """When `line` is in a training member's train.log (a diverging one writes "epoch 1/3" at once)."""
-        while not any(line in log.read_text() for log in cut.glob("*optimizer.lr=0.1,*/train.log")):
-            assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
-            time.sleep(0.01)
-        return time.monotonic()
-    began = seen("first batch")
-    time.sleep((seen("epoch 1/3") - began) / 2)  # about halfway into epoch 2, however fast this machine steps
-    proc.send_signal(signal.SIGTERM)
+    # a training member's train.log (a diverging one writes "epoch 1/3" at once)
+    stop_halfway_into_epoch_2(proc, cut, "*optimizer.lr=0.1,*/train.log", 1, "epoch 1/3")
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and "make sweep RESUME=cut" in err, err[-2000:]
     cut_runs = runs(cut)
@@ -272,17 +279,7 @@ def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(
     cut = tmp_path / "cut"
     proc = subprocess.Popen([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 300
-
-    def seen(line: str) -> float:
-        """When both members' train.log have `line`."""
-        while sum(line in log.read_text() for log in cut.glob("*/train.log")) < 2:
-            assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was stopped"
-            time.sleep(0.01)
-        return time.monotonic()
-    began = seen("first batch")
-    time.sleep((seen("epoch 1/2") - began) / 2)  # about halfway into epoch 2, however fast this machine steps
-    proc.send_signal(signal.SIGTERM)
+    stop_halfway_into_epoch_2(proc, cut, "*/train.log", 2, "epoch 1/2")  # both members
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and err.count("make sweep RESUME=cut") == 1, err[-2000:]  # one line, not one a process
     for run in runs(cut).values():

@@ -535,13 +535,19 @@ def share_worker(share: list[Member], group: int, figures: str, how: str, shared
     conn.close()
 
 
-@contextlib.contextmanager
 def forward_signals(procs: list):
     """SIGTERM and SIGINT to this process, passed on to the workers (in their own process groups)."""
     def handler(signum, frame):
         for proc in procs:
             if proc.pid is not None and proc.exitcode is None:
                 os.kill(proc.pid, signum)
+    return signals_to(handler)
+
+
+@contextlib.contextmanager
+def signals_to(handler):
+    """SIGTERM and SIGINT go to `handler` within the block, to what they went to before after it.
+    Outside the main thread signals are left alone."""
     previous = {}
     try:
         for s in (signal.SIGTERM, signal.SIGINT):
@@ -598,25 +604,14 @@ class Interrupted(Exception):
     """SIGTERM or Ctrl-C reached a population: it stops at the end of the step."""
 
 
-@contextlib.contextmanager
 def stop_signals(stop: dict):
     """SIGTERM and Ctrl-C set stop["signal"], which fit reads after every step (a step boundary:
-    nothing half done); a second Ctrl-C stops at once. Outside the main thread signals are left alone."""
+    nothing half done); a second Ctrl-C stops at once."""
     def handler(signum, frame):
         if stop["signal"] is not None and signum == signal.SIGINT:
             raise KeyboardInterrupt
         stop["signal"] = signal.Signals(signum).name
-    previous = {}
-    try:
-        for s in (signal.SIGTERM, signal.SIGINT):
-            previous[s] = signal.signal(s, handler)
-    except ValueError:
-        pass
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+    return signals_to(handler)
 
 
 def best(members: list[Member]) -> Member | None:
