@@ -1,5 +1,5 @@
 """Population sweeps: the jobs of a multirun that differ only in numbers train together, in one
-process, each still exactly the run it replaces.
+process a core, each still exactly the run it replaces.
 
     python -m nnlab.train --multirun hydra/launcher=population sweep=spiral_grid   # make sweep SWEEP=spiral_grid
 
@@ -38,6 +38,9 @@ claimed; the group trains:
   the last finite ones), the optimizer's step (plain SGD's for all such members at once:
   Stack.sgd_step), the schedule's step, the epoch sums, train/loss and lr every log_interval steps,
   validation every epoch, test at the end.
+- with hydra.launcher.workers > 1 (null: one a core), the members set up, the sweep's process forks
+  that many workers, each training a share of them as above (train_shares), signals forwarded to
+  them, the figures' best member chosen over all shares.
 
 On the spiral on this CPU every number equals the member's separate run bit for bit: the vmapped
 logits and their gradients are the same floats as one model's, and everything else is per member.
