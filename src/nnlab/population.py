@@ -261,7 +261,7 @@ class Member:
         self.plain_sgd = (type(self.optimizer) is torch.optim.SGD and len(group) == 1 and group[0]["momentum"] == 0
                           and group[0]["weight_decay"] == 0 and not group[0]["maximize"]
                           and not group[0]["differentiable"] and not isinstance(group[0]["lr"], Tensor))
-        self.scheduler = None
+        self.scheduler, self.scheduled = None, False  # scheduled: its schedule has stepped (schedule)
         if module.make_scheduler is not None:
             per_step = module.hparams.scheduler_interval == "step"
             self.scheduler = module.make_scheduler(self.optimizer, **({"total_steps": total_steps} if per_step else {}))
@@ -575,8 +575,7 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         torch.set_num_threads(cfg.threads or 1)
         torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
         shared = {} if shared is None else shared  # data modules by their resolved config (shared_data)
-        for i, m in enumerate(members):
-            m.metrics.setdefault("population", {"group": group, "size": len(members), "index": i})
+        for m in members:  # their "population" entries are the whole population's (train_shares)
             m.build(shared)
         with stop_signals(stop):
             fit(members, cfg, stop, how)
@@ -713,7 +712,7 @@ class Stack:
     and its .grad is a view of its row of `grads`, the gradient copied there every step."""
 
     def __init__(self, members: list[Member]):
-        names = list(members[0].params)
+        names, self.size = list(members[0].params), len(members)
         with torch.no_grad():
             self.leaves = {n: torch.stack([m.params[n] for m in members]).requires_grad_() for n in names}
         self.grads = {n: torch.zeros_like(t) for n, t in self.leaves.items()}
@@ -753,7 +752,7 @@ def step(members: list[Member], batches: list, forward, stack: Stack, sums: Epoc
     """One training step of each member: one forward (vectorised, or each member's in turn: `forward`),
     per-member losses, one backward."""
     slots = torch.tensor([m.slot for m in members])  # the members' rows in the stack and `sums`
-    rows = None if len(members) == len(stack.grads[next(iter(stack.grads))]) else slots
+    rows = None if len(members) == stack.size else slots
     for t in stack.leaves.values():
         t.grad = None
     params = stack.params(rows)
@@ -802,10 +801,13 @@ def step(members: list[Member], batches: list, forward, stack: Stack, sums: Epoc
 
 def schedule(m: Member) -> None:
     """The member's LR schedule's step. A plain SGD member's optimizer never steps (Stack.sgd_step
-    does), so torch's warning that the schedule stepped before its optimizer is not for it."""
-    if not m.plain_sgd:
+    does), so torch's warning that the schedule stepped before its optimizer is not for it; torch
+    checks for it at a schedule's first step only, so only that one is taken with it silenced (a
+    per-step schedule's other steps stay off warnings' machinery)."""
+    if not m.plain_sgd or m.scheduled:
         m.scheduler.step()
         return
+    m.scheduled = True
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"), UserWarning)
         m.scheduler.step()
