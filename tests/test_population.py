@@ -390,3 +390,31 @@ def test_mnist_members_are_their_separate_runs_within_tolerance(tiny_mnist, tmp_
     # products are batched ones (bmm), whose float sums may differ in the last bit (measured: within 3e-7).
     print(f"bitwise (weights and every scalar): {len(bitwise)} of 12: {bitwise}")
     assert [name for name in population if "model=cnn" in name] == [name for name in bitwise if "model=cnn" in name]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
+def test_a_population_keeps_the_memory_a_step_frees_for_the_next():
+    """keep_freed_memory: a 24 MiB block (a step's activations are MiBs) comes from the heap, not a
+    mapping of its own that the kernel zero-fills on every step's first touch, and freeing it keeps
+    it in the process. Fresh processes: the settings hold for the rest of a process."""
+    probe = """
+import ctypes, ctypes.util, sys, torch
+from nnlab.population import keep_freed_memory
+class Info(ctypes.Structure):  # glibc's struct mallinfo2 (malloc.h): ten size_t fields
+    _fields_ = [(k, ctypes.c_size_t) for k in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
+                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
+libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc.mallinfo2.restype = Info
+if sys.argv[1] == "kept":
+    keep_freed_memory()
+mapped = libc.mallinfo2().hblkhd
+x = torch.empty(24 << 18)  # 24 MiB of float32
+own_mapping = libc.mallinfo2().hblkhd - mapped >= 24 << 20
+del x
+print(own_mapping, libc.mallinfo2().fordblks >= 24 << 20)  # freed bytes the heap still holds
+"""
+    seen = {how: subprocess.run([sys.executable, "-c", probe, how], capture_output=True, text=True, timeout=120)
+            for how in ("default", "kept")}
+    assert all(r.returncode == 0 for r in seen.values()), [r.stderr[-2000:] for r in seen.values()]
+    assert seen["default"].stdout.split() == ["True", "False"]  # glibc's defaults: mapped, handed back
+    assert seen["kept"].stdout.split() == ["False", "True"]

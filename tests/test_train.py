@@ -42,6 +42,27 @@ def test_spiral_run_through_the_hydra_entry_point_leaves_a_complete_run_folder(t
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
 
+def test_the_command_collects_garbage_but_not_its_imports(tmp_path):
+    """python -m nnlab.train: its imports' objects are out of the collector's reach (frozen: walking
+    them cost ~1 s as they loaded), and the collector is on again for the run itself; importing
+    nnlab.train changes neither."""
+    probe = """
+import gc, runpy, sys
+sys.argv = ["nnlab.train", "--help"]  # Hydra's help: the command's imports and check, then an exit
+try:
+    runpy.run_module("nnlab.train", run_name="__main__")
+except SystemExit:
+    pass
+print(gc.isenabled(), gc.get_freeze_count())
+"""
+    done = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    enabled, frozen = done.stdout.split()[-2:]
+    assert enabled == "True" and int(frozen) > 100_000, done.stdout[-2000:] + done.stderr[-2000:]
+    imported = subprocess.run([sys.executable, "-c", "import gc, nnlab.train; print(gc.isenabled(), gc.get_freeze_count())"],
+                              capture_output=True, text=True, timeout=300)
+    assert imported.stdout.split() == ["True", "0"], imported.stderr[-2000:]
+
+
 def test_nnlab_run_is_the_command_line_run_from_python(tmp_path, monkeypatch):
     args = [*SPIRAL_MLP, "data.steps_per_epoch=5", "trainer.max_epochs=2"]
     (tmp_path / "cli").mkdir()

@@ -55,6 +55,8 @@ for the `figures` setting's members (none | best: each group's best val/acc | al
 """
 import contextlib
 import copy
+import ctypes
+import ctypes.util
 import dataclasses
 import itertools
 import logging
@@ -102,6 +104,7 @@ FIGURES = ("none", "best", "all")
 # members' own (8 CNN members: 0.62x; docs/population.md).
 VECTORIZE = ("auto", "vmap", "loop")
 VMAP_ON_CPU = ("Linear", "MLP")
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)'s parameters, from glibc's malloc.h
 STATE_VERSION = 1  # of the "population" entry of an interrupted member's checkpoint
 # conf/train.yaml's callbacks (any may be left out): what the population does in their place
 CALLBACKS = {"checkpoint": "ModelCheckpoint", "interrupt": "Interrupt", "rng": "RNGState", "epoch_log": "EpochLog",
@@ -573,6 +576,7 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         # woken for one spins on after it, taking the core the next op needs (a step took 50x longer
         # on a loaded 2-core VM). The spiral's numbers are the same bits on 1 thread as on 2 (tested).
         torch.set_num_threads(cfg.threads or 1)
+        keep_freed_memory()
         torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
         shared = {} if shared is None else shared  # data modules by their resolved config (shared_data)
         for m in members:  # their "population" entries are the whole population's (train_shares)
@@ -600,6 +604,21 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         shown = sweep.relative_to(Path.cwd()) if sweep.is_relative_to(Path.cwd()) else sweep
         sys.exit(f"nnlab: interrupted; finish the sweep with: make sweep RESUME={shown} (and the same SWEEP/ARGS): "
                  "its interrupted runs continue from where they stopped, to the numbers of a sweep never interrupted")
+
+
+def keep_freed_memory() -> None:
+    """Have glibc's malloc keep what a step frees for the next step. A population's activations are
+    MiBs ((members, 300, 100) float32 a hidden layer: 4 MiB for 36 spiral MLPs), above the sizes
+    malloc hands back to the kernel as soon as they are freed (mmap'd blocks; the heap's top trimmed
+    past 128 KiB), so every step faulted its pages in afresh: on the 2-core VM of docs/population.md
+    spiral_grid's population spent 4-6 s of system time on it, 2 s with these settings (mallopt(3):
+    blocks under 32 MiB come from the heap, which keeps up to 256 MiB of freed memory). Elsewhere
+    (not glibc) nothing changes."""
+    libc = ctypes.util.find_library("c") if sys.platform == "linux" else None
+    mallopt = getattr(ctypes.CDLL(libc), "mallopt", None) if libc else None
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest allowed value on 64-bit systems
+        mallopt(M_TRIM_THRESHOLD, 256 << 20)
 
 
 class Interrupted(Exception):
