@@ -47,9 +47,14 @@ class EpochSums:
         self.loss.zero_(), self.hits.zero_()
         return means
 
-def all_finite(loss: Tensor, params: Iterable[Tensor]) -> Tensor:
-    """Whether a step's loss and every gradient are finite: a bool on the device, not yet read."""
-    return torch.cat([loss.view(1), *(p.grad.flatten() for p in params if p.grad is not None)]).isfinite().all()
+def all_finite(*tensors: Tensor) -> Tensor:
+    """Whether every element of these (a step's loss and gradients; a population's losses and stacked
+    gradients) is finite: one bool on the device, not yet read."""
+    return torch.cat([t.flatten() for t in tensors]).isfinite().all()
+
+
+def grads(params: Iterable[Tensor]) -> list[Tensor]:
+    return [p.grad for p in params if p.grad is not None]
 
 
 def divergence(loss: Tensor, params: Collection[Tensor], step: int) -> str | None:
@@ -59,7 +64,7 @@ def divergence(loss: Tensor, params: Collection[Tensor], step: int) -> str | Non
     one), so the step leaves the weights as they were (the last checkpoint never holds NaN weights),
     and the caller stops the run. One host read a step decides both. Lightning's loop, fused steps
     and a population's members all check through here."""
-    if all_finite(loss, params):
+    if all_finite(loss, *grads(params)):
         return None
     for p in params:
         p.grad = None
@@ -174,7 +179,7 @@ class Classifier(L.LightningModule):
         return False
 
     def all_finite(self) -> Tensor:
-        return all_finite(self.loss, self.params)
+        return all_finite(self.loss, *grads(self.params))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # train/loss is logged only where it is read: each self.log call costs ~0.3 ms (more than

@@ -84,9 +84,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
+from nnlab import cores
 from nnlab.callbacks import Figures
 from nnlab.checkpoint import AtomicCheckpointIO, checkpoint_problem
-from nnlab.classifier import Classifier, EpochSums, divergence
+from nnlab.classifier import Classifier, EpochSums, all_finite, divergence
 from nnlab.config import ConfigError, check, check_size, scheduler_parts
 from nnlab.data.loader import TensorLoader
 from nnlab.status import DIVERGED, FAILED, FINISHED, INTERRUPTED, INVALID_CONFIG, OK, run_status, write_json
@@ -179,7 +180,7 @@ def check_settings(settings) -> tuple[str, str, int]:
             raise ConfigError(f"hydra.launcher.{key}={value} is not an option: one of {', '.join(options)}")
     workers = settings.get("workers")
     if workers is None:
-        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        workers = cores()
     if type(workers) is not int or workers < 1:
         raise ConfigError(f"hydra.launcher.workers={workers} is not an option: a whole number of processes >= 1, "
                           "or null for one a core")
@@ -797,7 +798,7 @@ def step(members: list[Member], batches: list, forward, stack: Stack, sums: Epoc
     correct = (logits.detach().argmax(-1) == y).sum(-1)
     sums.hits.index_add_(0, slots, torch.stack((correct, torch.full_like(correct, y.shape[1])), 1))
     # Finiteness of every loss and gradient, read once; member by member only when something is not
-    everything = bool(torch.cat([loss, *(g.flatten() for g in stack.grads.values())]).isfinite().all())
+    everything = bool(all_finite(loss, *stack.grads.values()))
     plain = []  # (row, lr) of the members whose step is plain SGD's (Stack.sgd_step)
     for m, value in zip(members, loss.unbind(0)):
         m.loss = value

@@ -13,7 +13,6 @@ trial and the command that reruns it) and multirun.yaml; make compare adds study
 optimization_history.png. Results of spiral_search on this machine: experiments/README.md.
 """
 import math
-import os
 import sys
 import warnings
 from pathlib import Path
@@ -26,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
 
+from nnlab import cores
 from nnlab.config import ConfigError
 from nnlab.status import DIVERGED, FAILED, OK, PRUNED, MetricsError, read_metrics
 
@@ -174,7 +174,7 @@ class Search:
             hydra_context=hydra_context, task_function=task_function, config=config)
         self.direction = self.s.direction or METRICS[self.s.metric]
         # joblib's n_jobs=-1 means every core, -2 all but one...
-        self.batch = self.s.batch if self.s.batch > 0 else max(1, (os.cpu_count() or 1) + 1 + self.s.batch)
+        self.batch = self.s.batch if self.s.batch > 0 else max(1, cores() + 1 + self.s.batch)
 
     def run(self, arguments: list[str]) -> list:
         try:
