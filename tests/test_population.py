@@ -154,6 +154,7 @@ def test_the_sweeper_composes_one_job_a_group_for_the_population_and_every_job_o
     sweeper.launcher = plugin.PopulationLauncher()
     sweeper.validate_batch_is_legal(batch)
     assert composed == [batch[0], batch[12], batch[24]]
+    assert list(sweeper.launcher.composed) == [tuple(o) for o in composed]  # the launcher composes them no more
     composed.clear()
     sweeper.launcher = object()  # any other launcher: every job, as Hydra's basic sweeper checks them
     sweeper.validate_batch_is_legal(batch)
@@ -265,12 +266,14 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
 
 
 def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(tmp_path):
-    # hydra.launcher.workers=2: each process trains every other member. SIGTERM to the sweep reaches
-    # both (through the sweep's process), each stops at its own step boundary, and RESUME= ends at the
-    # numbers of the population trained whole in one process, bit for bit.
-    per_epoch = 600
+    # hydra.launcher.workers=2: each process sets up and trains every other member. SIGTERM to the
+    # sweep reaches both (through the sweep's process), each stops at its own step boundary, and
+    # RESUME= ends at the numbers of the population trained whole in one process, bit for bit. Four
+    # epochs: on a busy machine one process may step 1.5x as fast as the other, and must not be done
+    # by the time the slower one is halfway into its second epoch.
+    per_epoch, epochs = 600, 4
     sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "sweep=spiral_grid", "model=mlp",
-             "optimizer.lr=0.03,0.1", "scheduler.gamma=0.9", "seed=0", "trainer.max_epochs=2", "data.n=200",
+             "optimizer.lr=0.03,0.1", "scheduler.gamma=0.9", "seed=0", f"trainer.max_epochs={epochs}", "data.n=200",
              "data.batch_size=1", "log_interval=50"]
     command = [sys.executable, "-m", "nnlab.train", *sweep]
     whole = subprocess.run([*command, "hydra.launcher.workers=1", f"hydra.sweep.dir={tmp_path / 'whole'}"],
@@ -279,12 +282,12 @@ def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(
     cut = tmp_path / "cut"
     proc = subprocess.Popen([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    stop_halfway_into_epoch_2(proc, cut, "*/train.log", 2, "epoch 1/2")  # both members
+    stop_halfway_into_epoch_2(proc, cut, "*/train.log", 2, f"epoch 1/{epochs}")  # both members
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 1 and err.count("make sweep RESUME=cut") == 1, err[-2000:]  # one line, not one a process
     for run in runs(cut).values():
         cut_short = json.loads((run / "metrics.json").read_text())
-        assert cut_short["status"] == "interrupted" and per_epoch < cut_short["steps"] < 2 * per_epoch
+        assert cut_short["status"] == "interrupted" and per_epoch < cut_short["steps"] < epochs * per_epoch
     done = subprocess.run([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -13,11 +13,12 @@ from hydra.plugins.launcher import Launcher
 class PopulationLauncher(Launcher):
     def __init__(self, **settings) -> None:
         self.settings = settings  # conf/hydra/launcher/population.yaml, with the command line's values
+        self.composed: dict = {}  # a job's overrides -> its config, composed by GroupedBasicSweeper's check
 
     def setup(self, *, hydra_context, task_function, config) -> None:
         from nnlab.population import Population  # torch and Lightning: imported by population sweeps only
         self.population = Population(self.settings, hydra_context=hydra_context, task_function=task_function,
-                                     config=config)
+                                     config=config, composed=self.composed)
 
     def launch(self, job_overrides, initial_job_idx: int):
         return self.population.launch(job_overrides, initial_job_idx)
@@ -27,11 +28,14 @@ class GroupedBasicSweeper(BasicSweeper):
     """Hydra's basic sweeper, but a batch going to the population launcher is checked by composing one
     job of each group (~0.2 s a composition) rather than every job: the group's other jobs differ from
     it only in the numbers of keys it has (seed, optimizer.lr...), and the population derives their
-    configs from its own composition of that job, checking each (a bad value: invalid_config)."""
+    configs from that composition, which it is handed, checking each (a bad value: invalid_config)."""
 
     def validate_batch_is_legal(self, batch) -> None:
         if not isinstance(self.launcher, PopulationLauncher):
             return super().validate_batch_is_legal(batch)
         from nnlab.population import group_jobs, parse
-        firsts = [group[0].overrides for group in group_jobs([parse(i, list(o)) for i, o in enumerate(batch)])]
-        return super().validate_batch_is_legal(firsts)
+        for group in group_jobs([parse(i, list(o)) for i, o in enumerate(batch)]):
+            # what Sweeper.validate_batch_is_legal does for a job, its composition kept for the launcher
+            cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
+                                                                     sweep_overrides=list(group[0].overrides))
+            self.launcher.composed[tuple(group[0].overrides)] = cfg

@@ -38,9 +38,9 @@ claimed; the group trains:
   the last finite ones), the optimizer's step (plain SGD's for all such members at once:
   Stack.sgd_step), the schedule's step, the epoch sums, train/loss and lr every log_interval steps,
   validation every epoch, test at the end.
-- with hydra.launcher.workers > 1 (null: one a core), the members set up, the sweep's process forks
-  that many workers, each training a share of them as above (train_shares), signals forwarded to
-  them, the figures' best member chosen over all shares.
+- with hydra.launcher.workers > 1 (null: one a core), the group's config composed, the sweep's process
+  forks that many workers, each setting up and training a share of its jobs as above
+  (Population.train_shares), signals forwarded to them, the figures' best member chosen over all shares.
 
 On the spiral on this CPU every number equals the member's separate run bit for bit: the vmapped
 logits and their gradients are the same floats as one model's, and everything else is per member.
@@ -297,9 +297,12 @@ def shared_data(cfg: DictConfig, shared: dict):
 class Population:
     """hydra/launcher=population (hydra_plugins/nnlab_population.py holds the Launcher class)."""
 
-    def __init__(self, settings: dict, *, hydra_context, task_function, config: DictConfig):
+    def __init__(self, settings: dict, *, hydra_context, task_function, config: DictConfig,
+                 composed: dict | None = None):
         self.figures, self.vectorize, self.workers = check_settings(settings)
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
+        # a job's overrides -> its config, composed by the sweeper's check (hydra/sweeper=grouped)
+        self.composed: dict[tuple, DictConfig] = {} if composed is None else composed
 
     # -- Hydra's side: compose, group, run jobs -------------------------------------------------
     def launch(self, job_overrides, initial_job_idx: int) -> list[JobReturn]:
@@ -343,7 +346,9 @@ class Population:
             print(f"  {ids} {shared}: {what}", flush=True)
 
     def compose(self, job: Job) -> DictConfig:
-        cfg = self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
+        cfg = self.composed.pop(tuple(job.overrides), None)  # the sweeper's check composed it (grouped.yaml)
+        if cfg is None:
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, job.overrides)
         with open_dict(cfg):
             cfg.hydra.job.id = cfg.hydra.job.num = job.idx
         return cfg
@@ -356,8 +361,19 @@ class Population:
         return ret
 
     def run_group(self, n: int, group: list[Job], base: DictConfig) -> dict[int, JobReturn]:
+        """Population n: its jobs set up and trained here, or in `processes` forked ones (train_shares)."""
+        k = processes(len(group), base, self.workers)
+        if k > 1:
+            return self.train_shares(n, group, base, k)
+        returns: dict[int, JobReturn] = {}
+        self.run_share(n, group, base, Link(), returns)
+        return returns
+
+    def run_share(self, n: int, jobs: list[Job], base: DictConfig, link: "Link", returns: dict) -> None:
+        """These jobs of population n (all of them, or a worker's share): each job's folder, .hydra/
+        and check (start_group: a job's place, alone or a member), then the members' places in the
+        population agreed with the other shares (`link`), then their training, one part after another."""
         members: list[Member] = []
-        returns = {}
         outer = HydraConfig.instance().cfg
         with contextlib.ExitStack() as locks:
             def enlist(job: Job, cfg: DictConfig, run_dir: Path, log_file: Path) -> None:
@@ -389,24 +405,126 @@ class Population:
                     member.note(f"nnlab: {why}")
                 members.append(member)
             try:
-                self.start_group(group, base, returns, enlist)
+                self.start_group(jobs, base, returns, enlist)
             finally:
                 HydraConfig.instance().cfg = outer
-            # Members continue together from the same place in training: a resumed population is
-            # its interrupted members (fewer, if some finished or were taken by another process);
-            # members starting afresh are another population, and the two train one after the other.
-            places: dict[tuple, list[Member]] = {}
-            for m in members:
-                places.setdefault(m.start, []).append(m)
-            for part in places.values():
-                train_shares(part, n, self.figures, stepping(base, self.vectorize), self.workers)
+            parts = link.places([(m.job.idx, m.start, str(m.run_dir)) for m in members])
+            for part, (_, index) in enumerate(parts):
+                mine = [m for m in members if m.job.idx in index]  # in job order
+                for m in mine:  # the whole part's size and the member's place in it, whichever process trains it
+                    m.metrics["population"] = {"group": n, "size": len(index), "index": index[m.job.idx]}
+                if mine:
+                    train_population(mine, n, self.figures, stepping(base, self.vectorize),
+                                     lambda done, part=part: link.choose(part, done), link.shared)
+
+    def train_shares(self, n: int, group: list[Job], base: DictConfig, k: int) -> dict[int, JobReturn]:
+        """Population n in k processes forked from this one once its config is composed, each setting
+        up and training a share of its jobs (every k-th: each share has some of every lr), so that
+        the members' fixed costs (folders, configs, checks, outputs) are shared out as well as their
+        steps, and nothing is imported or composed again. Members are independent, so a share's
+        numbers are those of the whole population, and of the runs it replaces (tests/test_population.py
+        compares them with hydra/launcher=basic's bit for bit). This process coordinates: the parts of
+        the population by where its members start (a resumed sweep's interrupted members continue
+        together, those starting afresh after them), and each part's best member, whose figures the
+        worker holding it draws. Signals reach the workers through this process (each is its own
+        process group): Ctrl-C or SIGTERM stops each at its step boundary, as one process stops."""
+        # Data members share (MNIST: one split for every seed) is loaded here, once: the workers inherit
+        # it, and its pages stay shared as nothing writes to them. The data's own generator draws it
+        # (the spiral's, from data.seed), not the run's RNG, so loading it here changes nothing.
+        shared: dict = {}
+        try:
+            data = lambda cfg: OmegaConf.to_yaml(cfg.data, resolve=True)  # noqa: E731
+            if data(base) == data(derive(base, group[-1])):  # as the first job's, so the rest's (MNIST's)
+                shared_data(base, shared).setup("fit")
+        except Exception:  # the workers meet it again, and fail their members as one process does
+            shared = {}
+        ctx = multiprocessing.get_context("fork")
+        links = []
+        for i in range(k):
+            mine, theirs = ctx.Pipe()
+            proc = ctx.Process(target=self.share_worker, args=(n, group[i::k], base, shared, theirs), daemon=False)
+            links.append((proc, mine, group[i::k]))
+        enlisted: dict[int, list] = {}  # pid -> its members' (job idx, start, run folder)
+        parts, holders, asked, results, exits = None, {}, {}, {}, []
+        with forward_signals([proc for proc, _, _ in links]):
+            for proc, _, _ in links:
+                proc.start()
+            running = {proc.sentinel: (proc, conn) for proc, conn, _ in links}
+            while running:
+                ready = mp_connection.wait([*running, *(conn for _, conn in running.values())])
+                for key, (proc, conn) in list(running.items()):
+                    while (conn in ready or key in ready) and conn.poll():  # every message, before its exit
+                        try:
+                            kind, *value = conn.recv()
+                        except EOFError:
+                            break
+                        if kind == "enlisted":
+                            enlisted[proc.pid] = value[0]
+                        elif kind == "best":  # (part, its candidates)
+                            asked.setdefault(value[0], {})[proc.pid] = (conn, value[1])
+                        elif kind == "done":  # job idx -> (completed, why not)
+                            results.update(value[0])
+                        else:  # interrupted: this process ends the sweep with the same line, once
+                            exits.append(value[0])
+                    if key in ready:
+                        proc.join()
+                        del running[key]
+                alive = {proc.pid: conn for proc, conn in running.values()}
+                if parts is None and set(alive) <= set(enlisted):  # every share set up: the parts, to all
+                    parts = places([e for share in enlisted.values() for e in share])
+                    holders = {i: {pid for pid, share in enlisted.items() if any(e[0] in index for e in share)}
+                               for i, (_, index) in enumerate(parts)}
+                    for conn in alive.values():
+                        conn.send(parts)
+                for part, asks in list(asked.items()):
+                    if set(alive) & holders[part] <= set(asks):  # all still running that hold some asked
+                        candidates = [c for _, cands in asks.values() for c in cands]
+                        # the first best in job order, as best() picks it in one process
+                        chosen = max(sorted(candidates), key=lambda c: c[1])[0] if candidates else None
+                        for conn, _ in asks.values():
+                            with contextlib.suppress(OSError):  # one that died since
+                                conn.send(chosen)
+                        del asked[part]
+        returns = {}
+        for proc, _, jobs in links:
+            if proc.exitcode != 0:  # a worker that died (killed, out of memory): its unfinished members failed
+                for _, _, run_dir in enlisted.get(proc.pid, []):
+                    if run_status(Path(run_dir)) is None:
+                        write_json(Path(run_dir) / "metrics.json",
+                                   {"status": FAILED, "error": f"its worker process ended with code {proc.exitcode}"})
+            for job in jobs:
+                completed, why = results.get(job.idx, (False, f"its worker process ended with code {proc.exitcode} "
+                                                              "before setting the job up"))
+                returns[job.idx] = JobReturn(overrides=list(job.overrides), working_dir=os.getcwd(),
+                                             task_name=base.hydra.job.name,
+                                             status=JobStatus.COMPLETED if completed else JobStatus.FAILED)
+                returns[job.idx].return_value = None if completed else RuntimeError(why)
+        if exits:
+            sys.exit(exits[0])
         return returns
 
-    def start_group(self, group: list[Job], base: DictConfig, returns: dict, enlist) -> None:
+    def share_worker(self, n: int, jobs: list[Job], base: DictConfig, shared: dict, conn) -> None:
+        """A worker process of train_shares: its share of the population's jobs, set up and trained."""
+        os.setpgid(0, 0)  # Ctrl-C reaches the parent only, which forwards it once
+        returns: dict[int, JobReturn] = {}
+        try:
+            # a signal forwarded while the share is set up ends it there (in training: at a step boundary)
+            with signals_to(interrupt):
+                self.run_share(n, jobs, base, Link(conn, shared), returns)
+        except SystemExit as e:  # interrupted in training: train_population's line
+            conn.send(("exit", e.code))
+        except KeyboardInterrupt:
+            conn.send(("exit", interrupted_line(Path(str(OmegaConf.select(base, "hydra.sweep.dir"))))))
+        finally:
+            conn.send(("done", {idx: (r.status is JobStatus.COMPLETED, "its job failed in a worker process: see its "
+                                      "train.log") for idx, r in returns.items()}))
+            conn.close()
+
+    def start_group(self, jobs: list[Job], base: DictConfig, returns: dict, enlist) -> None:
         """Each job's folder and .hydra/, and its place: alone (a resumed sweep's finished or resumable
         run) or enlisted into the population."""
-        for job in group:
-            cfg = base if job is group[0] else derive(base, job)
+        for job in jobs:
+            cfg = base if job.idx == base.hydra.job.num else derive(base, job)  # base: the group's first job's
             run_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir")), str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
             status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
             if status in FINISHED or status == INTERRUPTED and ckpt.exists() and checkpoint_problem(ckpt) is None:
@@ -448,98 +566,57 @@ class Population:
 
 # -- The training of a population ----------------------------------------------------------------
 def processes(size: int, cfg: DictConfig, workers: int) -> int:
-    """How many processes train a population of `size` (train_shares)."""
-    # fork: on Linux (macOS forks badly under some of the libraries torch loads), and 1 thread a process
+    """How many processes set up and train a population of `size` (Population.train_shares). One where
+    forking cannot help or is not safe: a population of one, threads > 1 (a forked OpenMP pool), or
+    not Linux (macOS forks badly under some of the libraries torch loads)."""
     return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 else 1
 
 
-def train_shares(members: list[Member], group: int, figures: str, how: str, workers: int) -> None:
-    """The population trained in `workers` processes, each a share of its members (every
-    workers-th: each share has some of every lr), forked from this one once its members are set up,
-    so nothing is imported or composed again. Members are independent, so a share's numbers are
-    those of the whole population, and of the runs it replaces (tests/test_population.py compares
-    them with hydra/launcher=basic's bit for bit). Signals reach the workers through this process
-    (each is its own process group): Ctrl-C or SIGTERM stops each at its step boundary, as one
-    process stops. The figures of the population's best member are drawn by the worker holding it:
-    each worker asks this process (`choose`) once its members are done. One process where forking
-    cannot help or is not safe: a share of one, threads > 1 (a forked OpenMP pool), or not Linux."""
-    workers = processes(len(members), members[0].cfg, workers)
-    for i, m in enumerate(members):  # the whole population's, whichever process trains the member
-        m.metrics["population"] = {"group": group, "size": len(members), "index": i}
-    if workers == 1:
-        train_population(members, group, figures, how)
-        return
-    # Data that members share (MNIST: one split for every seed) is loaded here, once: the workers
-    # inherit it, and its pages stay shared as nothing writes to them. The data's own generator
-    # draws it (the spiral's, from data.seed), not the run's RNG, so loading it here changes nothing.
-    shared: dict = {}
-    data = [OmegaConf.to_yaml(m.cfg.data, resolve=True) for m in members]
-    try:
-        for m, key in zip(members, data):
-            if data.count(key) > 1:
-                shared_data(m.cfg, shared).setup("fit")
-    except Exception:  # the workers meet it again, and fail their members as one process does
-        shared = {}
-    ctx = multiprocessing.get_context("fork")
-    links = []
-    for i in range(workers):
-        mine, theirs = ctx.Pipe()
-        proc = ctx.Process(target=share_worker, args=(members[i::workers], group, figures, how, shared, theirs),
-                           daemon=False)
-        links.append((proc, mine, members[i::workers]))
-    with forward_signals([proc for proc, _, _ in links]):
-        for proc, _, _ in links:
-            proc.start()
-        asked, exits = {}, []  # pid -> (its pipe, its candidates for the best); interrupted workers' lines
-        running = {proc.sentinel: (proc, conn) for proc, conn, _ in links}
-        while running:
-            ready = mp_connection.wait([*running, *(conn for _, conn in running.values())])
-            for key, (proc, conn) in list(running.items()):
-                while (conn in ready or key in ready) and conn.poll():  # every message, before its exit
-                    try:
-                        kind, value = conn.recv()
-                    except EOFError:
-                        break
-                    if kind == "best":
-                        asked[proc.pid] = (conn, value)
-                    else:
-                        exits.append(value)
-                if key in ready:
-                    proc.join()
-                    del running[key]
-            if asked and {p.pid for p, _ in running.values()} <= set(asked):  # all still running asked
-                candidates = [c for _, cands in asked.values() for c in cands]
-                # the first best in job order, as best() picks it in one process
-                chosen = max(sorted(candidates), key=lambda c: c[1])[0] if candidates else None
-                for conn, _ in asked.values():
-                    with contextlib.suppress(OSError):  # one that died since
-                        conn.send(chosen)
-                asked = {}
-    for proc, _, share in links:
-        if proc.exitcode != 0:  # a worker that died (killed, out of memory): its unfinished members failed
-            for m in share:
-                if run_status(m.run_dir) is None:
-                    write_json(m.run_dir / "metrics.json",
-                               {"status": FAILED, "error": f"its worker process ended with code {proc.exitcode}"})
-    if exits:
-        sys.exit(exits[0])
+def places(enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
+    """The parts of a population from its members' (job idx, start, run folder): members continue
+    together from the same place in training (a resumed population is its interrupted members; members
+    starting afresh are another part, trained after it), each part in job order: [(start, {job idx:
+    index in the part})]."""
+    parts: dict[tuple, dict[int, int]] = {}
+    for idx, start, _ in sorted(enlisted):
+        part = parts.setdefault(tuple(start), {})
+        part[idx] = len(part)
+    return list(parts.items())
 
 
-def share_worker(share: list[Member], group: int, figures: str, how: str, shared: dict, conn) -> None:
-    """A worker process of train_shares: its share of the population, trained as one."""
-    os.setpgid(0, 0)  # Ctrl-C reaches the parent only, which forwards it once
+class Link:
+    """A share's line to the others through the process that forked them (Population.train_shares):
+    the population's parts, each part's best member. Without a connection the share is the whole
+    population, in this process."""
 
-    def choose(members: list[Member]) -> Member | None:
+    def __init__(self, conn=None, shared: dict | None = None):
+        self.conn, self.shared = conn, shared  # shared: data loaded before the fork (shared_data)
+
+    def places(self, enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
+        if self.conn is None:
+            return places(enlisted)
+        self.conn.send(("enlisted", enlisted))
+        return self.conn.recv()
+
+    def choose(self, part: int, members: list[Member]) -> Member | None:
+        if self.conn is None:
+            return best(members)
         done = [(m.job.idx, m.metrics["val/acc"]) for m in members
                 if m.metrics["status"] in (OK, DIVERGED) and "val/acc" in m.metrics]
-        conn.send(("best", done))
-        idx = conn.recv()
+        self.conn.send(("best", part, done))
+        idx = self.conn.recv()
         return next((m for m in members if m.job.idx == idx), None)
-    try:
-        train_population(share, group, figures, how, choose, shared)
-    except SystemExit as e:  # interrupted: the parent ends the sweep with the same line, once
-        conn.send(("exit", e.code))
-    conn.close()
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def interrupted_line(sweep: Path) -> str:
+    """How an interrupted population sweep ends, as nnlab.train.main ends an interrupted run."""
+    shown = sweep.relative_to(Path.cwd()) if sweep.is_relative_to(Path.cwd()) else sweep
+    return (f"nnlab: interrupted; finish the sweep with: make sweep RESUME={shown} (and the same SWEEP/ARGS): "
+            "its interrupted runs continue from where they stopped, to the numbers of a sweep never interrupted")
 
 
 def forward_signals(procs: list):
@@ -580,7 +657,7 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         keep_freed_memory()
         torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
         shared = {} if shared is None else shared  # data modules by their resolved config (shared_data)
-        for m in members:  # their "population" entries are the whole population's (train_shares)
+        for m in members:  # their "population" entries are the whole population's (run_share)
             m.build(shared)
         with stop_signals(stop):
             fit(members, cfg, stop, how)
@@ -600,11 +677,8 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         for m in members:
             draw = "figures" in m.cfg.callbacks and (figures == "all" or m is chosen)
             finish(m, seconds, draw)
-    if stop["signal"] or any(m.metrics["status"] == INTERRUPTED for m in members):  # as nnlab.train.main ends
-        sweep = members[0].run_dir.parent
-        shown = sweep.relative_to(Path.cwd()) if sweep.is_relative_to(Path.cwd()) else sweep
-        sys.exit(f"nnlab: interrupted; finish the sweep with: make sweep RESUME={shown} (and the same SWEEP/ARGS): "
-                 "its interrupted runs continue from where they stopped, to the numbers of a sweep never interrupted")
+    if stop["signal"] or any(m.metrics["status"] == INTERRUPTED for m in members):
+        sys.exit(interrupted_line(members[0].run_dir.parent))
 
 
 def keep_freed_memory() -> None:
