@@ -2,6 +2,7 @@
 numbers, weights, TensorBoard scalars and saved config equal, bit for bit on the spiral."""
 import importlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -296,6 +297,46 @@ def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(
         assert a["status"] == b["status"] == "ok"
         assert {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
                {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
+
+
+def test_a_worker_that_dies_fails_its_own_members_only_and_resume_trains_them_again(tmp_path):
+    # SIGKILL to one of a population's two worker processes as it trains (the kernel's out-of-memory
+    # killer, say): its members fail, naming its exit code; the other worker's finish, its best member's
+    # figures drawn without waiting for the dead one; the sweep ends non-zero listing the failed runs,
+    # and RESUME= trains those again from their start, to the numbers of the sweep never killed.
+    sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=best", "sweep=spiral_grid",
+             "model=mlp", "optimizer.lr=0.03,0.1", "scheduler.gamma=0.9", "seed=0,1", "trainer.max_epochs=4",
+             "data.n=200", "data.batch_size=1", "log_interval=50"]
+    command = [sys.executable, "-m", "nnlab.train", *sweep]
+    whole = subprocess.run([*command, "hydra.launcher.workers=1", f"hydra.sweep.dir={tmp_path / 'whole'}"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while sum("first batch" in log.read_text() for log in cut.glob("*/train.log")) < 4:  # all 4 training
+        assert proc.poll() is None and time.monotonic() < deadline, "the population ended before a worker was killed"
+        time.sleep(0.01)
+    workers = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+    assert len(workers) == 2, workers
+    os.kill(int(workers[0]), signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 1 and "2 of 4 runs did not finish" in err, err[-2000:]
+    statuses = {name: json.loads((run / "metrics.json").read_text()) for name, run in runs(cut).items()}
+    failed = [name for name, m in statuses.items() if m["status"] == "failed"]
+    assert len(failed) == 2 and all(statuses[n]["error"] == "its worker process ended with code -9" for n in failed)
+    assert sorted(m["status"] for m in statuses.values()) == ["failed", "failed", "ok", "ok"]
+    assert len(list(cut.glob("*/losses.png"))) == 1  # the survivors' best
+    done = subprocess.run([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name, run in runs(tmp_path / "whole").items():
+        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, runs(cut)[name]))
+        assert a["status"] == b["status"] == "ok"
+        assert {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
+               {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
+        assert (runs(cut)[name] / "attempt-1").is_dir() == (name in failed)  # a failed run's outputs kept
 
 
 def test_jobs_the_population_does_not_train_run_one_by_one_and_it_says_why(tmp_path):

@@ -487,14 +487,17 @@ class Population:
                         del asked[part]
         returns = {}
         for proc, _, jobs in links:
+            members = {idx: Path(run_dir) for idx, _, run_dir in enlisted.get(proc.pid, [])}
             if proc.exitcode != 0:  # a worker that died (killed, out of memory): its unfinished members failed
-                for _, _, run_dir in enlisted.get(proc.pid, []):
-                    if run_status(Path(run_dir)) is None:
-                        write_json(Path(run_dir) / "metrics.json",
+                for run_dir in members.values():
+                    if run_status(run_dir) is None:
+                        write_json(run_dir / "metrics.json",
                                    {"status": FAILED, "error": f"its worker process ended with code {proc.exitcode}"})
             for job in jobs:
-                completed, why = results.get(job.idx, (False, f"its worker process ended with code {proc.exitcode} "
-                                                              "before setting the job up"))
+                # a dead worker's members are runs like any other (their metrics.json says failed, and the
+                # sweep's report lists them); a job it never set up is a failed job
+                completed, why = results.get(job.idx, (job.idx in members, f"its worker process ended with code "
+                                                                           f"{proc.exitcode} before setting the job up"))
                 returns[job.idx] = JobReturn(overrides=list(job.overrides), working_dir=os.getcwd(),
                                              task_name=base.hydra.job.name,
                                              status=JobStatus.COMPLETED if completed else JobStatus.FAILED)
@@ -686,13 +689,13 @@ def keep_freed_memory() -> None:
     MiBs ((members, 300, 100) float32 a hidden layer: 4 MiB for 36 spiral MLPs), above the sizes
     malloc hands back to the kernel as soon as they are freed (mmap'd blocks; the heap's top trimmed
     past 128 KiB), so every step faulted its pages in afresh: on the 2-core VM of docs/population.md
-    spiral_grid's population spent 4-6 s of system time on it, 2 s with these settings (mallopt(3):
+    spiral_grid's population sweep took 4-6 s of system time, 2 s with these settings (mallopt(3):
     blocks under 32 MiB come from the heap, which keeps up to 256 MiB of freed memory). Elsewhere
     (not glibc) nothing changes."""
     libc = ctypes.util.find_library("c") if sys.platform == "linux" else None
     mallopt = getattr(ctypes.CDLL(libc), "mallopt", None) if libc else None
     if mallopt is not None:
-        mallopt(M_MMAP_THRESHOLD, 32 << 20)  # glibc's largest allowed value on 64-bit systems
+        mallopt(M_MMAP_THRESHOLD, 32 << 20)  # where glibc's own sliding threshold stops on 64-bit systems
         mallopt(M_TRIM_THRESHOLD, 256 << 20)
 
 
