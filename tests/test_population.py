@@ -266,6 +266,22 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
             assert (run / figure).read_bytes() == (cut_runs[name] / figure).read_bytes(), (name, figure)
 
 
+def sweep_into(folder: Path, command: list[str], *extra: str) -> None:
+    """The sweep `command` run into `folder` (again: its RESUME=), to a good end."""
+    done = subprocess.run([*command, *extra, f"hydra.sweep.dir={folder}"], cwd=folder.parent, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+
+
+def assert_results_equal(whole: Path, resumed: Path) -> None:
+    """Every run of the `resumed` sweep ended ok with the numbers of its run in the `whole` one."""
+    for name, run in runs(whole).items():
+        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, runs(resumed)[name]))
+        assert a["status"] == b["status"] == "ok"
+        assert {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
+               {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
+
+
 def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(tmp_path):
     # hydra.launcher.workers=2: each process sets up and trains every other member. SIGTERM to the
     # sweep reaches both (through the sweep's process), each stops at its own step boundary, and
@@ -277,9 +293,7 @@ def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(
              "optimizer.lr=0.03,0.1", "scheduler.gamma=0.9", "seed=0", f"trainer.max_epochs={epochs}", "data.n=200",
              "data.batch_size=1", "log_interval=50"]
     command = [sys.executable, "-m", "nnlab.train", *sweep]
-    whole = subprocess.run([*command, "hydra.launcher.workers=1", f"hydra.sweep.dir={tmp_path / 'whole'}"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert whole.returncode == 0, whole.stderr[-2000:]
+    sweep_into(tmp_path / "whole", command, "hydra.launcher.workers=1")
     cut = tmp_path / "cut"
     proc = subprocess.Popen([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -289,14 +303,8 @@ def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(
     for run in runs(cut).values():
         cut_short = json.loads((run / "metrics.json").read_text())
         assert cut_short["status"] == "interrupted" and per_epoch < cut_short["steps"] < epochs * per_epoch
-    done = subprocess.run([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    for name, run in runs(tmp_path / "whole").items():
-        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, runs(cut)[name]))
-        assert a["status"] == b["status"] == "ok"
-        assert {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
-               {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
+    sweep_into(cut, command, "hydra.launcher.workers=2")
+    assert_results_equal(tmp_path / "whole", cut)
 
 
 def test_a_worker_that_dies_fails_its_own_members_only_and_resume_trains_them_again(tmp_path):
@@ -308,9 +316,7 @@ def test_a_worker_that_dies_fails_its_own_members_only_and_resume_trains_them_ag
              "model=mlp", "optimizer.lr=0.03,0.1", "scheduler.gamma=0.9", "seed=0,1", "trainer.max_epochs=4",
              "data.n=200", "data.batch_size=1", "log_interval=50"]
     command = [sys.executable, "-m", "nnlab.train", *sweep]
-    whole = subprocess.run([*command, "hydra.launcher.workers=1", f"hydra.sweep.dir={tmp_path / 'whole'}"],
-                           cwd=tmp_path, capture_output=True, text=True, timeout=600)
-    assert whole.returncode == 0, whole.stderr[-2000:]
+    sweep_into(tmp_path / "whole", command, "hydra.launcher.workers=1")
     cut = tmp_path / "cut"
     proc = subprocess.Popen([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -328,15 +334,9 @@ def test_a_worker_that_dies_fails_its_own_members_only_and_resume_trains_them_ag
     assert len(failed) == 2 and all(statuses[n]["error"] == "its worker process ended with code -9" for n in failed)
     assert sorted(m["status"] for m in statuses.values()) == ["failed", "failed", "ok", "ok"]
     assert len(list(cut.glob("*/losses.png"))) == 1  # the survivors' best
-    done = subprocess.run([*command, "hydra.launcher.workers=2", f"hydra.sweep.dir={cut}"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    for name, run in runs(tmp_path / "whole").items():
-        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, runs(cut)[name]))
-        assert a["status"] == b["status"] == "ok"
-        assert {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
-               {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
-        assert (runs(cut)[name] / "attempt-1").is_dir() == (name in failed)  # a failed run's outputs kept
+    sweep_into(cut, command, "hydra.launcher.workers=2")
+    assert_results_equal(tmp_path / "whole", cut)
+    assert sorted(name for name, run in runs(cut).items() if (run / "attempt-1").is_dir()) == sorted(failed)
 
 
 def test_jobs_the_population_does_not_train_run_one_by_one_and_it_says_why(tmp_path):
