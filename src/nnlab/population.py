@@ -56,7 +56,6 @@ for the `figures` setting's members (none | best: each group's best val/acc | al
 import contextlib
 import copy
 import ctypes
-import ctypes.util
 import dataclasses
 import itertools
 import logging
@@ -604,9 +603,7 @@ class Link:
     def choose(self, part: int, members: list[Member]) -> Member | None:
         if self.conn is None:
             return best(members)
-        done = [(m.job.idx, m.metrics["val/acc"]) for m in members
-                if m.metrics["status"] in (OK, DIVERGED) and "val/acc" in m.metrics]
-        self.conn.send(("best", part, done))
+        self.conn.send(("best", part, [(m.job.idx, m.metrics["val/acc"]) for m in finished(members)]))
         idx = self.conn.recv()
         return next((m for m in members if m.job.idx == idx), None)
 
@@ -692,8 +689,8 @@ def keep_freed_memory() -> None:
     spiral_grid's population sweep took 4-6 s of system time, 2 s with these settings (mallopt(3):
     blocks under 32 MiB come from the heap, which keeps up to 256 MiB of freed memory). Elsewhere
     (not glibc) nothing changes."""
-    libc = ctypes.util.find_library("c") if sys.platform == "linux" else None
-    mallopt = getattr(ctypes.CDLL(libc), "mallopt", None) if libc else None
+    # the process's own symbols: the malloc it allocates with (a name lookup, no ldconfig run)
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None) if sys.platform == "linux" else None
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, 32 << 20)  # where glibc's own sliding threshold stops on 64-bit systems
         mallopt(M_TRIM_THRESHOLD, 256 << 20)
@@ -713,9 +710,13 @@ def stop_signals(stop: dict):
     return signals_to(handler)
 
 
+def finished(members: list[Member]) -> list[Member]:
+    """The members that may be the best one (figures=best): ended ok or diverged, with a val/acc."""
+    return [m for m in members if m.metrics["status"] in (OK, DIVERGED) and "val/acc" in m.metrics]
+
+
 def best(members: list[Member]) -> Member | None:
-    done = [m for m in members if m.metrics["status"] in (OK, DIVERGED) and "val/acc" in m.metrics]
-    return max(done, key=lambda m: m.metrics["val/acc"], default=None)
+    return max(finished(members), key=lambda m: m.metrics["val/acc"], default=None)
 
 
 def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap") -> None:
