@@ -10,6 +10,7 @@ import torch
 from hydra.utils import instantiate
 
 import nnlab
+import nnlab.steps
 import nnlab.train
 from nnlab.config import ConfigError
 from nnlab.data.loader import TensorDataModule
@@ -178,6 +179,30 @@ def test_fused_steps_are_the_steps_lightning_takes_one_batch_at_a_time(data, ove
     sa, sb = scalars(tmp_path / "fused"), scalars(tmp_path / "single")
     assert {"train/loss", "val/acc"} <= set(sa) and len(sa["train/loss"]) >= 2
     assert sa == sb
+
+
+def test_nnlab_steps_two_ways_a_fused_run_as_a_population_of_one(make_cfg, tmp_path, monkeypatch):
+    # Every step nnlab takes itself is nnlab.steps.step: a fused run's, with the run as its one member,
+    # and a population's, with all of its members; any other run is Lightning's automatic optimization.
+    taken, step = [], nnlab.steps.step
+    monkeypatch.setattr(nnlab.steps, "step", lambda members, *a, **k: taken.append(len(members)) or step(members, *a, **k))
+    short = [*SPIRAL_MLP, "data.steps_per_epoch=20", "log_interval=10", "trainer.max_epochs=2"]
+    fused = train(make_cfg(*short, "seed=0", f"run_dir={tmp_path / 'fused'}"))
+    assert fused["status"] == "ok" and taken == [1] * 40
+    taken.clear()
+    assert train(make_cfg(*short, "fused=false", f"run_dir={tmp_path / 'lightning'}"))["steps"] == 40 and taken == []
+    monkeypatch.chdir(tmp_path)
+    argv = ["--multirun", "hydra/launcher=population", "hydra.launcher.workers=1", "hydra.launcher.figures=none",
+            f"hydra.sweep.dir={tmp_path / 'sweep'}", *short, "seed=0,1,2"]
+    monkeypatch.setattr(sys, "argv", ["nnlab.train", *nnlab.train.check_command(argv)])
+    threads = torch.get_num_threads()
+    try:
+        nnlab.train.main()
+    finally:
+        torch.set_num_threads(threads)  # the population set its own
+    assert taken == [3] * 40
+    member = json.loads(next((tmp_path / "sweep").glob("*seed=0*/metrics.json")).read_text())
+    assert member["status"] == "ok" and {k: v for k, v in member.items() if "/" in k} == {k: v for k, v in fused.items() if "/" in k}
 
 
 def test_lightning_takes_each_step_where_it_acts_per_step(make_cfg):

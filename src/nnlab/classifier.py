@@ -1,6 +1,6 @@
 """The one LightningModule: wraps any nnlab model with loss, metrics, optimizer and LR schedule."""
 import warnings
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable
 
 import lightning as L
 import torch
@@ -10,6 +10,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from nnlab import fused
+from nnlab.steps import divergence
 
 
 class EpochSums:
@@ -47,32 +48,6 @@ class EpochSums:
         self.loss.zero_(), self.hits.zero_()
         return means
 
-def all_finite(*tensors: Tensor) -> Tensor:
-    """Whether every element of these (a step's loss and gradients; a population's losses and stacked
-    gradients) is finite: one bool on the device, not yet read."""
-    return torch.cat([t.flatten() for t in tensors]).isfinite().all()
-
-
-def grads(params: Iterable[Tensor]) -> list[Tensor]:
-    return [p.grad for p in params if p.grad is not None]
-
-
-def divergence(loss: Tensor, params: Collection[Tensor], step: int) -> str | None:
-    """Why a training step must not be taken, or None when its loss and gradients are all finite.
-    A NaN/inf loss, or inf gradients from a finite one (overflow), would silently poison every
-    weight: here the gradients are then dropped (set to None; optimizers skip a parameter without
-    one), so the step leaves the weights as they were (the last checkpoint never holds NaN weights),
-    and the caller stops the run. One host read a step decides both. Lightning's loop, fused steps
-    and a population's members all check through here."""
-    if all_finite(loss, *grads(params)):
-        return None
-    for p in params:
-        p.grad = None
-    if loss.isfinite():
-        return f"a gradient was not finite at step {step}"
-    return f"train/loss was {loss.item()} at step {step}"
-
-
 # DDP: the per-epoch values logged below are computed from sums already added over every rank
 # (EpochSums.pop); Lightning's advice to add sync_dist=True for them does not apply.
 warnings.filterwarnings("ignore", ".*when logging on epoch level in distributed setting.*")
@@ -107,7 +82,6 @@ class Classifier(L.LightningModule):
         # training_step steps through itself (manual optimization); see nnlab/fused.py.
         self.fused = False
         self.check_every_step: bool | None = None  # fused steps read finiteness every step, or once a group
-        self.group_finite: Tensor | None = None  # once a group: the group's flag, on the device, not yet read
         self.list_parameters()
 
     @property
@@ -142,8 +116,9 @@ class Classifier(L.LightningModule):
         return 0.5 * self.hparams.l2 * sum(w.pow(2).sum() for w in self.weights)
 
     def step(self, batch: tuple[Tensor, Tensor], stage: str) -> Tensor:
-        """The one step every path takes (Lightning's loop, fused steps, bench's plain loop): the
-        loss of a batch, added to the stage's epoch sums."""
+        """The loss of a batch, added to the stage's epoch sums: Lightning's training steps, every
+        validation and test, bench's plain loop. nnlab.steps.step computes the same objective for
+        fused steps and populations, the same ops for a run of one (tests/test_train.py: bitwise)."""
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
@@ -160,10 +135,9 @@ class Classifier(L.LightningModule):
         return loss
 
     def on_before_optimizer_step(self, optimizer: Optimizer) -> None:
-        # Before every optimizer step, Lightning's and fused ones alike (the LightningOptimizer's step()).
-        if self.group_finite is not None:  # fused on a GPU: added to the group's flag, read at its end
-            self.group_finite &= self.all_finite()
-        else:
+        # Before every optimizer step, Lightning's and fused ones alike (the LightningOptimizer's
+        # step()); nnlab.steps.step has checked a fused one already.
+        if not self.fused:
             self.finite(self.global_step)
 
     def finite(self, step: int) -> bool:
@@ -177,9 +151,6 @@ class Classifier(L.LightningModule):
         self.diverged = why
         self.trainer.should_stop = True
         return False
-
-    def all_finite(self) -> Tensor:
-        return all_finite(self.loss, *grads(self.params))
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         # train/loss is logged only where it is read: each self.log call costs ~0.3 ms (more than

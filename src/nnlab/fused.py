@@ -1,15 +1,16 @@
-"""Fused steps: many optimizer steps inside one Lightning batch.
+"""Fused steps: many optimizer steps inside one Lightning batch, each the population's step.
 
 Lightning's loop costs ~1 ms a batch here (every callback's hooks, progress, the logger connector,
 automatic optimization's closure), more than a whole spiral step (~0.5 ms). Where no Lightning
 feature acts per optimizer step (train.fusable), the training loader serves groups of k minibatches
 (k divides both the steps an epoch and log_interval: every logged step and epoch end is a group's
-end) and the Classifier takes the k steps here (manual optimization), each exactly what automatic
-optimization does (zero grads, forward, backward, finiteness check, step, a per-step LR schedule's
-step). Each step goes through the LightningOptimizer's own step(): Lightning counts it in
-global_step and calls on_before_optimizer_step, where the module checks finiteness as it does for
-Lightning's own steps; so logs, checkpoints, max_steps and a mid-epoch resume see every one
-(tests/test_train.py: bitwise Lightning's own steps).
+end) and the Classifier takes the k steps here (manual optimization). Each is nnlab.steps.step, the
+step a population takes, with the run as a population of one (Solo): zero grads, forward, loss,
+backward, epoch sums, finiteness check, optimizer step, a per-step LR schedule's step, exactly what
+automatic optimization does (tests/test_train.py: bitwise Lightning's own steps). So nnlab trains in
+two ways only: Lightning's automatic optimization, and that step. The optimizer is the
+LightningOptimizer, whose step() Lightning counts in global_step (and where the module's hook checks
+nothing more): logs, checkpoints, max_steps and a mid-epoch resume see every step.
 
 The finiteness check reads a flag on the host. On the CPU that is free and done every step; on a
 GPU it would make the host wait for the GPU's queue every step, so there the flag stays on the
@@ -18,13 +19,52 @@ non-finite is put back and taken again, checked every step, to stop where a CPU 
 is logged within a group (the module logs at group ends), so nothing written has to be taken back.
 """
 import copy
+from types import SimpleNamespace
 
 import torch
 from torch import Tensor
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
-from nnlab import compat
+from nnlab import compat, steps
+
+
+class Solo:
+    """The run as the one member of a population, and its own stack, for nnlab.steps.step: its
+    parameters are the module's own (no stacked copy: the forward is the module's own, so compile,
+    channels_last and batch norm's buffers act as in Lightning's loop), its optimizer the
+    LightningOptimizer (whose step() Lightning counts in global_step), its loss, finite loss and
+    divergence the module's. Its losses and epoch sums are rows of one."""
+
+    slot, size, plain_sgd, scheduled = 0, 1, False, True
+
+    def __init__(self, module, optimizer, scheduler: LRScheduler | None):
+        self.module, self.optimizer, self.scheduler = module, optimizer, scheduler
+        self.step = module.global_step  # the step the next one is (divergence's message)
+        self.named = dict(module.net.named_parameters())
+        fit = module.sums["fit"]  # the module's epoch sums, as a row of one (views: added to in place)
+        self.sums = SimpleNamespace(loss=fit.loss[None], hits=fit.hits[None])
+
+    loss = property(lambda self: self.module.loss, lambda self, v: setattr(self.module, "loss", v))
+    finite_loss = property(lambda self: self.module.finite_loss,
+                           lambda self, v: setattr(self.module, "finite_loss", v))
+    diverged = property(lambda self: self.module.diverged, lambda self, v: setattr(self.module, "diverged", v))
+
+    def forward(self, params: dict[str, Tensor], xs: list[Tensor]) -> list[Tensor]:
+        return [self.module(xs[0])]  # with its own parameters
+
+    def zero(self) -> None:
+        for p in self.module.params:
+            p.grad = None  # optimizer.zero_grad(set_to_none=True)
+
+    def params(self, rows: Tensor | None) -> dict[str, Tensor]:
+        return self.named
+
+    def squares(self, params: dict[str, Tensor]) -> Tensor:
+        return sum(w.pow(2).sum() for w in self.module.weights)  # as Classifier.l2_penalty sums them
+
+    def gradients(self) -> dict[str, Tensor]:
+        return {n: p.grad for n, p in self.named.items() if p.grad is not None}
 
 
 def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
@@ -33,6 +73,8 @@ def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
     n = len(group) if trainer.max_steps < 0 else min(len(group), trainer.max_steps - module.global_step)
     per_step = scheduler is not None and module.hparams.scheduler_interval == "step"  # onecycle
     saved = None if module.check_every_step else save(module, optimizer.optimizer, scheduler)
+    run = Solo(module, optimizer, scheduler)
+    finite = torch.ones((), dtype=torch.bool, device=module.device)  # the group's flag, on the device
     # The step() of the LightningOptimizer runs every callback's on_before_optimizer_step, a no-op
     # for each callback fusable() admits (nnlab's own and ModelCheckpoint: none defines it), at
     # ~25 us each here, more than a fifth of a spiral step with five of them. The trainer's public
@@ -40,25 +82,21 @@ def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
     callbacks, trainer.callbacks = trainer.callbacks, []
     try:
         for batch in group[:n]:
-            optimizer.zero_grad(set_to_none=True)
-            loss = module.step(batch, "fit")
-            # Plain autograd: fusable() admits no precision plugin or strategy that acts on the backward
-            # (manual_backward would only add Lightning's per-step hook calls).
-            loss.backward()
-            module.loss = loss.detach()
-            optimizer.step()  # counted; a non-finite step's gradients were dropped, as in automatic optimization
-            if per_step:
-                scheduler.step()  # after every batch's step in automatic optimization, a diverged one too
+            # Plain autograd: fusable() admits no precision plugin or strategy that acts on the
+            # backward (manual_backward would only add Lightning's per-step hook calls). The optimizer's
+            # step is counted; a non-finite step's gradients were dropped, as in automatic optimization.
+            finite &= steps.step([run], [batch], run.forward, run, run.sums, check=saved is None)
             if module.diverged:
+                trainer.should_stop = True
                 break
     finally:
         trainer.callbacks = callbacks
     if saved is not None:
-        if not module.group_finite:  # the one host read a group
+        if not finite:  # the one host read a group
             restore(module, saved, optimizer.optimizer, scheduler)
             module.check_every_step = True  # from here on: a deterministic run stops within this group
             return take_steps(module, group)
-        module.group_finite, module.finite_loss = None, module.loss
+        module.finite_loss = module.loss
     if scheduler is not None and not per_step and trainer.is_last_batch:
         scheduler.step()  # where Lightning steps an epoch's schedule: after the epoch's last batch
     return module.loss
@@ -66,10 +104,8 @@ def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
 
 def save(module, optimizer: Optimizer, scheduler: LRScheduler | None) -> dict:
     """What a group of steps changes, copied: weights and buffers, optimizer and LR schedule state,
-    epoch sums, the step count, RNG (a model with dropout draws from it). The group's finiteness flag
-    starts on the device (module.group_finite: on_before_optimizer_step adds each step's to it)."""
+    epoch sums, the step count, RNG (a model with dropout draws from it)."""
     cuda = module.device.type == "cuda"
-    module.group_finite = torch.ones((), dtype=torch.bool, device=module.device)
     return {"state": [t.detach().clone() for t in module.state_dict(keep_vars=True).values()],
             "sums": module.sums["fit"].state_dict(),
             "scheduler": copy.deepcopy(scheduler.state_dict()) if scheduler is not None else None,
@@ -95,7 +131,6 @@ def restore(module, saved: dict, optimizer: Optimizer, scheduler: LRScheduler | 
         group.update(values)
     compat.set_step_count(module.trainer, saved["steps"])
     module.loss, module.finite_loss = saved["loss"]
-    module.group_finite = None
     torch.set_rng_state(saved["rng"])
     if saved["cuda_rng"] is not None:
         torch.cuda.set_rng_state(saved["cuda_rng"], module.device)

@@ -28,16 +28,17 @@ claimed; the group trains:
 - each member seeded as nnlab.train seeds a run, its own init, data, torch.optim optimizer and LR
   schedule (an nnlab.classifier.Classifier around its net), its parameters views of its row of the
   population's Stack (one leaf a parameter, (members, ...));
-- one vectorised forward a step: torch.func.vmap over members of functional_call of the one
-  architecture on the stack (the CNN: each member's own forward in turn on its row, as vmapped
+- a step of all members is nnlab.steps.step, the step a fused run takes as a population of one
+  (nnlab/fused.py): one vectorised forward, torch.func.vmap over members of functional_call of the
+  one architecture on the stack (the CNN: each member's own forward in turn on its row, as vmapped
   convolutions are slower on the CPU; hydra.launcher.vectorize chooses); each member's loss
   (cross-entropy plus its own L2, what Classifier.step computes) outside vmap, one backward for all
-  (their sum: each gets gradient 1);
-- per member what Lightning's loop does around a step (fused steps, nnlab/fused.py): the finiteness
-  check of loss and gradients (a member going non-finite stops alone, status diverged, its weights
-  the last finite ones), the optimizer's step (plain SGD's for all such members at once:
-  Stack.sgd_step), the schedule's step, the epoch sums, train/loss and lr every log_interval steps,
-  validation every epoch, test at the end.
+  (their sum: each gets gradient 1); per member the epoch sums, the finiteness check of loss and
+  gradients (a member going non-finite stops alone, status diverged, its weights the last finite
+  ones), the optimizer's step (plain SGD's for all such members at once: Stack.sgd_step) and a
+  per-step schedule's step;
+- around the steps what Lightning's loop does around fused steps: train/loss and lr every
+  log_interval steps, the epoch's schedule step and validation every epoch, test at the end.
 - with hydra.launcher.workers > 1 (null: one a core), the group's config composed, the sweep's process
   forks that many workers, each setting up and training a share of its jobs as above
   (Population.train_shares), signals forwarded to them, the figures' best member chosen over all shares.
@@ -63,11 +64,9 @@ import math
 import multiprocessing
 import multiprocessing.connection as mp_connection
 import os
-import re
 import signal
 import sys
 import time
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -83,10 +82,10 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from nnlab import cores
+from nnlab import cores, steps
 from nnlab.callbacks import Figures
 from nnlab.checkpoint import AtomicCheckpointIO, checkpoint_problem
-from nnlab.classifier import Classifier, EpochSums, all_finite, divergence
+from nnlab.classifier import Classifier, EpochSums
 from nnlab.config import ConfigError, check, check_size, scheduler_parts
 from nnlab.data.loader import TensorLoader
 from nnlab.status import DIVERGED, FAILED, FINISHED, INTERRUPTED, INVALID_CONFIG, OK, run_status, write_json
@@ -740,14 +739,14 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap") -
         m.epoch_rng = m.rng  # before an epoch's draw of its data order (a stopped member's: its last)
     template = members[0].module.net  # the architecture; the stacked weights go in
     if how == "vmap":
-        forward = vmap(lambda params, x: functional_call(template, params, (x,)))
+        vmapped = vmap(lambda params, x: functional_call(template, params, (x,)))
+        forward = lambda params, xs: vmapped(params, torch.stack(xs)).unbind(0)  # noqa: E731
     else:
-        def forward(params: dict, x: Tensor) -> Tensor:
+        def forward(params: dict, xs: list[Tensor]) -> list[Tensor]:
             """Each member's own forward in turn, on its rows of the stack and its batch: the same ops
             as its run. The rows are views (unbind), whose backward stacks their gradients."""
             rows = zip(*(t.unbind(0) for t in params.values()))
-            return torch.stack([functional_call(template, dict(zip(params, row)), (xi,))
-                                for row, xi in zip(rows, x.unbind(0))])
+            return [functional_call(template, dict(zip(params, row)), (x,)) for row, x in zip(rows, xs)]
     first, done = members[0].start  # every member's (a population continues from one place)
     for epoch in range(first, epochs):
         active = [m for m in members if not m.stopped]
@@ -764,7 +763,10 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap") -
             stepping = [m for m in active if not m.stopped]
             if not stepping:
                 break
-            step(stepping, [next(batches[id(m)]) for m in stepping], forward, stack, sums)
+            taken = [next(batches[id(m)]) for m in stepping]
+            steps.step(stepping, taken, forward, stack, sums)
+            for m, (_, y) in zip(stepping, taken):
+                m.figures.seen += len(y)
             last = i == per_epoch - 1
             for m in stepping:
                 if m.diverged or (i + 1) % k == 0 or last:  # a group's end (or where the member stopped)
@@ -842,80 +844,28 @@ class Stack:
             else:
                 t.index_copy_(0, rows, t[rows].addcmul(self.grads[n][rows], lr.view(shape), value=-1))
 
+    def zero(self) -> None:
+        for t in self.leaves.values():
+            t.grad = None
+
     def params(self, rows: Tensor | None) -> dict[str, Tensor]:
         return self.leaves if rows is None else {n: t[rows] for n, t in self.leaves.items()}
 
+    def squares(self, params: dict[str, Tensor]) -> Tensor:
+        """Each member's sum of its squared weights (Classifier.l2_penalty's, in its order): (members,)."""
+        return sum(params[n].pow(2).sum(tuple(range(1, params[n].ndim))) for n in self.weights)
 
-def step(members: list[Member], batches: list, forward, stack: Stack, sums: EpochSums) -> None:
-    """One training step of each member: one forward (vectorised, or each member's in turn: `forward`),
-    per-member losses, one backward."""
-    slots = torch.tensor([m.slot for m in members])  # the members' rows in the stack and `sums`
-    rows = None if len(members) == stack.size else slots
-    for t in stack.leaves.values():
-        t.grad = None
-    params = stack.params(rows)
-    logits = forward(params, torch.stack([x for x, _ in batches]))  # (members, B, classes)
-    losses = torch.stack([F.cross_entropy(out, y) for out, (_, y) in zip(logits.unbind(0), batches)])
-    l2 = [m.module.hparams.l2 for m in members]
-    if all(l2):  # Classifier.step's objective: + 0.5 * l2 * sum(W**2), each member's own sums
-        squares = sum(params[n].pow(2).sum(tuple(range(1, params[n].ndim))) for n in stack.weights)
-        losses = losses + torch.tensor([0.5 * v for v in l2]) * squares
-    elif any(l2):
-        losses = losses + torch.stack([m.module.l2_penalty() if m.module.hparams.l2 else torch.zeros(())
-                                       for m in members])
-    losses.sum().backward()  # d(sum)/d(loss_i) = 1: each member's own gradients
-    for n, t in stack.leaves.items():
-        stack.grads[n].copy_(t.grad)  # the members' .grad views see it
-    for m in members:
-        m.figures.seen += len(batches[0][1])
-    # The epoch sums of EpochSums.update, every member's row at once (the same float32 additions)
-    loss, y = losses.detach(), torch.stack([y for _, y in batches])  # (members,), (members, B)
-    weighted = loss * y.shape[1]
-    sums.loss.index_add_(0, slots, torch.where(loss.isnan()[:, None], 0.0,
-                                               torch.stack((weighted, torch.full_like(weighted, y.shape[1])), 1)))
-    correct = (logits.detach().argmax(-1) == y).sum(-1)
-    sums.hits.index_add_(0, slots, torch.stack((correct, torch.full_like(correct, y.shape[1])), 1))
-    # Finiteness of every loss and gradient, read once; member by member only when something is not
-    everything = bool(all_finite(loss, *stack.grads.values()))
-    plain = []  # (row, lr) of the members whose step is plain SGD's (Stack.sgd_step)
-    for m, value in zip(members, loss.unbind(0)):
-        m.loss = value
-        # as Classifier.finite: a member's non-finite step has its gradients dropped, and it stops after it
-        why = None if everything else divergence(m.loss, m.params.values(), m.step)
-        if why is None or m.loss.isfinite():
-            m.finite_loss = m.loss
-        if why is not None:
-            m.diverged = why
-        if m.plain_sgd and not m.diverged:
-            plain.append((m.slot, m.optimizer.param_groups[0]["lr"]))  # the lr of this step
-        elif not m.plain_sgd:
-            m.optimizer.step()
-        m.step += 1
-        if m.scheduler is not None and m.module.hparams.scheduler_interval == "step":
-            schedule(m)
-    if plain:
-        stack.sgd_step(plain)
-
-
-def schedule(m: Member) -> None:
-    """The member's LR schedule's step. A plain SGD member's optimizer never steps (Stack.sgd_step
-    does), so torch's warning that the schedule stepped before its optimizer is not for it; torch
-    checks for it at a schedule's first step only, so only that one is taken with it silenced (a
-    per-step schedule's other steps stay off warnings' machinery)."""
-    if not m.plain_sgd or m.scheduled:
-        m.scheduler.step()
-        return
-    m.scheduled = True
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", re.escape("Detected call of `lr_scheduler.step()` before"), UserWarning)
-        m.scheduler.step()
+    def gradients(self) -> dict[str, Tensor]:
+        for n, t in self.leaves.items():
+            self.grads[n].copy_(t.grad)  # the members' .grad views see it
+        return self.grads
 
 
 def end_group(m: Member, every: int, last_group: bool) -> None:
     """Where Lightning ends a (fused) batch: the epoch's schedule step after its last group, then
     train/loss (and lr) as Classifier.on_train_batch_end logs them."""
     if m.scheduler is not None and m.module.hparams.scheduler_interval != "step" and last_group:
-        schedule(m)
+        steps.schedule(m)
     point = bool(every and m.step % every == 0 or m.diverged)
     if m.finite_loss is not None:
         m.callback_metrics["train/loss"] = m.finite_loss
