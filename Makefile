@@ -5,7 +5,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 # make sweep: SWEEP names a grid in conf/sweep/, ARGS goes on top of it; without SWEEP, ARGS alone is
-# the multirun, and with neither the default grid DEFAULT_SWEEP runs. Jobs that differ only in numbers
+# the multirun, and with neither (or ARGS only choosing the launcher: hydra/launcher=, hydra.launcher.*)
+# the default grid DEFAULT_SWEEP runs. Jobs that differ only in numbers
 # train together through hydra/launcher=population (docs/population.md; ARGS="hydra/launcher=basic": one
 # by one). JOBS runs at once through Hydra's joblib launcher, each with cores/JOBS torch threads; RESUME
 # is an existing sweep folder: finished runs are skipped, interrupted ones continue (make train
@@ -40,7 +41,8 @@ train: install  ## one run into runs/<overrides>/<time>/ (ARGS="experiment=seed_
 	$(PY) -m nnlab.train $(if $(RESUME),resume=$(RESUME)) $(ARGS)
 
 sweep: install  ## a multirun into runs/sweeps/<time>/: SWEEP=<grid in conf/sweep/>, ARGS="k=a,b ...", JOBS=N, RESUME=<sweep folder>
-	$(PY) -m nnlab.train --multirun $(if $(SWEEP),sweep=$(SWEEP),$(if $(strip $(ARGS)),,sweep=$(DEFAULT_SWEEP))) \
+	$(PY) -m nnlab.train --multirun $(if $(SWEEP),sweep=$(SWEEP),$(if $(strip \
+	  $(filter-out hydra/launcher=% hydra.launcher.%,$(ARGS))),,sweep=$(DEFAULT_SWEEP))) \
 	  $(if $(RESUME),hydra.sweep.dir=$(RESUME)) \
 	  $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) \
 	  threads=$(shell echo $$(( $(CORES) / $(JOBS) > 0 ? $(CORES) / $(JOBS) : 1 ))),$(if \

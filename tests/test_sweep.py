@@ -161,6 +161,9 @@ def test_make_sweep_runs_the_default_grid_alone_exactly_args_without_sweep_and_a
     assert make_sweep_line("ARGS=experiment=spiral_mlp seed=0,1,2") == [population, "experiment=spiral_mlp", "seed=0,1,2"]
     assert make_sweep_line("SWEEP=spiral_grid", "ARGS=seed=0") == ["sweep=spiral_grid", population, "seed=0"]
     assert make_sweep_line("SWEEP=spiral_grid", "ARGS=hydra/launcher=basic") == ["sweep=spiral_grid", "hydra/launcher=basic"]
+    # choosing the launcher alone is no grid of its own: the default grid, through that launcher
+    assert make_sweep_line("ARGS=hydra/launcher=basic") == ["sweep=mnist_grid", "hydra/launcher=basic"]
+    assert make_sweep_line("ARGS=hydra.launcher.workers=1") == ["sweep=mnist_grid", population, "hydra.launcher.workers=1"]
     assert population not in make_sweep_line("SWEEP=spiral_grid", "JOBS=2")
 
 
