@@ -20,7 +20,6 @@ from nnlab import CONF_DIR
 from nnlab.config import ConfigError
 from nnlab.evaluate import evaluate
 from nnlab.population import Stack, derive, group_jobs, parse, stepping, supported
-from nnlab.train import resume_config
 
 # 12 jobs: linear and mlp, each with a good lr, one that diverges (1e20) and a bad one (-1), 2 seeds
 SWEEP = ["sweep=spiral_grid", "trainer.max_epochs=2", "data.steps_per_epoch=10", "log_interval=5",
@@ -237,10 +236,16 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     assert all(cut_metrics[name]["steps"] < per_epoch for name in names[4:])  # diverged in epoch 1
     ckpt = cut_runs[names[0]] / "checkpoints" / "last.ckpt"
     assert 0 <= evaluate(ckpt) <= 1  # make evaluate scores an interrupted member
-    with pytest.raises(ConfigError, match=f"population member's: it continues with its sweep, make sweep RESUME={cut} "):
-        resume_config(cut_runs[names[0]], [])  # make train RESUME= refuses it in one line
     (cut_runs[names[1]] / "checkpoints" / "last.ckpt").write_bytes(ckpt.read_bytes())  # another run's
     (cut_runs[names[2]] / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    # make train RESUME=<a member's folder>: it continues alone, a population of one; another run's checkpoint
+    # is refused in one line
+    resume = [(subprocess.run([*command[:3], f"resume={cut_runs[names[i]]}"], cwd=tmp_path, capture_output=True,
+                              text=True, timeout=300)) for i in (1, 0)]
+    refused, alone = resume
+    assert refused.returncode == 1 and refused.stderr.strip().count("\n") == 0, refused.stderr[-2000:]
+    assert "was saved by a run of another config; make sweep RESUME=<its sweep folder> trains it again" in refused.stderr
+    assert alone.returncode == 0, alone.stderr[-2000:]
     done = subprocess.run([*command, f"hydra.sweep.dir={cut}"], cwd=tmp_path, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -248,7 +253,7 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
     assert f"{names[2]} trains again from its start" in done.stdout and "is not a readable checkpoint" in done.stdout
     for name in (names[0], names[3], *names[4:]):
         assert f"{name}: continues from step {cut_metrics[name]['steps']} (epoch {epoch + 1}, after {done_in_it} of " \
-               f"its {per_epoch} steps)" in done.stdout
+               f"its {per_epoch} steps)" in (alone if name == names[0] else done).stdout
         assert (cut_runs[name] / "train.log").read_text().count("epoch 1/3") == 1  # not trained again
         assert not (cut_runs[name] / "attempt-1").exists()
     for name in (names[1], names[2]):
@@ -258,7 +263,8 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
         assert a["status"] == ("diverged" if "lr=1e+20" in name else "ok") and \
                {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
                {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
-        assert b["population"]["size"] == (2 if name in names[1:3] else 4)  # continued, or trained from the start
+        # continued alone, trained again from the start, or continued in the sweep
+        assert b["population"]["size"] == (1 if name == names[0] else 2 if name in names[1:3] else 3)
         wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, cut_runs[name]))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
         assert repr(sorted(scalars(run).items())) == repr(sorted(scalars(cut_runs[name]).items())), name

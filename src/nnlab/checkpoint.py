@@ -39,8 +39,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
 
-def checkpoint_problem(path: Path) -> str | None:
-    """Why `path` cannot be resumed from (one line naming it), or None when it loads whole."""
+def checkpoint_problem(path: Path, member: bool = False) -> str | None:
+    """Why `path` cannot be resumed from (one line naming it), or None when it loads whole: a Lightning
+    training checkpoint, or with `member`, a population member's taken where it stopped too."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         missing = [k for k in ("state_dict", "loops", "optimizer_states", "global_step") if k not in ckpt]
@@ -48,15 +49,18 @@ def checkpoint_problem(path: Path) -> str | None:
         why = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
         return f"{path} is not a readable checkpoint ({why})"
     if "population" in ckpt:  # nnlab.population's, of a member stopped with its population
-        sweep = Path(path).parents[2] if len(Path(path).parents) > 2 else "<sweep folder>"  # <sweep>/<run>/checkpoints/
-        return (f"{path} is a population member's: it continues with its sweep, make sweep RESUME={sweep} "
-                "(and the same SWEEP/ARGS)")
+        return None if member else f"{path} is a population member's, which Lightning does not resume"
     if missing:
         return f"{path} is not a Lightning training checkpoint (no {', '.join(missing)})"
     if any(k.startswith("sums.") for k in ckpt["state_dict"]):  # nnlab versions with the sums as buffers
         return (f"{path} holds the epoch sums in its state_dict (sums.*), as older nnlab versions wrote them, "
                 "and cannot resume: train the run again (make evaluate still scores the checkpoint)")
     return None
+
+
+def is_member(path: Path) -> bool:
+    """Whether `path` (a checkpoint that loads) is a population member's, taken where it stopped."""
+    return "population" in torch.load(path, map_location="cpu", weights_only=True)
 
 
 class RNGState(L.Callback):

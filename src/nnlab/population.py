@@ -88,7 +88,17 @@ from nnlab.checkpoint import AtomicCheckpointIO, checkpoint_problem
 from nnlab.classifier import Classifier, EpochSums
 from nnlab.config import ConfigError, check, check_size, scheduler_parts
 from nnlab.data.loader import TensorLoader
-from nnlab.status import DIVERGED, FAILED, FINISHED, INTERRUPTED, INVALID_CONFIG, OK, run_status, write_json
+from nnlab.status import (
+    DIVERGED,
+    FAILED,
+    FINISHED,
+    INTERRUPTED,
+    INVALID_CONFIG,
+    OK,
+    read_metrics,
+    run_status,
+    write_json,
+)
 from nnlab.sweep import FolderBusy, hold, hparams, prepare_job
 
 log = logging.getLogger("nnlab")
@@ -399,6 +409,7 @@ class Population:
                     prepare_job(run_dir)
                 member = Member(job, checked, run_dir, log_file, saved)
                 if why:
+                    why = f"{run_dir.name} trains again from its start, its earlier outputs kept in attempt-<n>/: {why}"
                     print(f"nnlab: {why}", flush=True)
                     member.note(f"nnlab: {why}")
                 members.append(member)
@@ -678,6 +689,23 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
             finish(m, seconds, draw)
     if stop["signal"] or any(m.metrics["status"] == INTERRUPTED for m in members):
         sys.exit(interrupted_line(members[0].run_dir.parent))
+
+
+def continue_alone(cfg: DictConfig, run_dir: Path) -> dict:
+    """make train RESUME=<an interrupted member's folder>: the member continues on its own, a population
+    of one, from where it stopped to the numbers it would have reached in its sweep (a member's numbers
+    do not depend on the members beside it). `cfg` is its saved config. Returns its metrics."""
+    checked = check(cfg)
+    saved, why = saved_state(run_dir, checked)
+    if saved is None:  # it loaded whole (checkpoint_problem): another version's state, or another config
+        raise ConfigError(f"resume={run_dir}: {why}; make sweep RESUME=<its sweep folder> trains it again "
+                          "from its start")
+    before = read_metrics(run_dir) or {}
+    member = Member(Job(0, [], {}, ()), checked, run_dir, run_dir / "train.log", saved)
+    group = before.get("population", {}).get("group", 0)
+    member.metrics["population"] = {"group": group, "size": 1, "index": 0}  # the part that ends it: itself
+    train_population([member], group, "all", stepping(checked))
+    return member.metrics
 
 
 def keep_freed_memory() -> None:
@@ -984,22 +1012,21 @@ def checkpoint(m: Member) -> None:
 
 
 def saved_state(run_dir: Path, cfg: DictConfig) -> tuple[dict | None, str | None]:
-    """An interrupted member's checkpoint when the population can continue it, else None and why it
-    trains again from its start (one line)."""
+    """An interrupted member's checkpoint when the population can continue it, else None and why not
+    (one line)."""
     ckpt = run_dir / "checkpoints" / "last.ckpt"
-    start = f"{run_dir.name} trains again from its start, its earlier outputs kept in attempt-<n>/"
     if not ckpt.exists():
-        return None, f"{start}: it was interrupted before it saved {ckpt.name}"
+        return None, f"it was interrupted before it saved {ckpt.name}"
     try:
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
         state, config = saved.get("population"), saved["hyper_parameters"]["config"]
     except Exception as e:  # truncated, garbage, another format: torch's and pickle's many errors
         why = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
-        return None, f"{start}: {ckpt} is not a readable checkpoint ({why})"
+        return None, f"{ckpt} is not a readable checkpoint ({why})"
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
-        return None, f"{start}: {ckpt} holds no population state it can continue from (not stopped at a step boundary)"
+        return None, f"{ckpt} holds no population state it can continue from (not stopped at a step boundary)"
     if config != OmegaConf.to_container(cfg, resolve=True):
-        return None, f"{start}: {ckpt} was saved by a run of another config"
+        return None, f"{ckpt} was saved by a run of another config"
     return saved, None
 
 

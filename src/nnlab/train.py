@@ -38,7 +38,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnlab import CONF_DIR, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
 from nnlab.callbacks import EpochLog, Figures, Pruning
-from nnlab.checkpoint import CheckpointWriteError, Interrupt, RNGState, checkpoint_problem
+from nnlab.checkpoint import CheckpointWriteError, Interrupt, RNGState, checkpoint_problem, is_member
 from nnlab.classifier import Classifier
 from nnlab.config import ConfigError, check, check_argv, check_hydra, check_size, scheduler_parts
 from nnlab.data.mnist_raw import MNISTError
@@ -171,7 +171,7 @@ def resume_config(run: Path, others: list[str]) -> tuple[DictConfig, str]:
     status = run_status(run)
     if status in FINISHED:
         raise ConfigError(f"resume={run} finished already (status {status}): nothing to resume")
-    if problem := checkpoint_problem(ckpt):
+    if problem := checkpoint_problem(ckpt, member=True):  # a member's continues as a population of one
         raise ConfigError(f"{problem}: resume refused, nothing in {run} was changed")
     try:
         cfg = OmegaConf.load(saved)
@@ -233,8 +233,13 @@ def main(cfg: DictConfig) -> None:
             if sweeping and HydraConfig.get().sweeper._target_ == SEARCH:  # a trial of a study
                 from nnlab.search import job_trial  # Optuna: imported by a study's jobs only
                 pruning = Pruning(job_trial(cfg), HydraConfig.get().sweeper.metric)
+            member = ckpt_path is not None and is_member(ckpt_path)  # resume= of an interrupted population member
             with ddp.job_scope():  # the next job of a multirun in this process starts clean
-                metrics = train(cfg, ckpt_path, pruning)
+                if member:
+                    from nnlab.population import continue_alone  # noqa: PLC0415
+                    metrics = continue_alone(cfg, run_dir)
+                else:
+                    metrics = train(cfg, ckpt_path, pruning)
     except FolderBusy as e:
         if sweeping:  # another sweep resuming this folder trains this job: it is theirs
             log.info(f"{run_dir.name}: {e}, skipped")
@@ -267,7 +272,9 @@ def main(cfg: DictConfig) -> None:
         return
     if _returned is not None:
         _returned.append({**metrics, "run_dir": str(run_dir)})
-    if rank_zero_only.rank != 0:  # DDP: one report, from rank 0
+    if rank_zero_only.rank != 0 or member:  # DDP: one report, from rank 0; a member has printed its own
+        if member and metrics["status"] == FAILED:
+            sys.exit(f"nnlab: {run_dir.name} failed: {metrics['error']} (see its train.log)")
         return
     shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
     log.info(f"\nrun folder: {shown_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
