@@ -33,7 +33,7 @@ claimed; the group trains:
   one architecture on the stack (the CNN: each member's own forward in turn on its row, as vmapped
   convolutions are slower on the CPU; hydra.launcher.vectorize chooses); each member's loss
   (cross-entropy plus its own L2, what Classifier.step computes) outside vmap, one backward for all
-  (their sum: each gets gradient 1); per member the epoch sums, the finiteness check of loss and
+  (each loss gradient 1); per member the epoch sums, the finiteness check of loss and
   gradients (a member going non-finite stops alone, status diverged, its weights the last finite
   ones), the optimizer's step (plain SGD's for all such members at once: Stack.sgd_step) and a
   per-step schedule's step;

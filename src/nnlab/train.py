@@ -220,10 +220,11 @@ def main(cfg: DictConfig) -> None:
     lock = hold(run_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
     try:
         with lock:  # one writer per run folder; a sweep resumed twice at once shares out its jobs
-            ckpt_path = None
+            ckpt_path, member = None, False
             if cfg.resume:
                 cfg, ckpt_path = resume_config(run_dir, [o for o in HydraConfig.get().overrides.task
                                                          if not o.startswith("resume=")])
+                member = is_member(ckpt_path)  # an interrupted population member's: it continues alone
             elif sweeping:  # a resumed sweep skips finished runs, continues interrupted ones
                 status, ckpt_path = prepare_job(run_dir)
                 if status in FINISHED:
@@ -233,7 +234,6 @@ def main(cfg: DictConfig) -> None:
             if sweeping and HydraConfig.get().sweeper._target_ == SEARCH:  # a trial of a study
                 from nnlab.search import job_trial  # Optuna: imported by a study's jobs only
                 pruning = Pruning(job_trial(cfg), HydraConfig.get().sweeper.metric)
-            member = ckpt_path is not None and is_member(ckpt_path)  # resume= of an interrupted population member
             with ddp.job_scope():  # the next job of a multirun in this process starts clean
                 if member:
                     from nnlab.population import continue_alone  # noqa: PLC0415
@@ -272,14 +272,15 @@ def main(cfg: DictConfig) -> None:
         return
     if _returned is not None:
         _returned.append({**metrics, "run_dir": str(run_dir)})
-    if rank_zero_only.rank != 0 or member:  # DDP: one report, from rank 0; a member has printed its own
-        if member and metrics["status"] == FAILED:
-            sys.exit(f"nnlab: {run_dir.name} failed: {metrics['error']} (see its train.log)")
+    if rank_zero_only.rank != 0:  # DDP: one report, from rank 0
         return
-    shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
-    log.info(f"\nrun folder: {shown_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
+    if not member:  # a member's lines are printed as it finishes (nnlab.population.finish)
+        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
+        log.info(f"\nrun folder: {shown_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
     if metrics["status"] == DIVERGED:  # a result, not a crash: a sweep goes on past it
         print(f"nnlab: {metrics['error']}", file=sys.stderr)
+    elif member and metrics["status"] == FAILED:  # train_population logged why, into train.log too
+        sys.exit(f"nnlab: {run_dir.name} failed: {metrics['error']}")
 
 
 def run(overrides: list[str]) -> dict:
