@@ -10,7 +10,7 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from nnlab import fused
-from nnlab.steps import divergence
+from nnlab.steps import check_step
 
 
 class EpochSums:
@@ -142,13 +142,9 @@ class Classifier(L.LightningModule):
 
     def finite(self, step: int) -> bool:
         """Whether this step's loss and gradients are finite; if not, the gradients are dropped and
-        the run stops (`divergence`)."""
-        why = divergence(self.loss, self.params, step)
-        if why is None or self.loss.isfinite():
-            self.finite_loss = self.loss
-        if why is None:
+        the run stops (nnlab.steps.check_step)."""
+        if check_step(self, self.params, step) is None:
             return True
-        self.diverged = why
         self.trainer.should_stop = True
         return False
 

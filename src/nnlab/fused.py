@@ -74,7 +74,8 @@ def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
     per_step = scheduler is not None and module.hparams.scheduler_interval == "step"  # onecycle
     saved = None if module.check_every_step else save(module, optimizer.optimizer, scheduler)
     run = Solo(module, optimizer, scheduler)
-    finite = torch.ones((), dtype=torch.bool, device=module.device)  # the group's flag, on the device
+    # once a group: the group's finiteness flag, on the device (every step checked: none)
+    finite = None if saved is None else torch.ones((), dtype=torch.bool, device=module.device)
     # The step() of the LightningOptimizer runs every callback's on_before_optimizer_step, a no-op
     # for each callback fusable() admits (nnlab's own and ModelCheckpoint: none defines it), at
     # ~25 us each here, more than a fifth of a spiral step with five of them. The trainer's public
@@ -85,7 +86,9 @@ def take_steps(module, group: list[tuple[Tensor, Tensor]]) -> Tensor:
             # Plain autograd: fusable() admits no precision plugin or strategy that acts on the
             # backward (manual_backward would only add Lightning's per-step hook calls). The optimizer's
             # step is counted; a non-finite step's gradients were dropped, as in automatic optimization.
-            finite &= steps.step([run], [batch], run.forward, run, run.sums, check=saved is None)
+            flag = steps.step([run], [batch], run.forward, run, run.sums, check=finite is None)
+            if finite is not None:
+                finite &= flag
             if module.diverged:
                 trainer.should_stop = True
                 break

@@ -47,8 +47,7 @@ def divergence(loss: Tensor, params: Collection[Tensor], step: int) -> str | Non
     A NaN/inf loss, or inf gradients from a finite one (overflow), would silently poison every
     weight: here the gradients are then dropped (set to None; optimizers skip a parameter without
     one), so the step leaves the weights as they were (the last checkpoint never holds NaN weights),
-    and the caller stops the run. One host read a step decides both. Every step nnlab takes is
-    checked here: Lightning's (Classifier.finite) and this module's."""
+    and the caller stops the run. One host read a step decides both."""
     if all_finite(loss, *grads(params)):
         return None
     for p in params:
@@ -56,6 +55,18 @@ def divergence(loss: Tensor, params: Collection[Tensor], step: int) -> str | Non
     if loss.isfinite():
         return f"a gradient was not finite at step {step}"
     return f"train/loss was {loss.item()} at step {step}"
+
+
+def check_step(run, params: Collection[Tensor], step: int) -> str | None:
+    """A run's step checked (`divergence`): its loss becomes its finite_loss (the epoch's train/loss)
+    unless the loss itself is not finite, and why it diverged, if it did, its `diverged`. Returns
+    that reason, or None. Lightning's steps (Classifier.finite) and this module's are checked so."""
+    why = divergence(run.loss, params, step)
+    if why is None or run.loss.isfinite():
+        run.finite_loss = run.loss
+    if why is not None:
+        run.diverged = why
+    return why
 
 
 def step(members: list, batches: list[tuple[Tensor, Tensor]], forward: Callable, stack, sums,
@@ -92,11 +103,10 @@ def step(members: list, batches: list[tuple[Tensor, Tensor]], forward: Callable,
     plain = []  # (row, lr) of the members whose step is plain SGD's (stack.sgd_step)
     for m, value in zip(members, loss.unbind(0)):
         m.loss = value
-        why = None if everything else divergence(m.loss, m.module.params, m.step)
-        if check and (why is None or m.loss.isfinite()):
+        if not everything:  # checked, and something was not finite: member by member
+            check_step(m, m.module.params, m.step)
+        elif check:
             m.finite_loss = m.loss
-        if why is not None:
-            m.diverged = why
         if m.plain_sgd and not m.diverged:
             plain.append((m.slot, m.optimizer.param_groups[0]["lr"]))  # the lr of this step
         elif not m.plain_sgd:
