@@ -1,14 +1,27 @@
-"""Shared fixtures: a shrunken config, and tiny MNIST idx files written here (tests never download)."""
+"""Shared fixtures: a shrunken config, tiny MNIST idx files written here (tests never download), and
+the commands run in this process (`cli`) or, for the few end-to-end smoke tests, in a fresh one."""
+import contextlib
+import dataclasses
 import hashlib
+import importlib
+import io
+import logging
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from nnlab import CONF_DIR
+from nnlab import CONF_DIR, errors, runs
 from nnlab.data import mnist_raw
+
+runs.register_resolvers()  # the ones conf/train.yaml names, for configs composed here
 
 
 def idx_images(pixels: np.ndarray) -> bytes:
@@ -57,3 +70,53 @@ def scalars():
         events.Reload()
         return {tag: sorted((e.step, e.value) for e in events.Scalars(tag)) for tag in events.Tags()["scalars"]}
     return _read
+
+
+@dataclasses.dataclass
+class Done:
+    """What a command left: its exit code and what it printed."""
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_process(module: str, *args: str, cwd: Path | None = None) -> Done:
+    """`python -m <module> *args` run in this process, as its __main__ runs it (nnlab.errors.command):
+    its exit code, stdout and stderr. The folder, sys.path, logging and torch's thread count are put back
+    after it, as a fresh process would have them for the next command."""
+    main = importlib.import_module(module).main
+    folder, path = os.getcwd(), sys.path[:]
+    handlers, level, threads = logging.root.handlers[:], logging.root.level, torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    try:
+        if cwd is not None:  # python -m puts the folder it runs in first on sys.path
+            os.chdir(cwd)
+            sys.path.insert(0, str(cwd))
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = errors.call(main, list(args))
+    finally:
+        os.chdir(folder)
+        sys.path[:] = path
+        logging.root.handlers[:] = handlers
+        logging.root.setLevel(level)
+        torch.set_num_threads(threads)
+    return Done(code, out.getvalue(), err.getvalue())
+
+
+@pytest.fixture
+def cli():
+    """in_process, as a fixture."""
+    return in_process
+
+
+def fresh_process(module: str, *args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
+    """`python -m <module> *args` as a person runs it: a new process (the smoke tests, the slow tier)."""
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def one_line_refusal(done, starts: str) -> None:
+    """The command refused in one line on stderr, `nnlab: <starts>...`, exit 1, no traceback."""
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert done.stderr.strip().splitlines() == [done.stderr.strip()] and done.stderr.startswith(f"nnlab: {starts}"), \
+        done.stderr[-2000:]

@@ -3,6 +3,7 @@ plain loop it times does nnlab's arithmetic. Nothing here depends on how fast an
 import json
 
 import pytest
+from conftest import one_line_refusal
 
 from nnlab import bench
 
@@ -22,7 +23,7 @@ def test_the_plain_loop_gets_nnlabs_numbers_bit_for_bit(case, tiny):
 def test_bench_prints_and_writes_every_row_ratio_and_machine_fact(tiny, tmp_path, monkeypatch, capsys):
     # In-process here: the tiny MNIST files pass their MD5 check only in this (patched) process.
     monkeypatch.setattr(bench, "in_fresh_process", lambda fn, *args: fn(*args))
-    bench.main(repeats=2, spiral_steps=20, out=str(tmp_path / "bench.json"), mnist_overrides=tiny)
+    bench.run(repeats=2, spiral_steps=20, out=str(tmp_path / "bench.json"), mnist_overrides=tiny)
     report = json.loads((tmp_path / "bench.json").read_text())
     assert [(r["case"], r["way"]) for r in report["rows"]] == [
         ("mnist", "nnlab"), ("mnist", "plain"), ("mnist", "notebook"), ("spiral", "nnlab"), ("spiral", "plain")]
@@ -42,18 +43,18 @@ def test_bench_prints_and_writes_every_row_ratio_and_machine_fact(tiny, tmp_path
     assert out.count("nnlab / plain = ") == 2 and out.count("nnlab / notebook = ") == 1
 
 
+@pytest.mark.slow
 def test_a_fresh_process_reports_its_own_time_and_memory():
     run = bench.in_fresh_process(bench.measure, "spiral", "plain", 20, [])
     assert run["seconds"] > 0 and run["peak_mib"] >= run["start_mib"] > 0 and run["threads"] >= 1
 
 
 @pytest.mark.parametrize("argv", [["steps=5"], ["repeats=0"], ["spiral_steps=15"], ["model=mlp"]])
-def test_bad_arguments_are_one_line(argv):
-    with pytest.raises(SystemExit) as e:
-        bench.parse(argv)
-    assert str(e.value).startswith("nnlab: bench takes") and "\n" not in str(e.value)
+def test_bad_arguments_are_one_line(argv, cli):
+    one_line_refusal(cli("nnlab.bench", *argv), "bench takes")
 
 
+@pytest.mark.slow
 def test_bench_times_a_sweep_through_each_launcher_and_the_fixed_cost_a_run(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(bench, "in_fresh_process", lambda fn, *args: fn(*args))
     report = bench.sweeps("spiral_grid", 1, str(tmp_path / "bench.json"),

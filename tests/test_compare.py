@@ -3,11 +3,11 @@ and the statistics of its verdicts, checked against scipy on the same arrays."""
 import csv
 import json
 import subprocess
-import sys
 import time
 
 import numpy as np
 import pytest
+from conftest import fresh_process, in_process, one_line_refusal
 from scipy import stats as sp
 
 from nnlab import stats
@@ -56,14 +56,14 @@ def test_best_lr_on_the_edge_of_the_grid_is_flagged_but_gamma_one_is_not(tmp_pat
 
 
 def test_cli_writes_summary_files_and_names_a_missing_folder(tmp_path):
+    # the smoke test of `python -m nnlab.compare`, in a fresh process
     fake_run(tmp_path / "sweep", "mlp", 0.1, 0.9, 0)
-    done = subprocess.run([sys.executable, "-m", "nnlab.compare", str(tmp_path / "sweep")], capture_output=True, text=True)
+    done = fresh_process("nnlab.compare", str(tmp_path / "sweep"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(open(tmp_path / "sweep" / "summary.csv")))
     assert rows[0]["setting"] == "model=mlp,optimizer.lr=0.1,scheduler.gamma=0.9" and rows[0]["n"] == "1"
     assert (tmp_path / "sweep" / "summary.md").exists() and (tmp_path / "sweep" / "val_acc_vs_lr.png").exists()
-    done = subprocess.run([sys.executable, "-m", "nnlab.compare", str(tmp_path / "nope")], capture_output=True, text=True)
-    assert done.returncode == 1 and "no such folder" in done.stderr
+    one_line_refusal(in_process("nnlab.compare", str(tmp_path / "nope")), f"no such folder: {tmp_path / 'nope'}")
 
 
 def test_the_latest_sweep_is_the_last_sweep_folder_started_not_a_file_or_a_summary(tmp_path):
@@ -72,19 +72,18 @@ def test_the_latest_sweep_is_the_last_sweep_folder_started_not_a_file_or_a_summa
         fake_run(sweeps / name, "mlp", 0.1, 0.9, 0)
         (sweeps / name / "multirun.yaml").write_text("hydra: {}\n")  # what a sweep writes as it starts
         time.sleep(0.01)  # distinct mtimes
-    compare = [sys.executable, "-m", "nnlab.compare"]
     # The parent of the sweeps means what it says: every run below it, summarised there ...
-    done = subprocess.run([*compare, "runs/sweeps"], cwd=tmp_path, capture_output=True, text=True)
+    done = in_process("nnlab.compare", "runs/sweeps", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     rows = list(csv.DictReader(open(sweeps / "summary.csv")))
     assert len(rows) == 1 and rows[0]["n"] == "2"  # the two sweeps' runs share one setting
     # ... and neither its files nor a later summary of the older sweep make something else "the latest"
-    assert subprocess.run([*compare, "runs/sweeps/old"], cwd=tmp_path, capture_output=True).returncode == 0
-    done = subprocess.run(compare, cwd=tmp_path, capture_output=True, text=True)
+    assert in_process("nnlab.compare", "runs/sweeps/old", cwd=tmp_path).returncode == 0
+    done = in_process("nnlab.compare", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "written: runs/sweeps/new/summary.csv" in done.stdout
-    done = subprocess.run(compare, cwd=tmp_path / "runs", capture_output=True, text=True)  # no runs/sweeps here
-    assert done.returncode == 1 and done.stderr.count("\n") == 1 and "no sweep folder under runs/sweeps" in done.stderr
+    done = in_process("nnlab.compare", cwd=tmp_path / "runs")  # no runs/sweeps here
+    one_line_refusal(done, "no sweep folder under runs/sweeps")
 
 
 A = np.array([0.900, 0.910, 0.905, 0.915, 0.920])   # three architectures 1 pt apart with paired noise:
@@ -187,8 +186,7 @@ def test_confirm_runs_fresh_seeds_and_compare_bases_its_verdicts_on_them(tmp_pat
 def test_several_folders_are_compared_on_equal_terms_in_their_own_folder(tmp_path):
     fake_arch(tmp_path / "runs/sweeps/grid", "mlp", B)
     fake_arch(tmp_path / "runs/sweeps/search", "mlp", A)
-    done = subprocess.run([sys.executable, "-m", "nnlab.compare", "runs/sweeps/grid", "runs/sweeps/search"],
-                          cwd=tmp_path, capture_output=True, text=True)
+    done = in_process("nnlab.compare", "runs/sweeps/grid", "runs/sweeps/search", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "- mlp@search > mlp@grid: +0.8 pt" in done.stdout
     out = tmp_path / "runs/comparisons/grid+search"
@@ -204,5 +202,4 @@ def test_confirm_passes_overrides_given_before_the_folder_to_every_run(tmp_path,
     monkeypatch.setattr(confirm.subprocess, "run", lambda command: launched.append(command) or subprocess.CompletedProcess(command, 0))
     confirm.main(["hydra/launcher=joblib", str(tmp_path), "--seeds", "2", "threads=1"])
     assert launched[0][-4:] == ["seed=4,5", f"hydra.sweep.dir={tmp_path / 'confirm'}", "hydra/launcher=joblib", "threads=1"]
-    with pytest.raises(SystemExit, match="at least 2 seeds"):
-        confirm.main([str(tmp_path), "--seeds", "1"])
+    one_line_refusal(in_process("nnlab.confirm", str(tmp_path), "--seeds", "1"), "--seeds 1: a verdict needs at least 2 seeds")

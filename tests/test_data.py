@@ -1,6 +1,5 @@
 """A dataset beyond MNIST is one class and one yaml: added here in-test, trained end to end."""
 import importlib
-import runpy
 import sys
 import types
 
@@ -98,10 +97,9 @@ def test_normalize_needs_stats_for_every_channel(make_cfg, tmp_path, monkeypatch
 @pytest.mark.parametrize("args,line", [
     (["data=spiral"], "nothing to fetch: this data is generated"),
     (["data.root={root}"], "MNIST raw files verified in {root}/MNIST/raw")])
-def test_fetching_names_what_it_fetched(args, line, tiny_mnist, capsys, monkeypatch):
-    monkeypatch.setattr(sys, "argv", ["nnlab.data", *(a.format(root=tiny_mnist) for a in args)])
-    runpy.run_module("nnlab.data", run_name="__main__")
-    assert capsys.readouterr().out.strip().splitlines()[-1] == line.format(root=tiny_mnist)
+def test_fetching_names_what_it_fetched(args, line, tiny_mnist, cli):
+    done = cli("nnlab.data.__main__", *(a.format(root=tiny_mnist) for a in args))
+    assert done.returncode == 0 and done.stdout.strip().splitlines()[-1] == line.format(root=tiny_mnist)
 
 
 def test_a_dataset_not_there_is_one_line_naming_the_fix(tmp_path, monkeypatch, capsys):

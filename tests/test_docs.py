@@ -23,11 +23,12 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.utils import get_class
 from omegaconf import OmegaConf
 
-import nnlab.train  # noqa: F401  (registers the resolvers the config names)
+import nnlab.train
 from nnlab import CONF_DIR
-from nnlab.config import check
+from nnlab.config import ConfigError, check
 from nnlab.sweep import check_grid, jobs
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,18 +140,19 @@ def sweep_jobs(shown: Shown, overrides: list[str], tmp_path: Path) -> list[list[
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = compose_job(fixed, tmp_path)
     params = dict(base.hydra.sweeper.get("params") or {})
-    if base.hydra.sweeper.get("_target_") == nnlab.train.SEARCH:  # a study: n_trials jobs, points of its space
+    if getattr(get_class(base.hydra.sweeper._target_), "study", False):  # a study: n_trials jobs, points of its space
         from nnlab.search import search_space
         fixed, space = search_space(params, overrides)
         point = [f"{k}={d.choices[0] if hasattr(d, 'choices') else d.low}" for k, d in space.items()]
         return [fixed + point] * base.hydra.sweeper.n_trials
     try:
         check_grid(base.hydra.runtime.choices.get("sweep"), base.hydra.runtime.choices.get("experiment"), params)
-    except SystemExit as e:
+    except ConfigError as e:
         pytest.fail(f"{shown.where}: `{shown.command}`: refused: {e}")
     return jobs(params, overrides)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shown", SHOWN, ids=[s.where for s in SHOWN])
 def test_shown_command_does_what_its_line_says(shown: Shown, tmp_path, monkeypatch):
     command = shown.command

@@ -1,5 +1,6 @@
 """hydra/launcher=population against hydra/launcher=basic: the same sweep in two folders, every run's
-numbers, weights, TensorBoard scalars and saved config equal, bit for bit on the spiral."""
+numbers, weights, TensorBoard scalars and saved config equal, bit for bit on the spiral. In this process
+with one worker here; in two worker processes, interrupted, killed and resumed in the slow tier."""
 import importlib
 import json
 import os
@@ -12,14 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+from conftest import fresh_process, in_process, one_line_refusal
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-import nnlab.train  # registers the resolvers the config names; its main runs the in-process sweeps
 from nnlab import CONF_DIR
-from nnlab.config import ConfigError
 from nnlab.evaluate import evaluate
-from nnlab.population import Stack, derive, group_jobs, parse, stepping, supported
+from nnlab.population import Stack, derive, group_jobs, job_of, supported, vectorized
 
 # 12 jobs: linear and mlp, each with a good lr, one that diverges (1e20) and a bad one (-1), 2 seeds
 SWEEP = ["sweep=spiral_grid", "trainer.max_epochs=2", "data.steps_per_epoch=10", "log_interval=5",
@@ -29,19 +29,39 @@ RESULTS = ("status", "error", "epochs", "steps")
 
 @pytest.fixture(scope="module")
 def sweeps(tmp_path_factory):
-    """The sweep run by each launcher: {launcher: (sweep folder, the command's output)}."""
-    root = tmp_path_factory.mktemp("sweeps")
-    done = {}
+    """The sweep run by each launcher, in this process: {launcher: (sweep folder, the command's output)}."""
+    done, tmp_path = {}, tmp_path_factory.mktemp("sweeps")
     for launcher in ("population", "basic"):
-        folder = root / launcher
-        # the population in 2 processes (each population's members shared out between them)
-        extra = ["hydra.launcher.workers=2"] if launcher == "population" else []
-        run = subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", f"hydra/launcher={launcher}",
-                              f"hydra.sweep.dir={folder}", *SWEEP, *extra], cwd=root, capture_output=True, text=True,
-                             timeout=600)
+        folder = tmp_path / launcher
+        extra = ["hydra.launcher.workers=1"] if launcher == "population" else []
+        run = in_process("nnlab.train", "--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={folder}", *SWEEP,
+                  *extra, cwd=tmp_path)
         assert run.returncode == 1, run.stderr[-3000:]  # the invalid_config jobs are listed as failures
         done[launcher] = folder, run.stdout + run.stderr
     return done
+
+
+@pytest.mark.slow
+def test_in_two_processes_every_member_is_its_separate_run_bit_for_bit(tmp_path):
+    # the population in 2 worker processes (each population's members shared out between them) against
+    # the basic launcher, each sweep a command of its own
+    out = {}
+    for launcher, extra in (("population", ["hydra.launcher.workers=2"]), ("basic", [])):
+        done = fresh_process("nnlab.train", "--multirun", f"hydra/launcher={launcher}",
+                             f"hydra.sweep.dir={tmp_path / launcher}", *SWEEP, *extra, cwd=tmp_path)
+        assert done.returncode == 1, done.stderr[-3000:]  # the invalid_config jobs are listed as failures
+        out[launcher] = done.stdout
+    assert "population 0: 6 runs differing in optimizer.lr, scheduler.gamma, seed, vmapped, in 2 processes" \
+        in out["population"]
+    population, basic = runs(tmp_path / "population"), runs(tmp_path / "basic")
+    assert population.keys() == basic.keys() and len(population) == 12
+    for name, run in population.items():
+        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, basic[name]))
+        assert {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
+               {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
+        if a["status"] != "invalid_config":
+            wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, basic[name]))
+            assert all(torch.equal(wa[k], wb[k]) for k in wa), name
 
 
 def runs(folder: Path) -> dict[str, Path]:
@@ -52,7 +72,7 @@ def test_the_grouping_is_printed_before_training(sweeps):
     _, out = sweeps["population"]
     assert "population: 12 jobs, 12 of them in 2 populations" in out
     assert "model=linear sweep=spiral_grid trainer.max_epochs=2: population 0: 6 runs differing in " \
-           "optimizer.lr, scheduler.gamma, seed, vmapped, in 2 processes" in out
+           "optimizer.lr, scheduler.gamma, seed, vmapped" in out
     assert out.index("population 1:") < out.index("status: ok")
 
 
@@ -90,19 +110,18 @@ def test_a_members_hydra_yaml_is_hydras_own_but_for_the_launcher(sweeps):
     for name, run in population.items():
         a, b = (OmegaConf.load(r / ".hydra" / "hydra.yaml").hydra for r in (run, basic[name]))
         assert Path(a.runtime.output_dir).name == name
-        assert a.sweeper._target_.endswith("GroupedBasicSweeper") and b.sweeper._target_.endswith(".BasicSweeper")
+        assert a.sweeper == b.sweeper  # the job's composition: the grid sweeper is the master's only
         for cfg in (a, b):  # what differs by design: the launcher, where the sweep was told to go
             for key in ("launcher", "sweeper", "overrides.hydra", "sweep.dir", "runtime.output_dir", "runtime.choices"):
                 OmegaConf.update(cfg, key, None, force_add=True)
         assert OmegaConf.to_container(a) == OmegaConf.to_container(b), name
 
 
-def test_compare_summarises_both_sweeps_alike(sweeps):
+def test_compare_summarises_both_sweeps_alike(sweeps, cli):
     summaries = []
     for launcher in ("population", "basic"):
         folder = sweeps[launcher][0]
-        done = subprocess.run([sys.executable, "-m", "nnlab.compare", str(folder)], capture_output=True, text=True,
-                              timeout=300)
+        done = cli("nnlab.compare", str(folder))
         assert done.returncode == 0, done.stderr[-2000:]
         summaries.append((folder / "summary.csv").read_text())
     assert summaries[0] == summaries[1]
@@ -114,8 +133,8 @@ def compose_job(overrides: list[str]):
 
 
 def test_a_derived_members_config_is_hydras_composition_of_its_job():
-    first = parse(0, ["sweep=spiral_grid", "model=mlp", "optimizer.lr=0.3", "scheduler.gamma=0.7", "seed=0"])
-    job = parse(5, ["sweep=spiral_grid", "model=mlp", "optimizer.lr=10.0", "scheduler.gamma=1.0", "seed=2"])
+    first = job_of(0, ["sweep=spiral_grid", "model=mlp", "optimizer.lr=0.3", "scheduler.gamma=0.7", "seed=0"])
+    job = job_of(5, ["sweep=spiral_grid", "model=mlp", "optimizer.lr=10.0", "scheduler.gamma=1.0", "seed=2"])
     derived = derive(compose_job(first.overrides), job)
     composed = compose_job(job.overrides)
     composed.hydra.job.id = composed.hydra.job.num = 5
@@ -129,12 +148,12 @@ def test_grouping_never_merges_jobs_that_differ_in_a_structural_key():
                   ["optimizer=adam"], ["scheduler=none"], ["fused=false"], ["trainer=ddp"], ["+trainer.max_steps=5"],
                   ["optimizer.lr=abc"], ["data=mnist"], ["log_interval=5"], ["model.init_std=null"]]
     lr = lambda extra: [] if any(o.startswith("optimizer.lr") for o in extra) else ["optimizer.lr=0.5"]  # noqa: E731
-    jobs = [parse(2 * i + seed, [*base, *extra, *lr(extra), f"seed={seed}"])
+    jobs = [job_of(2 * i + seed, [*base, *extra, *lr(extra), f"seed={seed}"])
             for i, extra in enumerate(structural) for seed in (0, 1)]
     groups = group_jobs(jobs)
     assert [[j.idx for j in g] for g in groups] == [[2 * i, 2 * i + 1] for i in range(len(structural))]
     # numbers of the members' keys alone make members of one population
-    numbers = [parse(i, [*base, f"seed={i}", f"l2={i / 10}", f"model.init_std={i + 1}", f"optimizer.lr={i + 1}",
+    numbers = [job_of(i, [*base, f"seed={i}", f"l2={i / 10}", f"model.init_std={i + 1}", f"optimizer.lr={i + 1}",
                          f"optimizer.momentum={i / 10}", f"scheduler.gamma={1 / (i + 1)}"]) for i in range(3)]
     assert len(group_jobs(numbers)) == 1
 
@@ -144,9 +163,11 @@ def test_the_sweeper_composes_one_job_a_group_for_the_population_and_every_job_o
     # core plugins' modules and hydra_plugins' again, and a sweeper subclasses the current BasicSweeper
     plugin = importlib.import_module("hydra_plugins.nnlab_population")
     composed = []
-    loader = SimpleNamespace(load_sweep_config=lambda master_config, sweep_overrides: composed.append(sweep_overrides))
+    loader = SimpleNamespace(load_sweep_config=lambda master_config, sweep_overrides: composed.append(sweep_overrides)
+                             or compose_job(sweep_overrides))
     sweeper = plugin.GroupedBasicSweeper(max_batch_size=None, params=None)
-    sweeper.config, sweeper.hydra_context = OmegaConf.create(), SimpleNamespace(config_loader=loader)
+    sweeper.config = OmegaConf.create({"hydra": {"sweep": {"dir": "unused"}}})
+    sweeper.hydra_context = SimpleNamespace(config_loader=loader)
     # 3 x 2 x 2 numbers, 2 models, and a job whose value is not a number: its own group, composed
     batch = [["sweep=spiral_grid", f"model={m}", f"optimizer.lr={lr}", f"scheduler.gamma={g}", f"seed={s}"]
              for m in ("linear", "mlp") for lr in (0.1, 0.3, 1.0) for g in (0.9, 1.0) for s in (0, 1)]
@@ -155,6 +176,7 @@ def test_the_sweeper_composes_one_job_a_group_for_the_population_and_every_job_o
     sweeper.validate_batch_is_legal(batch)
     assert composed == [batch[0], batch[12], batch[24]]
     assert list(sweeper.launcher.composed) == [tuple(o) for o in composed]  # the launcher composes them no more
+    assert all(cfg.model._target_.startswith("nnlab.models.") for cfg in sweeper.launcher.composed.values())
     composed.clear()
     sweeper.launcher = object()  # any other launcher: every job, as Hydra's basic sweeper checks them
     sweeper.validate_batch_is_legal(batch)
@@ -175,15 +197,15 @@ def test_what_the_population_does_not_train_runs_alone(overrides, trains):
 @pytest.mark.parametrize("model,setting,how", [("linear", "auto", "vmap"), ("mlp", "auto", "vmap"), ("cnn", "auto", "loop"),
                                                ("cnn", "vmap", "vmap"), ("mlp", "loop", "loop")])
 def test_linear_and_mlp_are_vmapped_and_the_cnn_stepped_in_turn_unless_the_launcher_says(model, setting, how):
-    assert stepping(compose_job(["data=mnist", f"model={model}"]), setting) == how
+    assert vectorized(compose_job(["data=mnist", f"model={model}"]), setting) == how
 
 
 @pytest.mark.parametrize("setting", ["hydra.launcher.vectorize=fast", "hydra.launcher.figures=some",
                                      "hydra.launcher.workers=0"])
-def test_a_bad_launcher_setting_is_one_line_before_anything_starts(setting, tmp_path):
-    with pytest.raises(ConfigError, match=f"^{setting} is not an option: "):
-        nnlab.train.check_command(["--multirun", "hydra/launcher=population", setting, "data=spiral", "seed=0,1",
-                                   f"hydra.sweep.dir={tmp_path / 'sweep'}"])
+def test_a_bad_launcher_setting_is_one_line_before_anything_starts(setting, tmp_path, cli):
+    done = cli("nnlab.train", "--multirun", "hydra/launcher=population", setting, "data=spiral", "seed=0,1",
+               f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    one_line_refusal(done, f"{setting} is not an option: ")
     assert not (tmp_path / "sweep").exists()
 
 
@@ -203,6 +225,7 @@ def stop_halfway_into_epoch_2(proc: subprocess.Popen, sweep: Path, logs: str, co
     proc.send_signal(signal.SIGTERM)
 
 
+@pytest.mark.slow
 def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_path, scalars):
     # SIGTERM mid-epoch: every member stops at a step boundary, `interrupted`, its checkpoint holding what
     # the population needs to go on; RESUME= continues them from there and ends at the unbroken numbers:
@@ -288,6 +311,7 @@ def assert_results_equal(whole: Path, resumed: Path) -> None:
                {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
 
 
+@pytest.mark.slow
 def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(tmp_path):
     # hydra.launcher.workers=2: each process sets up and trains every other member. SIGTERM to the
     # sweep reaches both (through the sweep's process), each stops at its own step boundary, and
@@ -313,6 +337,7 @@ def test_a_population_in_two_processes_stops_and_continues_as_one_process_would(
     assert_results_equal(tmp_path / "whole", cut)
 
 
+@pytest.mark.slow
 def test_a_worker_that_dies_fails_its_own_members_only_and_resume_trains_them_again(tmp_path):
     # SIGKILL to one of a population's two worker processes as it trains (the kernel's out-of-memory
     # killer, say): its members fail, naming its exit code; the other worker's finish, its best member's
@@ -345,11 +370,10 @@ def test_a_worker_that_dies_fails_its_own_members_only_and_resume_trains_them_ag
     assert sorted(name for name, run in runs(cut).items() if (run / "attempt-1").is_dir()) == sorted(failed)
 
 
-def test_jobs_the_population_does_not_train_run_one_by_one_and_it_says_why(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", "hydra/launcher=population",
-                           "data=spiral", "model=mlp", "fused=false", "seed=0,1", "data.steps_per_epoch=2",
-                           "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=600)
+def test_jobs_the_population_does_not_train_run_one_by_one_and_it_says_why(tmp_path, cli):
+    done = cli("nnlab.train", "--multirun", "hydra/launcher=population", "data=spiral", "model=mlp", "fused=false",
+               "seed=0,1", "data.steps_per_epoch=2", "trainer.max_epochs=1", f"hydra.sweep.dir={tmp_path / 'sweep'}",
+               cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "population: none of the 2 jobs trains in a population (the population does not train fused=false" in done.stdout
     for run in runs(tmp_path / "sweep").values():
@@ -357,6 +381,7 @@ def test_jobs_the_population_does_not_train_run_one_by_one_and_it_says_why(tmp_p
         assert metrics["status"] == "ok" and metrics["steps"] == 2 and "population" not in metrics
 
 
+@pytest.mark.slow
 def test_shuffled_minibatches_adam_and_a_per_step_schedule_are_bitwise_too(tmp_path):
     # each member draws its own data order from its own copy of torch's RNG, as its run would
     grid = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer=adam", "optimizer.lr=0.01,0.1",
@@ -402,23 +427,19 @@ def test_plain_sgd_steps_of_the_whole_stack_are_torch_optims_own():
             assert torch.equal(t.detach(), expected[n]), (n, rows)
 
 
-def test_mnist_members_are_their_separate_runs_within_tolerance(tiny_mnist, tmp_path, monkeypatch, capsys, scalars):
+@pytest.mark.slow
+def test_mnist_members_are_their_separate_runs_within_tolerance(tiny_mnist, tmp_path, cli, scalars):
     # linear and mlp vmapped, the cnn stepped in turn; each against the same job under hydra/launcher=basic
     # (in process: the tiny idx files' MD5s are the monkeypatched ones). 100 training images in batches of
     # 10, 10 epochs: 100 steps, train/loss logged at every one. threads=1 for both launchers: a population
     # trains on 1 thread, and a convolution's float sums differ between 1 and 2 threads (as any run's do).
-    monkeypatch.chdir(tmp_path)
     grid = ["sweep=mnist_grid", f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=10", "log_interval=1",
             "trainer.max_epochs=10", "threads=1", "model=linear,mlp,cnn", "optimizer.lr=0.01,0.03", "scheduler.gamma=0.9", "seed=0,1"]
-    threads = torch.get_num_threads()
-    try:
-        for launcher in ("basic", "population"):
-            argv = ["--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / launcher}", *grid]
-            monkeypatch.setattr(sys, "argv", ["nnlab.train", *nnlab.train.check_command(argv)])
-            nnlab.train.main()
-    finally:
-        torch.set_num_threads(threads)  # the population set its own
-    out = capsys.readouterr().out
+    for launcher in ("basic", "population"):
+        done = cli("nnlab.train", "--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / launcher}",
+                   *grid, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
     assert "population: 12 jobs, 12 of them in 3 populations" in out
     assert "model=linear sweep=mnist_grid threads=1 trainer.max_epochs=10: population 0: 4 runs differing in optimizer.lr, " \
            "scheduler.gamma, seed, vmapped" in out and "population 2: 4 runs differing in optimizer.lr, " \
@@ -442,6 +463,7 @@ def test_mnist_members_are_their_separate_runs_within_tolerance(tiny_mnist, tmp_
     assert [name for name in population if "model=cnn" in name] == [name for name in bitwise if "model=cnn" in name]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc settings")
 def test_a_population_keeps_the_memory_a_step_frees_for_the_next():
     """keep_freed_memory: a 24 MiB block (a step's activations are MiBs) comes from the heap, not a

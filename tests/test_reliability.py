@@ -24,13 +24,15 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import fresh_process, one_line_refusal
 from omegaconf import OmegaConf
 
 import nnlab.checkpoint
 import nnlab.fused
-import nnlab.status
+import nnlab.runs
 import nnlab.train
-from nnlab.config import ConfigError, check_argv
+from nnlab.cli import check_argv
+from nnlab.config import ConfigError
 from nnlab.train import train
 
 SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0", "scheduler=none", "l2=0.001"]
@@ -86,11 +88,6 @@ def test_bad_config_is_one_clear_error_before_any_work(make_cfg, overrides, mess
     assert not (tmp_path / "run").exists()  # nothing was built, read or written
 
 
-def run_cli(*args: str, cwd: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nnlab.train", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=300, **kw)
-
-
 @pytest.mark.parametrize("args,message", [
     (["model=transformer"], "model=transformer is not an option: model is one of cnn, linear, mlp"),
     (["--multirun", "data=spiral,cifar"], "data=cifar is not an option: data is one of mnist, spiral"),
@@ -111,12 +108,11 @@ def test_command_line_options_and_targets_are_checked_before_hydra_sees_them(arg
     assert str(e.value).startswith(message)
 
 
-def test_cli_refuses_a_forbidden_target_in_one_line_and_the_file_is_untouched(tmp_path):
+def test_cli_refuses_a_forbidden_target_in_one_line_and_the_file_is_untouched(tmp_path, cli):
     # Under plain Hydra 1.3.8 this command truncates victim.txt.
     (tmp_path / "victim.txt").write_text("precious")
-    done = run_cli("+model._target_=builtins.open", "+model._args_=[victim.txt,w]", cwd=tmp_path)
-    assert done.returncode == 1 and "Traceback" not in done.stderr
-    assert done.stderr.strip().splitlines()[-1].startswith("nnlab: model._target_='builtins.open' is not allowed")
+    done = cli("nnlab.train", "+model._target_=builtins.open", "+model._args_=[victim.txt,w]", cwd=tmp_path)
+    one_line_refusal(done, "model._target_='builtins.open' is not allowed")
     assert (tmp_path / "victim.txt").read_text() == "precious" and not (tmp_path / "runs").exists()
 
 
@@ -299,7 +295,32 @@ def test_a_run_killed_without_warning_resumes_from_its_last_epoch_exactly(make_c
     assert all(torch.equal(t, b["state_dict"][k]) for k, t in a["state_dict"].items())
 
 
-def test_interrupt_from_the_cli_exits_nonzero_and_resume_finishes_it(tmp_path):
+def test_interrupt_from_the_cli_exits_nonzero_and_resume_finishes_it(tmp_path, cli, monkeypatch):
+    # The command in this process, SIGTERM to it during epoch 2 of 3: one line naming the command that
+    # continues it, exit 1; that command then ends at the unbroken run's numbers, in the run's own folder.
+    args = [*SPIRAL_MLP, "trainer.max_epochs=3", "data.steps_per_epoch=20", "log_interval=10"]
+    build = nnlab.train.build
+    with_callback(monkeypatch, SignalAt(step=30, signum=signal.SIGTERM))
+    done = cli("nnlab.train", *args, cwd=tmp_path)
+    (run,) = (tmp_path / "runs").glob("*/*")
+    one_line_refusal(done, f"interrupted; continue exactly where it stopped with: make train RESUME="
+                           f"{run.relative_to(tmp_path)}")  # Lightning alone exits 0 here
+    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(nnlab.train, "build", build)
+    resumed = cli("nnlab.train", f"resume={run.relative_to(tmp_path)}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    unbroken = cli("nnlab.train", *args, cwd=tmp_path)
+    assert unbroken.returncode == 0, unbroken.stderr[-2000:]
+    runs = sorted((tmp_path / "runs").glob("*/*"))
+    assert len(runs) == 2  # the resume went on in the run's own folder
+    a, b = (json.loads((r / "metrics.json").read_text()) for r in runs)
+    assert a["status"] == b["status"] == "ok" and a["steps"] == b["steps"] == 60
+    assert {k: v for k, v in a.items() if "/" in k} == {k: v for k, v in b.items() if "/" in k}
+    assert (run / ".hydra" / "overrides.yaml").read_text().count("trainer.max_epochs=3") == 1  # kept its own
+
+
+@pytest.mark.slow
+def test_sigterm_to_the_command_process_exits_nonzero_and_resume_finishes_it(tmp_path):
     args = [*SPIRAL_MLP, "trainer.max_epochs=10", "data.steps_per_epoch=20"]
     proc = subprocess.Popen([sys.executable, "-m", "nnlab.train", *args], cwd=tmp_path, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -312,17 +333,9 @@ def test_interrupt_from_the_cli_exits_nonzero_and_resume_finishes_it(tmp_path):
     (run,) = (tmp_path / "runs").glob("*/*")
     assert err.strip().splitlines()[-1] == f"nnlab: interrupted; continue exactly where it stopped with: " \
                                            f"make train RESUME={run.relative_to(tmp_path)}"
-    assert json.loads((run / "metrics.json").read_text())["status"] == "interrupted"
-    resumed = run_cli(f"resume={run.relative_to(tmp_path)}", cwd=tmp_path)
+    resumed = fresh_process("nnlab.train", f"resume={run.relative_to(tmp_path)}", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
-    unbroken = run_cli(*args, cwd=tmp_path)
-    assert unbroken.returncode == 0, unbroken.stderr[-2000:]
-    runs = sorted((tmp_path / "runs").glob("*/*"))
-    assert len(runs) == 2  # the resume went on in the run's own folder
-    a, b = (json.loads((r / "metrics.json").read_text()) for r in runs)
-    assert a["status"] == b["status"] == "ok" and a["steps"] == b["steps"] == 200
-    assert {k: v for k, v in a.items() if "/" in k} == {k: v for k, v in b.items() if "/" in k}
-    assert (run / ".hydra" / "overrides.yaml").read_text().count("trainer.max_epochs=10") == 1  # kept its own
+    assert json.loads((run / "metrics.json").read_text())["steps"] == 200
 
 
 def test_a_run_saved_with_a_top_level_scheduler_interval_resumes_as_saved(make_cfg, tmp_path, monkeypatch):
@@ -366,19 +379,19 @@ def test_a_checkpoint_with_the_epoch_sums_in_its_state_dict_is_refused_in_one_li
     torch.save(old, ckpt)
     (run / ".hydra").mkdir()
     OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    nnlab.status.write_json(run / "metrics.json", {"status": "interrupted"})
+    nnlab.runs.write_json(run / "metrics.json", {"status": "interrupted"})
     with pytest.raises(ConfigError) as e:
         nnlab.train.resume_config(run, [])
     assert str(e.value).startswith(f"{ckpt} holds the epoch sums in its state_dict (sums.*)") and "\n" not in str(e.value)
     assert "resume refused, nothing in" in str(e.value)
 
 
-def test_resume_refuses_other_overrides_and_finished_runs(tmp_path):
-    done = run_cli(*SPIRAL_MLP, "trainer.max_epochs=1", "data.steps_per_epoch=5", cwd=tmp_path)
+def test_resume_refuses_other_overrides_and_finished_runs(tmp_path, cli):
+    done = cli("nnlab.train", *SPIRAL_MLP, "trainer.max_epochs=1", "data.steps_per_epoch=5", cwd=tmp_path)
     (run,) = (tmp_path / "runs").glob("*/*")
-    again = run_cli(f"resume={run.relative_to(tmp_path)}", cwd=tmp_path)
-    assert again.returncode == 1 and "finished already (status ok): nothing to resume" in again.stderr
-    other = run_cli(f"resume={run.relative_to(tmp_path)}", "optimizer.lr=2", cwd=tmp_path)
+    again = cli("nnlab.train", f"resume={run.relative_to(tmp_path)}", cwd=tmp_path)
+    one_line_refusal(again, f"resume={run.relative_to(tmp_path)} finished already (status ok): nothing to resume")
+    other = cli("nnlab.train", f"resume={run.relative_to(tmp_path)}", "optimizer.lr=2", cwd=tmp_path)
     assert other.returncode == 1 and "takes no other overrides (got optimizer.lr=2)" in other.stderr
     assert done.returncode == 0 and json.loads((run / "metrics.json").read_text())["status"] == "ok"
 
@@ -402,36 +415,24 @@ def test_failed_checkpoint_write_is_clear_and_the_previous_one_still_loads(make_
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["status"] == "failed"
 
 
-# The real entry point (python -m nnlab.train, its __main__ block) with torch.save failing as a full
-# disk fails: the second checkpoint save writes half a file, then ENOSPC. The checkpoint as it stood
-# just before is copied aside, to compare byte for byte.
-DISK_FULL = """
-import errno, runpy, shutil, sys
-from pathlib import Path
-import torch
-save, calls = torch.save, []
-def disk_full_on_second_save(obj, f, *a, **kw):
-    calls.append(1)
-    if len(calls) == 2:
-        (ckpt,) = Path("runs").glob("*/*/checkpoints/last.ckpt")
-        shutil.copyfile(ckpt, "before.ckpt")
-        f.write(b"half a checkpoint")
-        raise OSError(errno.ENOSPC, "No space left on device")
-    return save(obj, f, *a, **kw)
-torch.save = disk_full_on_second_save
-sys.argv = ["nnlab.train", *sys.argv[1:]]
-runpy.run_module("nnlab.train", run_name="__main__", alter_sys=True)
-"""
-
-
-def test_failed_checkpoint_write_from_the_cli_is_one_line_and_keeps_the_previous_file(tmp_path):
-    done = subprocess.run([sys.executable, "-c", DISK_FULL, *SPIRAL_MLP, "trainer.max_epochs=3", "data.steps_per_epoch=5"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+def test_failed_checkpoint_write_from_the_cli_is_one_line_and_keeps_the_previous_file(tmp_path, cli, monkeypatch):
+    # The command with torch.save failing as a full disk fails: the second checkpoint save writes half a
+    # file, then ENOSPC. The checkpoint as it stood just before is copied aside, to compare byte for byte.
+    save, calls = torch.save, []
+    def disk_full_on_second_save(obj, f, *a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            (ckpt,) = (tmp_path / "runs").glob("*/*/checkpoints/last.ckpt")
+            (tmp_path / "before.ckpt").write_bytes(ckpt.read_bytes())
+            f.write(b"half a checkpoint")
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return save(obj, f, *a, **kw)
+    monkeypatch.setattr(nnlab.checkpoint.torch, "save", disk_full_on_second_save)
+    done = cli("nnlab.train", *SPIRAL_MLP, "trainer.max_epochs=3", "data.steps_per_epoch=5", cwd=tmp_path)
     (run,) = (tmp_path / "runs").glob("*/*")
     ckpt = run / "checkpoints" / "last.ckpt"
-    assert done.returncode == 1 and done.stderr.count("\n") == 1, done.stderr[-3000:]  # Lightning's notes: stdout
-    assert done.stderr == f"nnlab: could not write checkpoint {ckpt}: No space left on device; the previous " \
-                          "checkpoint there is kept. Free disk space and resume the run\n"
+    one_line_refusal(done, f"could not write checkpoint {ckpt}: No space left on device; the previous "
+                           "checkpoint there is kept. Free disk space and resume the run")
     assert ckpt.read_bytes() == (tmp_path / "before.ckpt").read_bytes()  # epoch 1's, byte for byte
     assert [p.name for p in ckpt.parent.iterdir()] == ["last.ckpt"]  # no temp file left behind
     assert json.loads((run / "metrics.json").read_text())["status"] == "failed"

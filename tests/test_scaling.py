@@ -1,5 +1,6 @@
 """Beyond one process: Lightning DDP from a Hydra run and multirun (2 CPU processes, gloo), sweeps
-through submitit's local executor, and the SLURM preset's sbatch script (no cluster needed)."""
+through submitit's local executor (these in the slow tier), and the SLURM preset's sbatch script (no
+cluster needed)."""
 import json
 import os
 import subprocess
@@ -38,6 +39,7 @@ def results(metrics_json: Path) -> dict:
     return {k: v for k, v in json.loads(metrics_json.read_text()).items() if "/" in k}
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_one_run_folder_rank_zero_reports_and_one_process_numbers(tmp_path, make_cfg):
     done = run_cli(*SPIRAL, *DDP, "data.batch_size=60", "trainer.max_epochs=2", cwd=tmp_path)
     runs = [p for p in (tmp_path / "runs").glob("*/*") if p.is_dir()]
@@ -86,6 +88,7 @@ def ddp_in_one_process(cfg, world: int = 2) -> dict[str, torch.Tensor]:
     return {f"net.{k}": v for k, v in net.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_ddp_with_batch_norm_trains_what_its_shards_compute_in_one_process(tmp_path, make_cfg):
     # BatchNorm under DDP on the CPU: per-shard statistics, averaged gradients, rank 0's running
     # statistics, computed here in one process. They differ by float rounding only (DDP averages the
@@ -103,6 +106,7 @@ def test_ddp_with_batch_norm_trains_what_its_shards_compute_in_one_process(tmp_p
     assert all(d <= 1e-4 for d in diffs.values()), diffs
 
 
+@pytest.mark.slow
 def test_ddp_inside_a_multirun_each_job_starts_its_own_ranks_in_its_own_folder(tmp_path):
     done = run_cli("--multirun", *SPIRAL, *DDP, "data.steps_per_epoch=5", "trainer.max_epochs=1", "seed=0,1",
                    cwd=tmp_path)
@@ -118,6 +122,7 @@ def test_ddp_inside_a_multirun_each_job_starts_its_own_ranks_in_its_own_folder(t
     assert a["train/loss"] != b["train/loss"]  # each job ran its own seed, not the sweep twice
 
 
+@pytest.mark.slow
 def test_local_launcher_sweep_gives_the_default_launchers_numbers(tmp_path):
     (tmp_path / "basic").mkdir(), (tmp_path / "submitit").mkdir()
     run_cli("--multirun", *SWEEP, cwd=tmp_path / "basic")
@@ -161,6 +166,7 @@ def test_slurm_preset_gives_one_task_per_device_and_requeues_on_timeout(tmp_path
     assert submitted["max_num_timeout"] == 3 and submitted["jobs"] == 2
 
 
+@pytest.mark.slow
 def test_local_launcher_runs_at_most_max_parallel_jobs_at_once_and_all_finish(tmp_path):
     # 4 jobs, at most 2 at once: each job's span runs from Hydra writing its .hydra/config.yaml (in
     # the job's process, once it has started) to nnlab writing its metrics.json (its last act).

@@ -1,4 +1,4 @@
-"""Studies (nnlab/search.py) end to end through the CLI, shrunk: the search space read from Hydra's
+"""Studies (nnlab/search.py) end to end through the command, shrunk: the search space read from Hydra's
 sweep syntax, pruned and finished trials with their statuses, the same trials asked again from the
 same seed, RESUME, the best trial's rerun line, compare's study report, the dashboard, and every
 refusal before any work."""
@@ -13,9 +13,11 @@ from pathlib import Path
 
 import optuna
 import pytest
+from conftest import fresh_process, in_process, one_line_refusal
 from omegaconf import OmegaConf
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
+import nnlab.train
 from nnlab import search
 from nnlab.config import ConfigError
 
@@ -26,9 +28,9 @@ TINY = ["sweep=spiral_search", "data.steps_per_epoch=5", "trainer.max_epochs=3",
         "optimizer.lr=tag(log, interval(0.01, 30.0))", "hydra.sweeper.bootstrap=0"]
 
 
-def study_sweep(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", *TINY, *overrides], cwd=cwd,
-                          capture_output=True, text=True, timeout=900)
+def study_sweep(*overrides: str, cwd: Path):
+    """The study's command, in this process."""
+    return in_process("nnlab.train", "--multirun", *TINY, *overrides, cwd=cwd)
 
 
 def load(folder: Path) -> optuna.Study:
@@ -87,8 +89,7 @@ def test_best_yaml_names_the_best_finished_trial_and_its_command_reruns_it(studi
     assert best["val/acc"] == max(t.value for t in done)
     assert best.command == f'make train ARGS="{" ".join(best.overrides)}"'
     assert f"rerun it with: {best.command}" in full.stdout
-    rerun = subprocess.run([sys.executable, "-m", "nnlab.train", *best.overrides], cwd=cwd, capture_output=True,
-                           text=True, timeout=300)
+    rerun = in_process("nnlab.train", *best.overrides, cwd=cwd)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     run = cwd / re.search(r"run folder: (.+)", rerun.stderr + rerun.stdout).group(1).strip()
     assert json.loads((run / "metrics.json").read_text())["val/acc"] == best["val/acc"]  # same seed, same number
@@ -109,8 +110,7 @@ def test_the_same_seed_asks_the_same_trials_and_resume_runs_the_study_on(studies
 
 def test_compare_on_a_study_folder_lists_trials_importances_and_plots_the_history(studies):
     cwd, _, folder, _, _ = studies
-    done = subprocess.run([sys.executable, "-m", "nnlab.compare", str(folder)], cwd=cwd, capture_output=True,
-                          text=True, timeout=300)
+    done = in_process("nnlab.compare", str(folder), cwd=cwd)
     assert done.returncode == 0, done.stderr[-2000:]
     study = (folder / "study.md").read_text()
     for t in load(folder).trials:
@@ -126,6 +126,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_dashboard_serves_the_study_on_loopback(studies):
     cwd, _, folder, _, _ = studies
     port = free_port()
@@ -167,7 +168,7 @@ def refusal(settings: dict | None = None, params: dict | None = None, cfg: dict 
     s = OmegaConf.merge(OmegaConf.load(search.Path(__file__).parents[1] / "conf/hydra/sweeper/optuna.yaml"),
                         {"batch": 1}, settings or {})
     with pytest.raises(ConfigError) as e:
-        search.check_settings(s, OmegaConf.create(cfg or {}))
+        search.study_settings(s, OmegaConf.create(cfg or {}))
         fixed, space = search.search_space(params or {"optimizer.lr": "interval(0.1, 1.0)"}, [])
         search.make_sampler(s.sampler, s.seed, space)
     assert "\n" not in str(e.value)
@@ -192,10 +193,7 @@ def test_bad_settings_are_refused_in_one_line(settings, params, cfg, says):
 
 
 def test_a_refused_study_writes_nothing(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "nnlab.train", "--multirun", *TINY, "hydra.sweeper.pruner=asha"],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 1 and done.stderr.strip().splitlines()[-1].startswith(
-        "nnlab: hydra.sweeper.pruner=asha is not a pruner")
+    one_line_refusal(study_sweep("hydra.sweeper.pruner=asha", cwd=tmp_path), "hydra.sweeper.pruner=asha is not a pruner")
     assert not (tmp_path / "runs").exists()
 
 
@@ -224,9 +222,10 @@ def assert_one_journal_of_told_trials(folder: Path, n_trials: int) -> optuna.Stu
     return study
 
 
+@pytest.mark.slow
 def test_jobs_2_runs_two_trials_at_once_into_one_journal(tmp_path):
     # 3 trials, 2 at once: a batch of two, then one (never a fourth asked for a full batch)
-    done = study_sweep("hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "hydra.sweeper.n_trials=3",
+    done = fresh_process("nnlab.train", "--multirun", *TINY, "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "threads=1", "hydra.sweeper.n_trials=3",
                        cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     folder = tmp_path / folder_of(done.stdout)
@@ -234,12 +233,13 @@ def test_jobs_2_runs_two_trials_at_once_into_one_journal(tmp_path):
     assert "(0 of 3 trials done" in done.stdout and "best: trial" in done.stdout
 
 
+@pytest.mark.slow
 def test_launcher_processes_share_one_journal_as_slurm_array_tasks_do(tmp_path):
     """hydra/launcher=slurm and hydra/launcher=local are submitit's launchers, one submitting to sbatch,
     the other starting each task as a local process: here two tasks at a time, each its own process,
     write the one study."""
-    done = study_sweep("hydra/launcher=local", "hydra.launcher.max_parallel=2", "hydra.sweeper.batch=2",
-                       "hydra.sweeper.n_trials=4", "threads=1", cwd=tmp_path)
+    done = fresh_process("nnlab.train", "--multirun", *TINY, "hydra/launcher=local", "hydra.launcher.max_parallel=2",
+                         "hydra.sweeper.batch=2", "hydra.sweeper.n_trials=4", "threads=1", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     folder = tmp_path / folder_of(done.stdout)
     assert_one_journal_of_told_trials(folder, 4)
@@ -247,26 +247,19 @@ def test_launcher_processes_share_one_journal_as_slurm_array_tasks_do(tmp_path):
     assert len(tasks) == 4, tasks  # each trial ran as its own submitit task
 
 
-# python -m nnlab.train, whose second trial fails once in this process, as a trial fails when its
-# disk fills or its node goes away: nothing in the study's settings is wrong, a RESUME can finish it.
-FAILS_ONCE = """
-import sys
-import nnlab.train
-real, trials = nnlab.train.train, []
-def train(cfg, *args):
-    trials.append(cfg.run_dir)
-    if len(trials) == 2:
-        raise OSError("No space left on device")
-    return real(cfg, *args)
-nnlab.train.train = train
-nnlab.train.main()
-"""
-
-
-def test_resume_asks_a_failed_trials_parameters_again_in_place_of_it(tmp_path):
-    first = subprocess.run([sys.executable, "-c", FAILS_ONCE, "--multirun", *TINY, "hydra.sweeper.n_trials=3",
-                            "hydra.job.name=train"], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+def test_resume_asks_a_failed_trials_parameters_again_in_place_of_it(tmp_path, monkeypatch):
+    # the study's second trial fails once, as a trial fails when its disk fills or its node goes away:
+    # nothing in the study's settings is wrong, a RESUME can finish it
+    real, trials = nnlab.train.train, []
+    def train(cfg, *args):
+        trials.append(cfg.run_dir)
+        if len(trials) == 2:
+            raise OSError("No space left on device")
+        return real(cfg, *args)
+    monkeypatch.setattr(nnlab.train, "train", train)
+    first = study_sweep("hydra.sweeper.n_trials=3", cwd=tmp_path)
     assert first.returncode == 1, first.stderr[-3000:]
+    monkeypatch.setattr(nnlab.train, "train", real)
     folder = tmp_path / folder_of(first.stdout)
     advice = f"make sweep RESUME={folder_of(first.stdout)} (and the same SWEEP/ARGS)"
     assert "1 of 3 runs did not finish" in first.stderr and advice in first.stderr
@@ -291,15 +284,13 @@ def test_resume_asks_a_failed_trials_parameters_again_in_place_of_it(tmp_path):
     assert done.returncode == 0 and "(3 of 3 trials done;" in done.stdout and len(load(folder).trials) == 4
 
 
-def test_mnist_search_composes_and_runs_its_first_trials(tiny_mnist, tmp_path, monkeypatch):
+def test_mnist_search_composes_and_runs_its_first_trials(tiny_mnist, tmp_path):
     """conf/sweep/mnist_search.yaml as written, in process on the tiny idx files: 3 trials of 2 epochs of
     5 batches, each with the optimizer the study chose, its lr and gamma in the file's intervals."""
-    import nnlab.train
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "argv", ["nnlab.train", "--multirun", "sweep=mnist_search", f"data.root={tiny_mnist}",
-                                      "data.val_size=20", "data.batch_size=20", "trainer.max_epochs=2",
-                                      "hydra.sweeper.n_trials=3", "hydra.sweep.dir=runs/sweeps/mnist_search"])
-    nnlab.train.main()
+    done = in_process("nnlab.train", "--multirun", "sweep=mnist_search", f"data.root={tiny_mnist}", "data.val_size=20",
+                      "data.batch_size=20", "trainer.max_epochs=2", "hydra.sweeper.n_trials=3",
+                      "hydra.sweep.dir=runs/sweeps/mnist_search", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
     folder = tmp_path / "runs" / "sweeps" / "mnist_search"
     study = load(folder)
     assert len(study.trials) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)

@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import fresh_process, one_line_refusal
 from hydra.utils import instantiate
 
 import nnlab
@@ -21,13 +22,9 @@ from nnlab.train import train
 SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0", "scheduler=none", "l2=0.001"]
 
 
-def run_cli(*overrides: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "nnlab.train", *overrides], cwd=cwd,
-                          capture_output=True, text=True, timeout=300)
-
-
 def test_spiral_run_through_the_hydra_entry_point_leaves_a_complete_run_folder(tmp_path):
-    done = run_cli(*SPIRAL_MLP, "trainer.max_epochs=3", cwd=tmp_path)
+    # the smoke test of `python -m nnlab.train`, in a fresh process as a person runs it
+    done = fresh_process("nnlab.train", *SPIRAL_MLP, "trainer.max_epochs=3", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     runs = list((tmp_path / "runs").glob("*/*"))
     # named by its overrides, sorted
@@ -43,6 +40,7 @@ def test_spiral_run_through_the_hydra_entry_point_leaves_a_complete_run_folder(t
     assert list((run / "tensorboard").glob("events.out.tfevents.*"))
 
 
+@pytest.mark.slow
 def test_the_command_collects_garbage_but_not_its_imports(tmp_path):
     """python -m nnlab.train: its imports' objects are out of the collector's reach (frozen: walking
     them cost ~1 s as they loaded), and the collector is on again for the run itself; importing
@@ -64,10 +62,10 @@ print(gc.isenabled(), gc.get_freeze_count())
     assert imported.stdout.split() == ["True", "0"], imported.stderr[-2000:]
 
 
-def test_nnlab_run_is_the_command_line_run_from_python(tmp_path, monkeypatch):
+def test_nnlab_run_is_the_command_line_run_from_python(tmp_path, monkeypatch, cli):
     args = [*SPIRAL_MLP, "data.steps_per_epoch=5", "trainer.max_epochs=2"]
     (tmp_path / "cli").mkdir()
-    done = run_cli(*args, cwd=tmp_path / "cli")
+    done = cli("nnlab.train", *args, cwd=tmp_path / "cli")
     assert done.returncode == 0, done.stderr[-2000:]
     monkeypatch.chdir(tmp_path)
     metrics = nnlab.run(args)
@@ -88,12 +86,12 @@ def test_nnlab_run_is_the_command_line_run_from_python(tmp_path, monkeypatch):
 
 
 def test_evaluate_rescores_the_checkpoint_of_a_run_that_did_not_finish(tmp_path, monkeypatch):
+    # the smoke test of `python -m nnlab.evaluate`, in a fresh process
     monkeypatch.chdir(tmp_path)
     metrics = nnlab.run([*SPIRAL_MLP, "data.steps_per_epoch=5", "trainer.max_epochs=1"])
     run = Path(metrics["run_dir"])
     (run / "metrics.json").write_text(json.dumps({"status": "interrupted", "error": "KeyboardInterrupt()"}))
-    done = subprocess.run([sys.executable, "-m", "nnlab.evaluate", str(run / "checkpoints" / "last.ckpt")],
-                          capture_output=True, text=True, timeout=120)
+    done = fresh_process("nnlab.evaluate", str(run / "checkpoints" / "last.ckpt"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     assert f"{metrics['test/acc']:.4f} (the run reported no test/acc: status interrupted)" in done.stdout
 
@@ -137,11 +135,10 @@ def test_cnn_trains_on_mnist_idx_files_through_torchvision(make_cfg, tiny_mnist,
     assert evaluate(tmp_path / "run" / "checkpoints" / "last.ckpt") == pytest.approx(metrics["test/acc"], abs=1e-6)
 
 
-def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path):
-    done = run_cli("data=spiral", "model=cnn", cwd=tmp_path)
-    assert done.returncode == 1
-    last = done.stderr.strip().splitlines()[-1]
-    assert last.startswith("nnlab: model=cnn takes C x H x W images") and "data=mnist" in last
+def test_cli_bad_config_exits_nonzero_with_one_line(tmp_path, cli):
+    done = cli("nnlab.train", "data=spiral", "model=cnn", cwd=tmp_path)
+    one_line_refusal(done, "model=cnn takes C x H x W images")
+    assert "data=mnist" in done.stderr
     assert not (tmp_path / "runs").exists()  # a refused command leaves nothing behind
 
 
@@ -181,7 +178,7 @@ def test_fused_steps_are_the_steps_lightning_takes_one_batch_at_a_time(data, ove
     assert sa == sb
 
 
-def test_nnlab_steps_two_ways_a_fused_run_as_a_population_of_one(make_cfg, tmp_path, monkeypatch):
+def test_nnlab_steps_two_ways_a_fused_run_as_a_population_of_one(make_cfg, tmp_path, monkeypatch, cli):
     # Every step nnlab takes itself is nnlab.steps.step: a fused run's, with the run as its one member,
     # and a population's, with all of its members; any other run is Lightning's automatic optimization.
     taken, step = [], nnlab.steps.step
@@ -191,15 +188,9 @@ def test_nnlab_steps_two_ways_a_fused_run_as_a_population_of_one(make_cfg, tmp_p
     assert fused["status"] == "ok" and taken == [1] * 40
     taken.clear()
     assert train(make_cfg(*short, "fused=false", f"run_dir={tmp_path / 'lightning'}"))["steps"] == 40 and taken == []
-    monkeypatch.chdir(tmp_path)
-    argv = ["--multirun", "hydra/launcher=population", "hydra.launcher.workers=1", "hydra.launcher.figures=none",
-            f"hydra.sweep.dir={tmp_path / 'sweep'}", *short, "seed=0,1,2"]
-    monkeypatch.setattr(sys, "argv", ["nnlab.train", *nnlab.train.check_command(argv)])
-    threads = torch.get_num_threads()
-    try:
-        nnlab.train.main()
-    finally:
-        torch.set_num_threads(threads)  # the population set its own
+    done = cli("nnlab.train", "--multirun", "hydra/launcher=population", "hydra.launcher.workers=1",
+               "hydra.launcher.figures=none", f"hydra.sweep.dir={tmp_path / 'sweep'}", *short, "seed=0,1,2", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
     assert taken == [3] * 40
     member = json.loads(next((tmp_path / "sweep").glob("*seed=0*/metrics.json")).read_text())
     assert member["status"] == "ok" and {k: v for k, v in member.items() if "/" in k} == {k: v for k, v in fused.items() if "/" in k}
@@ -247,6 +238,7 @@ def test_gpu_options_take_effect_and_checkpoints_load_into_a_plain_model(make_cf
     assert evaluate(tmp_path / "run" / "checkpoints" / "last.ckpt") == pytest.approx(metrics["test/acc"], abs=0.051)
 
 
+@pytest.mark.slow
 def test_compiled_model_trains_to_the_eager_numbers_and_its_checkpoint_loads_into_a_plain_model(make_cfg, tmp_path):
     args = [*SPIRAL_MLP, "trainer.max_epochs=2", "data.steps_per_epoch=20"]
     eager = train(make_cfg(*args, f"run_dir={tmp_path / 'eager'}"))

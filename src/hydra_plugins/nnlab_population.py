@@ -1,13 +1,18 @@
-"""nnlab's population launcher as Hydra sees it: hydra/launcher=population on the command line
-(conf/hydra/launcher/population.yaml), and the sweeper that goes with it (conf/hydra/sweeper/
-grouped.yaml: nnlab.train selects it for a grid swept through the population). Hydra 1.3.8
-instantiates a launcher or sweeper only from a class defined in the `hydra_plugins` namespace package,
-which it scans (and imports on every run): so these stubs live here and import nothing heavy; grouping
-and training are nnlab/population.py."""
-# Hydra's default sweeper (hydra/sweeper/basic.yaml's _target_): Hydra exports no other class to extend
-# for it, and validate_batch_is_legal is the public Sweeper hook its sweep calls on each batch
+"""nnlab's grid sweeper and population launcher as Hydra sees them: hydra/sweeper=grouped (conf/train.yaml's
+default sweeper, conf/hydra/sweeper/grouped.yaml) and hydra/launcher=population (conf/hydra/launcher/
+population.yaml). Hydra 1.3.8 instantiates a launcher or sweeper only from a class defined in the
+`hydra_plugins` namespace package, which it scans (and imports on every run): so these stubs live here
+and import nothing heavy; grouping and training are nnlab/population.py."""
+from pathlib import Path
+
+# Hydra's default sweeper: Hydra exports no other class to extend for it. Imported here, not through
+# nnlab.compat: Hydra's plugin scan executes this module and its own again, in place, and the subclass
+# must extend the BasicSweeper of the same scan (its __init__ names the class through the module's
+# globals). tests/test_compat.py checks the class and the hook overridden below.
 from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+from hydra.errors import HydraException
 from hydra.plugins.launcher import Launcher
+from omegaconf.errors import OmegaConfBaseException
 
 
 class PopulationLauncher(Launcher):
@@ -25,17 +30,33 @@ class PopulationLauncher(Launcher):
 
 
 class GroupedBasicSweeper(BasicSweeper):
-    """Hydra's basic sweeper, but a batch going to the population launcher is checked by composing one
-    job of each group (~0.2 s a composition) rather than every job: the group's other jobs differ from
-    it only in the numbers of keys it has (seed, optimizer.lr...), and the population derives their
-    configs from that composition, which it is handed, checking each (a bad value: invalid_config)."""
+    """Hydra's basic sweeper, whose check of a batch (composing its jobs before any starts) also checks
+    what Hydra builds from each job's composition, its logging (nnlab.cli.check_hydra_nodes); a refused
+    batch takes the sweep folder its claim made with it. For the population launcher a batch is checked
+    by composing one job of each group (~0.2 s a composition) rather than every job: the group's other
+    jobs differ from it only in the numbers of keys it has (seed, optimizer.lr...), and the population
+    derives their configs from that composition, which it is handed, checking each (a bad value:
+    invalid_config)."""
 
     def validate_batch_is_legal(self, batch) -> None:
-        if not isinstance(self.launcher, PopulationLauncher):
-            return super().validate_batch_is_legal(batch)
-        from nnlab.population import group_jobs, parse
-        for group in group_jobs([parse(i, list(o)) for i, o in enumerate(batch)]):
-            # what Sweeper.validate_batch_is_legal does for a job, its composition kept for the launcher
-            cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
-                                                                     sweep_overrides=list(group[0].overrides))
-            self.launcher.composed[tuple(group[0].overrides)] = cfg
+        from nnlab.cli import check_hydra_nodes
+        from nnlab.config import ConfigError
+        from nnlab.runs import unclaim
+        grouped = isinstance(self.launcher, PopulationLauncher)
+        if grouped:
+            from nnlab.population import group_jobs, job_of
+            batch = [group[0].overrides for group in group_jobs([job_of(i, list(o)) for i, o in enumerate(batch)])]
+        try:
+            for overrides in batch:
+                try:
+                    cfg = self.hydra_context.config_loader.load_sweep_config(master_config=self.config,
+                                                                             sweep_overrides=list(overrides))
+                except (HydraException, OmegaConfBaseException) as e:
+                    raise ConfigError(f"the config does not compose: {' '.join(str(e).strip().splitlines()[:2])} "
+                                      f"(the job {' '.join(overrides)})") from None
+                check_hydra_nodes(cfg)
+                if grouped:
+                    self.launcher.composed[tuple(overrides)] = cfg
+        except ConfigError:
+            unclaim(Path(self.config.hydra.sweep.dir))
+            raise

@@ -6,6 +6,8 @@ from hydra.plugins.sweeper import Sweeper
 
 
 class OptunaSweeper(Sweeper):
+    study = True  # its jobs are the trials of a study: each finds its trial (nnlab.search.job_trial) and reports to it
+
     def __init__(self, **settings) -> None:
         self.settings = settings  # conf/hydra/sweeper/optuna.yaml, with the sweep file's values
 

@@ -54,7 +54,8 @@ from torchvision import datasets, transforms
 from nnlab import CONF_DIR
 from nnlab.classifier import Classifier
 from nnlab.config import scheduler_parts
-from nnlab.status import OK, run_status
+from nnlab.errors import NnlabError, command
+from nnlab.runs import OK, run_status
 from nnlab.train import train
 
 CASES = {"mnist": ("nnlab", "plain", "notebook"), "spiral": ("nnlab", "plain")}
@@ -222,7 +223,7 @@ def spread(values: list[float], fmt: str = ".2f") -> str:
     return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
-def main(repeats: int = 3, spiral_steps: int = 10_000, out: str = "bench.json", mnist_overrides=()) -> dict:
+def run(repeats: int = 3, spiral_steps: int = 10_000, out: str = "bench.json", mnist_overrides=()) -> dict:
     runs = {(case, way): [] for case, ways in CASES.items() for way in ways}
     facts = {**machine(), "load_average_before": os.getloadavg()}
     for r in range(repeats):
@@ -335,23 +336,27 @@ def one_batch(grid: str, overrides) -> str:
     return "data.steps_per_epoch=1" if "steps_per_epoch" in data else f"data.train_images={data.batch_size}"
 
 
-def parse(argv: list[str]) -> dict:
-    """main's keyword arguments from `key=value` words; anything else is one line and exit 1."""
+def bench_args(argv: list[str]) -> dict:
+    """The keyword arguments of `run` (or `sweeps`) from `key=value` words; anything else is refused."""
     args = dict(a.split("=", 1) if "=" in a else (a, "") for a in argv)
     counts = {k: args.pop(k) for k in ("repeats", "spiral_steps") if k in args}
     out, grid = args.pop("out", "bench.json"), args.pop("sweep", None)
     if (not grid and any(not k.startswith("data.") for k in args)  # a sweep takes any override
             or not all(v.isdigit() and int(v) > 0 for v in counts.values())
             or int(counts.get("spiral_steps", 10)) % 10):
-        sys.exit(f"nnlab: bench takes repeats=N spiral_steps=N (a multiple of 10) out=FILE data.<key>=VALUE, or "
+        raise NnlabError(f"bench takes repeats=N spiral_steps=N (a multiple of 10) out=FILE data.<key>=VALUE, or "
                  f"sweep=<grid in conf/sweep/> and the sweep's overrides, got: {' '.join(argv)}")
     return {**{k: int(v) for k, v in counts.items()}, "out": out, "mnist_overrides": [f"{k}={v}" for k, v in args.items()],
             **({"sweep": grid} if grid else {})}
 
 
-if __name__ == "__main__":
-    args = parse(sys.argv[1:])
+def main(argv: list[str]) -> None:
+    args = bench_args(argv)
     if args.get("sweep"):
         sweeps(args["sweep"], args.get("repeats", 1), args["out"], args["mnist_overrides"])
     else:
-        main(**{k: v for k, v in args.items() if k != "sweep"})
+        run(**{k: v for k, v in args.items() if k != "sweep"})
+
+
+if __name__ == "__main__":
+    command(main)

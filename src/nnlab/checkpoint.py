@@ -5,6 +5,7 @@ Resuming `resume=<run folder>` from such a checkpoint ends with bitwise the weig
 the run never interrupted (same machine), which Lightning alone does not give: its checkpoints hold
 no RNG state, and Ctrl-C lands wherever the step happens to be.
 """
+import pickle
 import random
 import signal
 from pathlib import Path
@@ -15,15 +16,20 @@ import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-from nnlab.status import write_atomic
+from nnlab.errors import NnlabError
+from nnlab.runs import FINISHED, INTERRUPTED, run_status, set_aside, write_atomic
+
+# What torch.load raises on a file that is not a whole checkpoint: truncated (zip or EOF errors),
+# empty, garbage, or holding a global the weights-only unpickler refuses.
+UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
 
 
-class CheckpointWriteError(OSError):
+class CheckpointWriteError(NnlabError, OSError):
     """A checkpoint could not be written; the previous one at that path is untouched."""
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """torch.save through nnlab.status.write_atomic: a full disk or a kill mid-write leaves the previous
+    """torch.save through nnlab.runs.write_atomic: a full disk or a kill mid-write leaves the previous
     checkpoint whole.
     (Lightning's default writes in place; staged through $TMPDIR on another filesystem, a full disk
     left last.ckpt truncated.) Loading is always torch.load(weights_only=True)."""
@@ -45,7 +51,7 @@ def checkpoint_problem(path: Path, member: bool = False) -> str | None:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
         missing = [k for k in ("state_dict", "loops", "optimizer_states", "global_step") if k not in ckpt]
-    except Exception as e:  # truncated, empty, garbage: torch's and pickle's many errors
+    except UNREADABLE as e:
         why = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
         return f"{path} is not a readable checkpoint ({why})"
     if "population" in ckpt:  # nnlab.population's, of a member stopped with its population
@@ -56,6 +62,19 @@ def checkpoint_problem(path: Path, member: bool = False) -> str | None:
         return (f"{path} holds the epoch sums in its state_dict (sums.*), as older nnlab versions wrote them, "
                 "and cannot resume: train the run again (make evaluate still scores the checkpoint)")
     return None
+
+
+def resumable(run_dir: Path) -> tuple[str | None, str | None]:
+    """A sweep job whose folder has been used before (RESUME=): (its status, the checkpoint it resumes
+    from). Finished runs are skipped by the caller; an interrupted run continues from its last.ckpt
+    (a step boundary, so exactly); anything else starts over, its old outputs set aside in attempt-<n>/."""
+    status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
+    if status in FINISHED:
+        return status, None
+    if status == INTERRUPTED and ckpt.exists() and checkpoint_problem(ckpt) is None:
+        return status, str(ckpt)
+    set_aside(run_dir)
+    return status, None
 
 
 def is_member(path: Path) -> bool:

@@ -23,6 +23,7 @@ Several folders are compared on equal terms (each architecture's best in each fo
 runs/comparisons/<names>/. Nothing here depends on timing, so the same sweep compared twice gives
 byte-identical summary files.
 """
+import argparse
 import csv
 import statistics
 import sys
@@ -32,8 +33,9 @@ from pathlib import Path
 import matplotlib
 from omegaconf import OmegaConf
 
-from nnlab import stats
-from nnlab.status import OK, MetricsError, read_metrics
+from nnlab import search, stats
+from nnlab.errors import NnlabError, command
+from nnlab.runs import OK, MetricsError, read_metrics, sweep_folder
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -55,7 +57,7 @@ def load_runs(folder: Path, label: str | None = None) -> list[dict]:
         try:
             metrics = read_metrics(run) or {}
         except MetricsError as e:
-            sys.exit(f"nnlab: {e}: rerun that run, or move its folder out of the sweep")
+            raise MetricsError(f"{e}: rerun that run, or move its folder out of the sweep") from None
         overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
         cfg = OmegaConf.load(hydra_dir / "config.yaml")
         choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
@@ -291,7 +293,7 @@ def compare(folders: Path | list[Path], out: Path | None = None) -> str:
     labels = [f.name for f in folders] if len(folders) > 1 else [None]
     runs = [run for folder, label in zip(folders, labels) for run in load_runs(folder, label)]
     if not runs:
-        raise SystemExit(f"nnlab: no runs under {' '.join(map(str, folders))}: run a sweep first (make sweep SWEEP=spiral_grid)")
+        raise NnlabError(f"no runs under {' '.join(map(str, folders))}: run a sweep first (make sweep SWEEP=spiral_grid)")
     out = out or folders[0]
     out.mkdir(parents=True, exist_ok=True)
     rows = summarize(runs)
@@ -308,27 +310,17 @@ def compare(folders: Path | list[Path], out: Path | None = None) -> str:
     text = markdown(rows, best, fresh, diffs)
     figures = [f"![{name}]({name})  \n{what}" for name, what in FIGURES.items() if (out / name).exists()]
     (out / "summary.md").write_text(f"# {' + '.join(map(str, folders))}\n\n{text}\n" + "\n\n".join(figures) + "\n")
-    from nnlab import search  # a study's folder (make sweep SWEEP=spiral_search): its trials and history too
-    for folder in folders:
+    for folder in folders:  # a study's folder (make sweep SWEEP=spiral_search): its trials and history too
         if search.storage_file(folder):
             text += "\n" + search.report(folder)
     return text
 
 
-def latest_sweep(root: Path = Path("runs/sweeps")) -> Path:
-    """The sweep folder started last: a folder holding multirun.yaml, which a sweep writes as it starts
-    (summaries written into runs/sweeps/ itself or into an older sweep do not make it the latest)."""
-    sweeps = sorted(root.glob("*/multirun.yaml"), key=lambda p: p.stat().st_mtime)
-    if not sweeps:
-        raise SystemExit(f"nnlab: no sweep folder under {root}: run one first (make sweep), or give DIR=<folder>")
-    return sweeps[-1].parent
-
-
 def main(argv: list[str]) -> None:
-    folders = [Path(a) for a in argv] or [latest_sweep()]
-    for folder in folders:
-        if not folder.is_dir():
-            sys.exit(f"nnlab: no such folder: {folder} (sweeps land in runs/sweeps/<time>)")
+    parser = argparse.ArgumentParser(prog="python -m nnlab.compare", description=__doc__.split("\n\n")[0])
+    parser.add_argument("folders", nargs="*", type=Path, metavar="FOLDER",
+                        help="sweep folders (default: the latest under runs/sweeps/)")
+    folders = [sweep_folder(f) for f in parser.parse_args(argv).folders or [None]]
     # several folders: their own report folder, named by theirs, so no sweep folder is written into
     out = Path("runs/comparisons") / "+".join(f.name for f in folders) if len(folders) > 1 else folders[0]
     print(compare(folders, out))
@@ -336,4 +328,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    command(main)

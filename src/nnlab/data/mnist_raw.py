@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from nnlab.status import write_atomic
+from nnlab.errors import NnlabError
+from nnlab.runs import write_atomic
 
 RAW_MD5 = {  # of the uncompressed files
     "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
@@ -36,7 +37,7 @@ PICKLE_SHA256 = "f11bb9e41d6c1b6c124aa38fd605497bdcfe2ee08cf7c2bb5a41ab5d759e141
 SOURCES = ("auto", "wheel", "torchvision")
 
 
-class MNISTError(RuntimeError):
+class MNISTError(NnlabError, RuntimeError):
     """MNIST could not be obtained or is not the canonical data; the message says how to fix it."""
 
 
@@ -150,7 +151,7 @@ def from_torchvision(raw_dir: Path, names: list[str]) -> None:
         try:
             MNIST(tmp, train=True, download=True)
             MNIST(tmp, train=False, download=True)
-        except Exception as e:  # torchvision raises whatever its mirrors' failures were
+        except (OSError, RuntimeError) as e:  # its mirrors' failures: URL and HTTP errors, or its own
             raise MNISTError(f"torchvision's download failed: {e}") from e
         files = {name: (Path(tmp) / "MNIST" / "raw" / name).read_bytes() for name in names}
     write_files(raw_dir, files, names)

@@ -14,6 +14,10 @@ class CNN(nn.Module):
     batch_norm=True adds a BatchNorm2d after each convolution, before its ReLU.
     """
 
+    # Read by nnlab.population: members can train stacked (a forward of the parameters alone, no randomness;
+    # batch_norm=False: no buffers), each member's forward in turn on the CPU (vmapped convolutions are slower).
+    stackable, vmap_on_cpu = True, False
+
     def __init__(self, in_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10, batch_norm: bool = False):
         super().__init__()
         if len(in_shape) != 3 or pooled(min(in_shape[1:])) < 1:

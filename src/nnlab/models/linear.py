@@ -8,6 +8,10 @@ from nnlab.models.init import normal_init
 class Linear(nn.Module):
     """Softmax regression: flatten -> Linear(in, classes). Returns logits (B, classes)."""
 
+    # Read by nnlab.population: members can train stacked (a forward of the parameters alone, no randomness),
+    # their forwards vmapped into one.
+    stackable, vmap_on_cpu = True, True
+
     def __init__(self, in_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10,
                  init_std: float | None = None):
         super().__init__()

@@ -9,6 +9,10 @@ class MLP(nn.Module):
     """The lecture's two-layer net: flatten -> Linear(in, hidden) -> ReLU -> Linear(hidden, classes).
     batch_norm=True adds a BatchNorm1d over the hidden units, before the ReLU."""
 
+    # Read by nnlab.population: members can train stacked (a forward of the parameters alone, no randomness;
+    # batch_norm=False: no buffers), their forwards vmapped into one.
+    stackable, vmap_on_cpu = True, True
+
     def __init__(self, in_shape: tuple[int, ...] = (1, 28, 28), num_classes: int = 10,
                  hidden: int = 100, init_std: float | None = None, batch_norm: bool = False):
         super().__init__()

@@ -1,0 +1,274 @@
+"""Run and sweep folders: how they are named, claimed and locked, what a run records in them
+(metrics.json with its status, TensorBoard's HPARAMS row, the printed summary), and how nnlab writes
+any file: whole, or not at all.
+
+A run's metrics.json holds its status, one of STATUSES. FINISHED ones are results: a resumed sweep
+skips them, `resume=` refuses them, and a sweep's report does not list them as failures. Every file
+nnlab writes goes through `write_atomic`; every metrics.json is read by `read_metrics`.
+"""
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from omegaconf import DictConfig, OmegaConf
+
+from nnlab.errors import NnlabError
+
+OK, DIVERGED, PRUNED = "ok", "diverged", "pruned"  # diverged: the loss stopped being finite; pruned: stopped early by a sweeper
+INTERRUPTED, FAILED, INVALID_CONFIG = "interrupted", "failed", "invalid_config"
+STATUSES = (OK, DIVERGED, PRUNED, INTERRUPTED, FAILED, INVALID_CONFIG)
+FINISHED = (OK, DIVERGED, PRUNED)
+SWEEPS = Path("runs/sweeps")  # where make sweep puts its folders (conf/train.yaml: hydra.sweep.dir)
+NAME_BYTES = 200  # a folder name may be 255 bytes on most filesystems: room for claim_dir's _2, _3...
+CUT_SHORT = object()  # read_metrics's default: a cut-short file raises
+
+
+class MetricsError(NnlabError, ValueError):
+    """A metrics.json that is not whole JSON: runs write it atomically, so something else cut it short."""
+
+
+class FolderBusy(NnlabError):
+    """Another process is writing this run folder."""
+
+
+# -- what a run records -----------------------------------------------------------------------------
+
+def read_metrics(run_dir: Path, cut_short=CUT_SHORT) -> dict | None:
+    """The one reader of a run's metrics.json: its content, or None when the run has none. A file that
+    is not a whole JSON object raises MetricsError naming it, or gives `cut_short` where the caller
+    says what such a file means to it (a run to train again, a trial without a result...)."""
+    path = Path(run_dir) / "metrics.json"
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        metrics = json.loads(text)
+        if not isinstance(metrics, dict):
+            raise ValueError(f"a {type(metrics).__name__}, not an object")
+    except ValueError as e:
+        if cut_short is not CUT_SHORT:
+            return cut_short
+        raise MetricsError(f"{path} is not whole JSON ({e})") from None
+    return metrics
+
+
+def run_status(run_dir: Path) -> str | None:
+    """The status its metrics.json records ("?" if none, or if the file is cut short: the run counts
+    as unfinished), or None when it has no metrics.json."""
+    metrics = read_metrics(run_dir, cut_short={})
+    return None if metrics is None else metrics.get("status", "?")
+
+
+def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
+    """Write `data` (bytes, or a function writing into the open file) to a temp file beside `path`
+    (the same filesystem), fsync it, and rename it over `path`: a full disk or a kill mid-write leaves
+    the old file whole (or none), never half a file, and no temp file behind. OSError propagates."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            data(f) if callable(data) else f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    fd = os.open(path.parent, os.O_RDONLY)  # make the rename itself durable
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json(path: Path, obj: dict) -> None:
+    write_atomic(path, (json.dumps(obj, indent=2) + "\n").encode())
+
+
+def shown(path: Path) -> Path:
+    """A folder as the person should type it: relative to where they are, where it is below it."""
+    path = Path(path)
+    return path.relative_to(Path.cwd()) if path.is_absolute() and path.is_relative_to(Path.cwd()) else path
+
+
+def summary(run_dir: Path, metrics: dict, note: str = "") -> str:
+    """The lines a finished run prints: its folder, status, final metrics and seconds."""
+    numbers = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
+    return f"\nrun folder: {shown(run_dir)}\nstatus: {metrics['status']}  {numbers}  ({metrics['seconds']} s{note})"
+
+
+def resume_line(folder: Path, sweep: bool) -> str:
+    """How an interrupted run or sweep ends: the command that continues it exactly."""
+    if sweep:
+        return (f"interrupted; finish the sweep with: make sweep RESUME={shown(folder)} (and the same SWEEP/ARGS): "
+                "its interrupted runs continue from where they stopped, to the numbers of a sweep never interrupted")
+    return f"interrupted; continue exactly where it stopped with: make train RESUME={shown(folder)}"
+
+
+# Flat hyperparameters for TensorBoard's HPARAMS tab: (name, key in the resolved run config).
+HPARAMS = [("lr", "optimizer.lr"), ("momentum", "optimizer.momentum"), ("gamma", "scheduler.gamma"),
+           ("max_lr", "scheduler.max_lr"), ("batch_size", "data.batch_size"), ("epochs", "trainer.max_epochs"),
+           ("seed", "seed"), ("l2", "l2"), ("hidden", "model.hidden"), ("init_std", "model.init_std")]
+
+
+def hparams(logger, cfg: DictConfig, metrics: dict, step: int) -> None:
+    """Write the run's flat hyperparameters with its final hp/val_acc, hp/test_acc and hp/val_loss (at
+    the run's last step), so that TensorBoard's HPARAMS tab tabulates the runs of a sweep side by side.
+    Only a TensorBoardLogger has the tab (fast_dev_run swaps in Lightning's DummyLogger)."""
+    from lightning.pytorch.loggers import TensorBoardLogger  # on use: reading a folder needs no Lightning
+    if not isinstance(logger, TensorBoardLogger):
+        return
+    names = {"model": cfg.model._target_, "data": cfg.data._target_, "optimizer": cfg.optimizer._target_,
+             "scheduler": (cfg.get("scheduler") or {}).get("_target_", "none")}
+    params = {k: v.rsplit(".", 1)[-1].removesuffix("DataModule").lower() for k, v in names.items()}
+    for name, key in HPARAMS:
+        value = OmegaConf.select(cfg, key, default="absent")
+        if value != "absent":  # null means something here: full batch, PyTorch's default init...
+            params[name] = ("full" if name == "batch_size" else "null") if value is None else value
+    final = {"hp/val_acc": metrics.get("val/acc"), "hp/test_acc": metrics.get("test/acc"),
+             "hp/val_loss": metrics.get("val/loss")}
+    logger.log_hyperparams(params, {k: v for k, v in final.items() if v is not None}, step=step)
+    logger.save()
+
+
+# -- folders: named, claimed, locked ----------------------------------------------------------------
+
+def dirname(overrides: str) -> str:
+    """Hydra resolver: a run folder's name from its overrides (`a=1,b=2`), one path part that stays
+    where it is put: `/` in a value becomes %2F (and % %25), so `+tag=../../x` cannot climb out of
+    runs/; a name over NAME_BYTES keeps its start and ends in a hash of the whole; none is `default`."""
+    name = overrides.replace("%", "%25").replace("/", "%2F") or "default"
+    if len(name.encode()) > NAME_BYTES:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        name = name.encode()[:NAME_BYTES - 13].decode(errors="ignore") + "~" + digest
+    return name
+
+
+CLAIMED: dict[str, Path] = {}  # folder claimed by this process -> the topmost folder its mkdir created
+
+
+def claim_dir(resume: str | None, base: str) -> str:
+    """Hydra resolver: `resume` when given, else `base`, or `base_2`, `base_3`... whichever mkdir
+    creates first. Hydra names folders by the second: two sweeps started in the same second would
+    otherwise write into one folder. Registered with use_cache, so every job of a sweep (Hydra copies
+    the resolver cache into each job's config) sees the one folder claimed."""
+    if resume:
+        return resume
+    path, n = Path(base), 1
+    while True:
+        top = next((p for p in [*reversed(path.parents), path] if not p.exists()), path)
+        try:
+            path.mkdir(parents=True)
+            CLAIMED[str(path.resolve())] = top.resolve()
+            return str(path)
+        except FileExistsError:
+            n += 1
+            path = Path(f"{base}_{n}")
+
+
+def register_resolvers() -> None:
+    """The resolvers conf/train.yaml names for its folders."""
+    OmegaConf.register_new_resolver("nnlab.dirname", dirname, replace=True)
+    OmegaConf.register_new_resolver("nnlab.claim", claim_dir, replace=True, use_cache=True)
+    OmegaConf.register_new_resolver("nnlab.subdir", lambda resume: ".hydra/resumed" if resume else ".hydra",
+                                    replace=True)
+
+
+@contextlib.contextmanager
+def planning():
+    """Within it, `${nnlab.claim:...}` gives the folder it would claim and creates nothing: a config
+    resolved here says where a command would write before any folder is made."""
+    OmegaConf.register_new_resolver("nnlab.claim", lambda resume, base: resume or base, replace=True)
+    try:
+        yield
+    finally:
+        OmegaConf.register_new_resolver("nnlab.claim", claim_dir, replace=True, use_cache=True)
+
+
+def unclaim(run_dir: Path) -> None:
+    """Remove a folder this process claimed and every folder its claim created (a refused command
+    leaves nothing behind); any other folder is left alone."""
+    top = CLAIMED.pop(str(Path(run_dir).resolve()), None)
+    if top is None:
+        return
+    root = logging.getLogger()
+    for handler in list(root.handlers):  # Hydra's train.log handler would make the file again
+        if isinstance(handler, logging.FileHandler) and Path(handler.baseFilename).is_relative_to(top):
+            root.removeHandler(handler)
+            handler.close()
+    shutil.rmtree(top, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def hold(run_dir: Path):
+    """One writer per run folder: an exclusive flock on `run_dir`/.lock, held while the run trains
+    (the kernel drops it when the process dies, however it dies), with the holder's PID written in
+    it. Raises FolderBusy naming that PID when another process holds it."""
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        raise FolderBusy(f"{run_dir} is being written by process {pid} (its lock: {run_dir / '.lock'}); "
+                         "wait for it to end, or stop it first") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def holder(run_dir: Path) -> str | None:
+    """The PID holding `run_dir`'s lock, or None when no process does; reads, never writes."""
+    try:
+        fd = os.open(run_dir / ".lock", os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return None
+    except BlockingIOError:
+        return os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+    finally:
+        os.close(fd)
+
+
+def set_aside(run_dir: Path) -> None:
+    """A failed or cut-off attempt's outputs, moved into attempt-<n>/ (never overwritten) so that the
+    run starts over in its folder; its .hydra/, train.log and lock stay."""
+    leftovers = [p for p in run_dir.iterdir()
+                 if p.name not in (".hydra", "train.log", ".lock") and not p.name.startswith("attempt-")]
+    if leftovers:
+        old = run_dir / f"attempt-{1 + sum(1 for _ in run_dir.glob('attempt-*'))}"
+        old.mkdir()
+        for item in leftovers:
+            shutil.move(item, old / item.name)
+
+
+def latest_sweep(root: Path = SWEEPS) -> Path:
+    """The sweep folder started last: a folder holding multirun.yaml, which a sweep writes as it starts
+    (summaries written into runs/sweeps/ itself or into an older sweep do not make it the latest)."""
+    sweeps = sorted(Path(root).glob("*/multirun.yaml"), key=lambda p: p.stat().st_mtime)
+    if not sweeps:
+        raise NnlabError(f"no sweep folder under {root}: run one first (make sweep), or give DIR=<folder>")
+    return sweeps[-1].parent
+
+
+def sweep_folder(folder: Path | None) -> Path:
+    """A tool's folder argument: the one given, which must exist, or the latest sweep."""
+    if folder is None:
+        return latest_sweep()
+    if not Path(folder).is_dir():
+        raise NnlabError(f"no such folder: {folder} (sweeps land in {SWEEPS}/<time>)")
+    return Path(folder)
