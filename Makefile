@@ -24,7 +24,7 @@ SEEDS  ?= 5
 PORT   ?= 8080
 CORES  := $(shell nproc 2>/dev/null || echo 1)
 
-.PHONY: install data train sweep compare confirm evaluate bench lint test test-slow tensorboard dashboard clean-runs
+.PHONY: install data train sweep compare confirm evaluate bench lint test test-slow tensorboard dashboard clean-runs help
 
 # The venv is rebuilt when pyproject.toml changes; torch 2.14.1 + torchvision 0.29.1 pinned there.
 $(VENV)/.installed: pyproject.toml
@@ -63,11 +63,11 @@ bench: install  ## nnlab vs plain PyTorch vs the notebook loop, side by side: ta
 lint: install  ## ruff, configured in pyproject.toml (what .ci/run and .pre-commit-config.yaml run)
 	$(VENV)/bin/ruff check src tests experiments $(ARGS)
 
-test: install  ## the fast offline suite (what .ci/run runs)
-	$(PY) -m pytest $(ARGS)
+test: install  ## the fast tier, offline, a worker a core, with line coverage of src/ (docs/testing.md)
+	mkdir -p .coverage && $(PY) -m pytest -n $(CORES) --dist loadfile --cov --cov-report=term $(ARGS)
 
-test-slow: install  ## full-length experiments against their bands, real MNIST (7 min here)
-	$(PY) -m pytest -m slow $(ARGS)
+test-slow: install  ## the slow tier: end-to-end proofs in fresh processes, full-length runs on real MNIST (docs/testing.md)
+	mkdir -p .coverage && $(PY) -m pytest -m slow --cov --cov-report=term $(ARGS)
 
 tensorboard: install  ## curves and HPARAMS of every run under RUNS=runs, on 127.0.0.1 only (see README)
 	$(VENV)/bin/tensorboard --logdir $(RUNS) --host 127.0.0.1 $(ARGS)
@@ -75,5 +75,8 @@ tensorboard: install  ## curves and HPARAMS of every run under RUNS=runs, on 127
 dashboard: install  ## optuna-dashboard of a study on 127.0.0.1:PORT (DIR=runs/sweeps/<time>; default: the latest sweep)
 	$(PY) -m nnlab.search $(DIR) --port $(PORT) $(ARGS)
 
-clean-runs:
+clean-runs:  ## delete runs/ (every run and sweep folder)
 	rm -rf runs
+
+help:  ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/^([a-z-]+):[^#]*## /  make \1\t/' | expand -t 20

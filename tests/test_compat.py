@@ -66,7 +66,7 @@ def test_the_step_count_and_batch_position_compat_reads_are_lightnings(make_cfg)
 
 
 def test_lightning_still_starts_hydra_ranks_through_the_function_compat_replaces():
-    import nnlab.ddp  # noqa: F401, PLC0415  (replaces it on import)
+    import nnlab.ddp  # replaces it on import
     source = inspect.getsource(subprocess_script._SubprocessScriptLauncher)
     assert "_hydra_subprocess_cmd(" in source, (
         f"Lightning {L.__version__} no longer starts a Hydra app's ranks through _hydra_subprocess_cmd: "

@@ -197,7 +197,7 @@ def test_nnlab_steps_two_ways_a_fused_run_as_a_population_of_one(make_cfg, tmp_p
 
 
 def test_lightning_takes_each_step_where_it_acts_per_step(make_cfg):
-    from nnlab.train import build, fusable  # noqa: PLC0415
+    from nnlab.train import build, fusable
     data, module, trainer = build(make_cfg(*SPIRAL_MLP))
     assert fusable(module, trainer)
     class GradientNorms(L.Callback):  # a user's callback that looks at every step's gradients
@@ -254,7 +254,7 @@ def test_compiled_model_trains_to_the_eager_numbers_and_its_checkpoint_loads_int
 
 
 def test_l2_decays_matrices_and_kernels_only(make_cfg):
-    from nnlab.train import build  # noqa: PLC0415
+    from nnlab.train import build
     _, module, _ = build(make_cfg("model.batch_norm=true"))  # CNN: conv kernels, fc matrix; norms' scale/shift
     names = {id(p): n for n, p in module.net.named_parameters()}
     assert sorted(names[id(w)] for w in module.weights) == ["conv1.0.weight", "conv2.0.weight", "fc.weight"]

@@ -53,10 +53,9 @@ from torchvision import datasets, transforms
 
 from nnlab import CONF_DIR
 from nnlab.classifier import Classifier
-from nnlab.config import scheduler_parts
 from nnlab.errors import NnlabError, command
 from nnlab.runs import OK, run_status
-from nnlab.train import train
+from nnlab.train import parts, train
 
 CASES = {"mnist": ("nnlab", "plain", "notebook"), "spiral": ("nnlab", "plain")}
 RATIOS = [("mnist", "nnlab", "plain"), ("mnist", "nnlab", "notebook"), ("spiral", "nnlab", "plain")]  # targets: docs/speed.md
@@ -86,17 +85,15 @@ def run_plain(cfg: DictConfig) -> dict:
     torch.use_deterministic_algorithms(True)  # as the Trainer's deterministic=True, which also sets:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # cuBLAS's deterministic mode (GPU)
     L.seed_everything(cfg.seed, verbose=False)
-    data = instantiate(cfg.data)
-    net = instantiate(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes).to(device)
-    module = Classifier(net, instantiate(cfg.optimizer), l2=cfg.l2)
+    data, module = parts(cfg)  # as a run builds them: the same init
+    net = module.net.to(device)
     for sums in module.sums.values():
         sums.to(device)
     data.setup()  # read the files (or draw the spiral), split: tensors in memory
     data.to(device)  # as nnlab holds them: on the GPU, when there is one
     optimizer = module.make_optimizer(net.parameters())
-    schedule, interval = scheduler_parts(cfg.scheduler)
-    scheduler = instantiate(schedule)(optimizer)
-    assert interval == "epoch", "the plain loop steps its schedule once an epoch"
+    assert module.hparams.scheduler_interval == "epoch", "the plain loop steps its schedule once an epoch"
+    scheduler = module.make_scheduler(optimizer)
     step, logged = 0, []
     for _ in range(cfg.trainer.max_epochs):
         net.train()

@@ -12,7 +12,7 @@ from torch import Tensor
 from torchvision.utils import make_grid
 
 matplotlib.use("Agg")  # files only: no display needed
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 log = logging.getLogger("nnlab")  # to the console and the run's train.log (conf/train.yaml: hydra.job_logging)
 

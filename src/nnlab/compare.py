@@ -38,7 +38,7 @@ from nnlab.errors import NnlabError, command
 from nnlab.runs import OK, MetricsError, read_metrics, sweep_folder
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 FIELDS = ["setting", "data", "model", "lr", "gamma", "n", "val_acc_mean", "val_acc_std",
           "test_acc_mean", "test_acc_std", "val_loss_mean", "statuses",

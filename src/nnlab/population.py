@@ -85,31 +85,15 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from nnlab import cores, steps
+from nnlab import cores, runs, steps
 from nnlab.callbacks import EpochLog, Figures
 from nnlab.checkpoint import UNREADABLE, AtomicCheckpointIO, Interrupt, RNGState, checkpoint_problem
-from nnlab.classifier import Classifier, EpochSums
+from nnlab.classifier import EpochSums
 from nnlab.compat import hydra_basic
-from nnlab.config import ConfigError, check, check_size, check_target, gate, scheduler_parts
+from nnlab.config import ConfigError, check, check_target, gate
 from nnlab.data.loader import TensorDataModule, TensorLoader
 from nnlab.errors import Interrupted, NnlabError
-from nnlab.runs import (
-    DIVERGED,
-    FAILED,
-    FINISHED,
-    INTERRUPTED,
-    INVALID_CONFIG,
-    OK,
-    FolderBusy,
-    hold,
-    hparams,
-    read_metrics,
-    resume_line,
-    run_status,
-    set_aside,
-    summary,
-    write_json,
-)
+from nnlab.train import parts
 
 log = logging.getLogger("nnlab")
 # Keys whose numbers a population's members may differ in (a key with a prefix, +k=1, adds a key:
@@ -269,7 +253,7 @@ class Member:
     def __init__(self, job: Job, cfg: DictConfig, run_dir: Path, log_file: Path, saved: dict | None = None):
         self.job, self.cfg, self.run_dir = job, cfg, run_dir
         self.handler = file_handler(log_file)
-        self.metrics: dict = {"status": FAILED}
+        self.metrics: dict = {"status": runs.FAILED}
         self.stopped = False
         self.saved = saved  # the checkpoint it continues from (make sweep RESUME=), or None
         # (epoch, steps done in it) of the population where it starts: (0, 0), or where it stopped
@@ -285,14 +269,8 @@ class Member:
         """What nnlab.train.train does before fit, in its order: seed, data, net (its init draws).
         Members whose data configs resolve alike share one data module, loaded once (MNIST: its split
         is fixed by data.split_seed, not by the run's seed; the spiral's data.seed is the run's)."""
-        cfg = self.cfg
-        L.seed_everything(cfg.seed, workers=True, verbose=False)
-        self.data = shared_data(cfg, shared)
-        check_size(cfg.model, self.data.in_shape, self.data.num_classes)
-        net = instantiate(cfg.model, in_shape=self.data.in_shape, num_classes=self.data.num_classes)
-        scheduler, interval = scheduler_parts(cfg.get("scheduler"))
-        self.module = Classifier(net, instantiate(cfg.optimizer), instantiate(scheduler), l2=cfg.l2,
-                                 scheduler_interval=interval, config=OmegaConf.to_container(cfg, resolve=True))
+        L.seed_everything(self.cfg.seed, workers=True, verbose=False)
+        self.data, self.module = parts(self.cfg, shared_data(self.cfg, shared))
         self.rng = torch.get_rng_state()  # the data order draws from here (TensorLoader), per member
         self.data.setup("fit")  # loads the data once: a no-op for a member sharing another's
         self.params = dict(self.module.net.named_parameters())  # its own leaves
@@ -425,25 +403,25 @@ class Population:
                 """A member's task function: its folder and .hydra/ exist by now. A bad value is
                 invalid_config; a good one joins the population."""
                 try:
-                    locks.enter_context(hold(run_dir))
-                except FolderBusy as e:
+                    locks.enter_context(runs.hold(run_dir))
+                except runs.FolderBusy as e:
                     log.info(f"{run_dir.name}: {e}, skipped")
                     return None
-                status = run_status(run_dir)  # an earlier attempt's, if any (make sweep RESUME=)
+                status = runs.run_status(run_dir)  # an earlier attempt's, if any (make sweep RESUME=)
                 try:
                     checked = check(cfg)
                 except ConfigError as e:
                     if status is not None:
-                        set_aside(run_dir)  # the old outputs kept in attempt-<n>/
-                    write_json(run_dir / "metrics.json", {"status": INVALID_CONFIG, "error": str(e)})
+                        runs.set_aside(run_dir)  # the old outputs kept in attempt-<n>/
+                    runs.write_json(run_dir / "metrics.json", {"status": runs.INVALID_CONFIG, "error": str(e)})
                     print(f"nnlab: {e}", flush=True)  # the console's line and train.log's, as a job's logging has them
                     handler = file_handler(log_file)
                     handler.handle(logging.LogRecord("nnlab", logging.ERROR, __file__, 0, "nnlab: %s", (e,), None))
                     handler.close()
                     return None
-                saved, why = saved_state(run_dir, checked) if status == INTERRUPTED else (None, None)
+                saved, why = saved_state(run_dir, checked) if status == runs.INTERRUPTED else (None, None)
                 if saved is None and status is not None:  # it starts over, the old outputs kept in attempt-<n>/
-                    set_aside(run_dir)
+                    runs.set_aside(run_dir)
                 member = Member(job, checked, run_dir, log_file, saved)
                 if why:
                     why = f"{run_dir.name} trains again from its start, its earlier outputs kept in attempt-<n>/: {why}"
@@ -536,9 +514,9 @@ class Population:
             members = {idx: Path(run_dir) for idx, _, run_dir in enlisted.get(proc.pid, [])}
             if proc.exitcode != 0:  # a worker that died (killed, out of memory): its unfinished members failed
                 for run_dir in members.values():
-                    if run_status(run_dir) is None:
-                        write_json(run_dir / "metrics.json",
-                                   {"status": FAILED, "error": f"its worker process ended with code {proc.exitcode}"})
+                    if runs.run_status(run_dir) is None:
+                        runs.write_json(run_dir / "metrics.json",
+                                   {"status": runs.FAILED, "error": f"its worker process ended with code {proc.exitcode}"})
             for job in jobs:
                 # a dead worker's members are runs like any other (their metrics.json says failed, and the
                 # sweep's report lists them); a job it never set up is a failed job
@@ -563,7 +541,7 @@ class Population:
         except Interrupted as e:  # in training: train_population's line
             conn.send(("exit", str(e)))
         except KeyboardInterrupt:  # while it was set up
-            conn.send(("exit", resume_line(Path(str(OmegaConf.select(base, "hydra.sweep.dir"))), sweep=True)))
+            conn.send(("exit", runs.resume_line(Path(str(OmegaConf.select(base, "hydra.sweep.dir"))), sweep=True)))
         finally:
             conn.send(("done", {idx: (r.status is JobStatus.COMPLETED, "its job failed in a worker process: see its "
                                       "train.log") for idx, r in returns.items()}))
@@ -575,8 +553,8 @@ class Population:
         for job in jobs:
             cfg = base if job.idx == base.hydra.job.num else derive(base, job)  # base: the group's first job's
             run_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir")), str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
-            status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
-            if status in FINISHED or status == INTERRUPTED and ckpt.exists() and checkpoint_problem(ckpt) is None:
+            status, ckpt = runs.run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
+            if status in runs.FINISHED or status == runs.INTERRUPTED and ckpt.exists() and checkpoint_problem(ckpt) is None:
                 # make sweep RESUME=: skipped, or continued from its checkpoint, as nnlab.train.main does
                 returns[job.idx] = self.run_alone(job, cfg)
                 continue
@@ -711,8 +689,8 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
     except BaseException as e:
         interrupted = isinstance(e, Stopped | KeyboardInterrupt | SystemExit)
         for m in members:
-            if m.metrics["status"] not in (OK, DIVERGED):
-                m.metrics["status"] = INTERRUPTED if interrupted else FAILED
+            if m.metrics["status"] not in (runs.OK, runs.DIVERGED):
+                m.metrics["status"] = runs.INTERRUPTED if interrupted else runs.FAILED
                 m.metrics["error"] = str(e) if isinstance(e, Stopped) else repr(e)
         if not interrupted:  # a bug or a resource, not the person's mistake: its traceback, in each train.log
             log.exception("nnlab: population %d failed; the sweep goes on", group)
@@ -725,8 +703,8 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
             draw = "figures" in m.cfg.callbacks and (figures == "all" or m is chosen)
             finish(m, seconds, draw)
         torch.set_num_threads(threads)  # as this process had it: the next job in it starts the same
-    if stop["signal"] or any(m.metrics["status"] == INTERRUPTED for m in members):
-        raise Interrupted(resume_line(members[0].run_dir.parent, sweep=True))
+    if stop["signal"] or any(m.metrics["status"] == runs.INTERRUPTED for m in members):
+        raise Interrupted(runs.resume_line(members[0].run_dir.parent, sweep=True))
 
 
 def continue_alone(cfg: DictConfig, run_dir: Path) -> dict:
@@ -738,7 +716,7 @@ def continue_alone(cfg: DictConfig, run_dir: Path) -> dict:
     if saved is None:  # it loaded whole (checkpoint_problem): another version's state, or another config
         raise ConfigError(f"resume={run_dir}: {why}; make sweep RESUME=<its sweep folder> trains it again "
                           "from its start")
-    before = read_metrics(run_dir, cut_short={}) or {}
+    before = runs.read_metrics(run_dir, cut_short={}) or {}
     member = Member(Job(0, [], {}, ()), checked, run_dir, run_dir / "train.log", saved)
     group = before.get("population", {}).get("group", 0)
     member.metrics["population"] = {"group": group, "size": 1, "index": 0}  # the part that ends it: itself
@@ -777,7 +755,7 @@ def stop_signals(stop: dict):
 
 def finished(members: list[Member]) -> list[Member]:
     """The members that may be the best one (figures=best): ended ok or diverged, with a val/acc."""
-    return [m for m in members if m.metrics["status"] in (OK, DIVERGED) and "val/acc" in m.metrics]
+    return [m for m in members if m.metrics["status"] in (runs.OK, runs.DIVERGED) and "val/acc" in m.metrics]
 
 
 def best(members: list[Member]) -> Member | None:
@@ -991,7 +969,7 @@ def test_member(m: Member) -> None:
     m.metrics.update({k: v.item() for k, v in m.callback_metrics.items()})
     m.metrics.update({k: v.item() for k, v in score(m, "test").items()})
     m.metrics["test/n"] = len(m.data.test_set[1])
-    m.metrics["status"] = DIVERGED if m.diverged else OK
+    m.metrics["status"] = runs.DIVERGED if m.diverged else runs.OK
     if m.diverged:
         m.metrics["error"] = f"{m.diverged}: lower optimizer.lr"
 
@@ -1001,7 +979,7 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
     checkpoint, metrics.json, train.log's last lines. A member interrupted other than at a step
     boundary (a second Ctrl-C) writes no events or checkpoint: the folder keeps the last boundary's."""
     try:
-        if hasattr(m, "points") and (m.metrics["status"] != INTERRUPTED or m.boundary is not None):
+        if hasattr(m, "points") and (m.metrics["status"] != runs.INTERRUPTED or m.boundary is not None):
             # A resumed member's events file holds its points from where it continued: TensorBoard
             # reads the folder's files as one run, every step once.
             logger = instantiate(m.cfg.logger)
@@ -1010,8 +988,8 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
                 logger.experiment.add_text("data/first_batch", Figures.describe(*m.first_batch))
             for values, step in m.points:
                 logger.log_metrics(values, step)
-            if m.metrics["status"] in (OK, DIVERGED):
-                hparams(logger, m.cfg, m.metrics, m.step)
+            if m.metrics["status"] in (runs.OK, runs.DIVERGED):
+                runs.hparams(logger, m.cfg, m.metrics, m.step)
                 if draw:
                     trainer = SimpleNamespace(is_global_zero=True, datamodule=m.data, logger=logger, global_step=m.step)
                     m.figures.on_fit_end(trainer, m.module)
@@ -1023,11 +1001,11 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
     finally:
         m.metrics.update(epochs=getattr(m, "epoch", 0), steps=getattr(m, "step", 0), seconds=seconds,
                          device="cpu", threads=torch.get_num_threads(), torch=torch.__version__)
-        write_json(m.run_dir / "metrics.json", m.metrics)
-        lines = summary(m.run_dir, m.metrics, ", the population's")
+        runs.write_json(m.run_dir / "metrics.json", m.metrics)
+        lines = runs.summary(m.run_dir, m.metrics, ", the population's")
         m.note(lines)
         print(lines, flush=True)  # on the console too, as a run alone prints it
-        if m.metrics["status"] == DIVERGED:
+        if m.metrics["status"] == runs.DIVERGED:
             m.note(f"nnlab: {m.metrics['error']}")
         m.handler.close()
 
@@ -1042,7 +1020,7 @@ def save_member(m: Member) -> None:
             "epoch": m.epoch, "global_step": m.step, "pytorch-lightning_version": L.__version__,
             "optimizer_states": [m.optimizer.state_dict()],
             "lr_schedulers": [m.scheduler.state_dict()] if m.scheduler is not None else []}
-    if m.metrics["status"] == INTERRUPTED and m.boundary is not None:
+    if m.metrics["status"] == runs.INTERRUPTED and m.boundary is not None:
         epoch, done, rng = m.boundary
         ckpt["population"] = {
             "version": STATE_VERSION, "place": [epoch, done],  # the population's epoch, steps done in it

@@ -70,22 +70,34 @@ warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
 log = logging.getLogger("nnlab")
 
 
-def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
-    """Instantiate everything (cheap: no data is read); bad values raise ConfigError here."""
+def parts(cfg: DictConfig, data: L.LightningDataModule | None = None) -> tuple[L.LightningDataModule, Classifier]:
+    """A run's data module and its Classifier around the net, the net's init drawn from torch's RNG as it
+    stands; `data`: a data module to use instead of the config's (a population's members share one).
+    The one place a run's parts are built: runs, population members and the bench's plain loop. Cheap:
+    no data is read. A value that fails a class raises ConfigError."""
     try:
-        data = instantiate(cfg.data)
+        data = instantiate(cfg.data) if data is None else data
         check_size(cfg.model, data.in_shape, data.num_classes)
         net = instantiate(cfg.model, in_shape=data.in_shape, num_classes=data.num_classes)
-        if cfg.channels_last:
+        if cfg.get("channels_last"):
             net = net.to(memory_format=torch.channels_last)
-        if cfg.compile:  # in place: the state dict's names stay net.*, checkpoints load into eager models
+        if cfg.get("compile"):  # in place: the state dict's names stay net.*, checkpoints load into eager models
             net.compile(mode=None if cfg.compile is True else cfg.compile)
         scheduler, interval = scheduler_parts(cfg.get("scheduler"))
         module = Classifier(net, instantiate(cfg.optimizer), instantiate(scheduler), l2=cfg.l2,
                             scheduler_interval=interval, config=OmegaConf.to_container(cfg, resolve=True))
+    except InstantiationException as e:  # Hydra's multi-line wrapper: keep the cause's one line
+        raise ConfigError(str(e.__cause__ or e).splitlines()[0]) from e
+    return data, module
+
+
+def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
+    """A run's data, module and Trainer (cheap: no data is read); bad values raise ConfigError here."""
+    data, module = parts(cfg)
+    try:
         trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger),
                               callbacks=[instantiate(c) for c in cfg.callbacks.values()])
-    except InstantiationException as e:  # Hydra's multi-line wrapper: keep the cause's one line
+    except InstantiationException as e:
         raise ConfigError(str(e.__cause__ or e).splitlines()[0]) from e
     data.fused = module.fused = cfg.fused and fusable(module, trainer)
     return data, module, trainer

@@ -1,3 +1,4 @@
+"""Minibatches sliced from tensors in memory, and the DataModule base that serves them to Lightning."""
 import math
 from collections.abc import Iterator
 

@@ -1,3 +1,4 @@
+"""The notebook's small CNN: two 5x5 convolutions with max-pooling, then one linear layer."""
 from torch import Tensor, nn
 
 

@@ -1,3 +1,4 @@
+"""The spiral notebook's weight init, shared by the models that offer it (`init_std`)."""
 from torch import nn
 
 

@@ -1,3 +1,4 @@
+"""The linear (softmax) classifier: one linear layer on the flattened input."""
 import math
 
 from torch import Tensor, nn

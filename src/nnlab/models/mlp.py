@@ -1,3 +1,4 @@
+"""The two-layer MLP of the lecture: one hidden layer of ReLUs."""
 import math
 
 from torch import Tensor, nn

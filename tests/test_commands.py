@@ -1,0 +1,41 @@
+"""One end-to-end smoke test of each command, in a fresh process as a person runs it (the others are in
+the files of their topics: nnlab.train's run in test_train.py, nnlab.evaluate there too, nnlab.compare
+in test_compare.py, nnlab.data in test_mnist_raw.py). Everything else about a command is tested in
+this process (the `cli` fixture), where it costs no imports."""
+import json
+
+from conftest import fresh_process
+from test_compare import fake_run
+
+TINY = ["data=spiral", "data.steps_per_epoch=2", "trainer.max_epochs=1", "scheduler=none"]
+
+
+def test_a_sweep_trains_its_populations_and_reports_the_runs(tmp_path):
+    done = fresh_process("nnlab.train", "--multirun", "hydra/launcher=population", *TINY, "model=linear,mlp",
+                         "seed=0,1", "hydra.sweep.dir=sweep", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "population: 4 jobs, 4 of them in 2 populations" in done.stdout and "(4 runs: 4 ok)" in done.stdout
+    assert len(list((tmp_path / "sweep").glob("*/metrics.json"))) == 4
+
+
+def test_confirm_reruns_the_chosen_setting_on_fresh_seeds(tmp_path):
+    for seed in (0, 1):  # a finished sweep of one setting; confirm runs it again on seeds 4 and 5
+        fake_run(tmp_path / "sweep", "mlp", 1.0, 0.9, seed, val=0.9)
+    done = fresh_process("nnlab.confirm", "sweep", "--seeds", "2", "data.steps_per_epoch=2", "trainer.max_epochs=1",
+                         cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    runs = sorted((tmp_path / "sweep" / "confirm").glob("*/metrics.json"))
+    assert [json.loads(r.read_text())["status"] for r in runs] == ["ok", "ok"]
+    assert [r.parent.name.split("seed=")[1].split(",")[0] for r in runs] == ["4", "5"]
+
+
+def test_bench_refuses_what_it_does_not_take_in_one_line(tmp_path):
+    done = fresh_process("nnlab.bench", "steps=5", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr.startswith("nnlab: bench takes") and done.stderr.count("\n") == 1
+
+
+def test_dashboard_names_a_folder_without_a_study(tmp_path):
+    (tmp_path / "sweep").mkdir()
+    done = fresh_process("nnlab.search", "sweep", cwd=tmp_path)
+    assert done.returncode == 1 and done.stderr == "nnlab: sweep holds no study: give a sweep folder of make sweep " \
+                                                   "SWEEP=spiral_search, e.g. make dashboard DIR=runs/sweeps/<time>\n"
