@@ -22,6 +22,8 @@ from nnlab import CONF_DIR, errors, runs
 from nnlab.data import mnist_raw
 
 runs.register_resolvers()  # the ones conf/train.yaml names, for configs composed here
+if os.environ.get("PYTEST_XDIST_WORKER"):  # make test: a worker a core, where two threads each would
+    torch.set_num_threads(1)                # take turns on both cores (a test compares within its worker)
 
 
 def idx_images(pixels: np.ndarray) -> bytes:
@@ -113,6 +115,14 @@ def fresh_process(module: str, *args: str, cwd: Path, **kw) -> subprocess.Comple
     """`python -m <module> *args` as a person runs it: a new process (the smoke tests, the slow tier)."""
     return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True, text=True,
                           timeout=600, **kw)
+
+
+def make_dry_run(*args: str) -> subprocess.CompletedProcess:
+    """`make -n *args` in the repository: what a Make target would run. Without the variables of a make
+    this suite may run under (make test ARGS=...), which a nested make would otherwise inherit."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
+    return subprocess.run(["make", "-n", *args], cwd=Path(__file__).parents[1], capture_output=True, text=True,
+                          timeout=60, env=env)
 
 
 def one_line_refusal(done, starts: str) -> None:

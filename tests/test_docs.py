@@ -20,6 +20,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import conftest
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -106,10 +107,10 @@ def unique(shown: list[Shown]) -> list[Shown]:
 SHOWN = unique(shown_commands())
 
 
-def make_dry_run(shown: Shown) -> list[str]:
+def module_argv(shown: Shown) -> list[str]:
     """`make -n` of the command; the argv of the nnlab module it runs (or [] for other targets)."""
     argv = shlex.split(PLACEHOLDER.sub("FILL_IN", shown.command))
-    done = subprocess.run(["make", "-n", *argv[1:]], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    done = conftest.make_dry_run(*argv[1:])
     assert done.returncode == 0, f"{shown.where}: `{shown.command}`: make -n fails: {done.stderr.strip()}"
     for line in done.stdout.replace("\\\n", " ").splitlines():
         if " -m nnlab." in line:
@@ -157,7 +158,7 @@ def sweep_jobs(shown: Shown, overrides: list[str], tmp_path: Path) -> list[list[
 def test_shown_command_does_what_its_line_says(shown: Shown, tmp_path, monkeypatch):
     command = shown.command
     if command.startswith("make "):
-        argv = make_dry_run(shown)
+        argv = module_argv(shown)
     elif command.startswith("python -m nnlab"):
         argv = shlex.split(command)[1:]
     elif " -c " in command:  # a one-liner: run it as shown
@@ -169,7 +170,8 @@ def test_shown_command_does_what_its_line_says(shown: Shown, tmp_path, monkeypat
     else:  # a script or shell file: it exists and parses
         path = ROOT / shlex.split(command)[1]
         assert path.is_file(), f"{shown.where}: `{command}`: no such file {path.relative_to(ROOT)}"
-        parse = ["bash", "-n", str(path)] if path.suffix == ".sh" else [sys.executable, "-m", "py_compile", str(path)]
+        shell = path.suffix == ".sh" or command.startswith("bash ")
+        parse = ["bash", "-n", str(path)] if shell else [sys.executable, "-m", "py_compile", str(path)]
         assert subprocess.run(parse, capture_output=True).returncode == 0, f"{shown.where}: {path} does not parse"
         return
     if not argv or argv[:2] != ["-m", "nnlab.train"]:

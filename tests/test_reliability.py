@@ -24,7 +24,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import fresh_process, one_line_refusal
+from conftest import fresh_process, make_dry_run, one_line_refusal
 from omegaconf import OmegaConf
 
 import nnlab.checkpoint
@@ -443,8 +443,7 @@ def test_tensorboard_serves_on_loopback_only(variables, logdir):
     # The command `make tensorboard` runs, read by TensorBoard's own flag parser: it would bind the
     # loopback address only, whatever folder it serves
     from tensorboard import program
-    make = subprocess.run(["make", "-n", "tensorboard", *variables], cwd=Path(__file__).parents[1],
-                          capture_output=True, text=True, timeout=60)
+    make = make_dry_run("tensorboard", *variables)
     (line,) = [shlex.split(x) for x in make.stdout.splitlines() if x.split(" ", 1)[0].endswith("/tensorboard")]
     board = program.TensorBoard()
     board.configure(argv=line)

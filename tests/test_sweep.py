@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import fresh_process, in_process, one_line_refusal
+from conftest import fresh_process, in_process, make_dry_run, one_line_refusal
 from omegaconf import OmegaConf
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams import plugin_data_pb2
@@ -143,8 +143,7 @@ def test_diverged_and_crashed_runs_do_not_stop_the_sweep_and_resume_reruns_only_
 
 
 def test_make_sweep_jobs_gives_each_job_its_thread_share():
-    make = subprocess.run(["make", "-n", "sweep", "SWEEP=spiral_grid", "JOBS=2", "CORES=4"], cwd=Path(__file__).parents[1],
-                          capture_output=True, text=True)
+    make = make_dry_run("sweep", "SWEEP=spiral_grid", "JOBS=2", "CORES=4")
     assert "hydra/launcher=joblib hydra.launcher.n_jobs=2" in make.stdout and "threads=2" in make.stdout
 
 
@@ -160,10 +159,10 @@ def test_jobs_run_side_by_side_through_joblib_each_with_its_thread_share(tmp_pat
 
 def make_sweep_line(*variables: str) -> list[str]:
     """The overrides `make sweep VARIABLES...` hands to `python -m nnlab.train --multirun`."""
-    done = subprocess.run(["make", "-n", "sweep", *variables], cwd=Path(__file__).parents[1], capture_output=True,
-                          text=True, check=True)
+    done = make_dry_run("sweep", *variables)
+    assert done.returncode == 0, done.stderr
     line, = (x.split() for x in done.stdout.replace("\\\n", " ").splitlines() if "--multirun" in x)
-    return line[line.index("--multirun") + 1:]  # (under make test, make -n also prints make[1]: lines)
+    return line[line.index("--multirun") + 1:]
 
 
 def test_make_sweep_runs_the_default_grid_alone_exactly_args_without_sweep_and_args_on_top_of_sweep():
