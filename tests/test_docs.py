@@ -282,3 +282,14 @@ def test_the_layout_names_every_module():
     modules = [p for p in (ROOT / "src" / "nnlab").rglob("*.py") if p.stem not in ("__init__", "__main__")]
     missing = [str(p.relative_to(ROOT)) for p in modules if p.name not in layout and f"{p.parent.name}/" not in layout]
     assert not missing, f"README.md's Layout does not name {', '.join(missing)}"
+
+
+def test_every_module_says_first_what_it_is_for_in_one_plain_sentence():
+    """Its docstring opens with one sentence of at most 25 words; the details come after it."""
+    long = {}
+    for path in sorted([*(ROOT / "src").rglob("*.py")]):
+        doc = ast.get_docstring(ast.parse(path.read_text()))
+        first = re.split(r"(?<=[.!?])\s", (doc or "").replace("\n", " "), maxsplit=1)[0]
+        if not doc or len(first.split()) > 25:
+            long[str(path.relative_to(ROOT))] = first
+    assert not long, f"open these modules' docstrings with one plain sentence of what they are for: {long}"

@@ -1,6 +1,7 @@
-"""nnlab's grid sweeper and population launcher as Hydra sees them: hydra/sweeper=grouped (every grid's
-sweeper: nnlab.app swaps Hydra's basic one for it; conf/hydra/sweeper/grouped.yaml) and
-hydra/launcher=population (conf/hydra/launcher/population.yaml). Hydra 1.3.8 instantiates a launcher or sweeper only from a class defined in the
+"""nnlab's grid sweeper and population launcher, as Hydra finds them.
+
+They are hydra/sweeper=grouped (every grid's sweeper: nnlab.app swaps Hydra's basic one for it;
+conf/hydra/sweeper/grouped.yaml) and hydra/launcher=population (conf/hydra/launcher/population.yaml). Hydra 1.3.8 instantiates a launcher or sweeper only from a class defined in the
 `hydra_plugins` namespace package, which it scans (and imports on every run): so these stubs live here
 and import nothing heavy; grouping and training are nnlab/population.py."""
 from pathlib import Path

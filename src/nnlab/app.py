@@ -1,5 +1,4 @@
-"""`python -m nnlab.train`'s command line run as Hydra's own main runs it, but composed once and checked
-before Hydra builds anything from the config.
+"""Run the command line as Hydra's own main runs it, but composed once and checked first.
 
 Hydra's main composes a command's config two or three times, and builds its callbacks, launcher,
 sweeper and logging from it before an app's code runs: a `_target_` or a logging class on the command

@@ -1,5 +1,7 @@
-"""What makes a checkpoint safe to resume from: written atomically, loaded weights-only, holding the
-RNG states, and taken at a clean step boundary when the run is told to stop.
+"""Checkpoints a run can resume from exactly.
+
+They are written atomically, loaded weights-only, hold the RNG states, and are taken at a clean step
+boundary when the run is told to stop.
 
 Resuming `resume=<run folder>` from such a checkpoint ends with bitwise the weights and metrics of
 the run never interrupted (same machine), which Lightning alone does not give: its checkpoints hold

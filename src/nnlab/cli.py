@@ -1,5 +1,6 @@
-"""The command line as Hydra reads it (its flags, where configs come from, the overrides), checked
-before anything is composed, and what Hydra builds from the composed config, checked before it does.
+"""The checks of a command line and of what Hydra builds from its config, before Hydra builds anything.
+
+The command line is read as Hydra reads it: its flags, where configs come from, the overrides.
 
 Hydra instantiates hydra.* nodes (HYDRA_BUILT: callbacks, launcher, sweeper, logging) before any
 nnlab code runs; nnlab.app composes a command's config once and calls check_hydra_nodes on it first.

@@ -1,6 +1,7 @@
-"""Compare the runs of a sweep, the tuning playbook's way: architecture is the question, lr and gamma
-are nuisance parameters tuned per architecture, and each architecture is judged at its best, with
-how sure that judgement is.
+"""Compare the architectures of a sweep, each at its best setting, and say how sure the verdict is.
+
+This is the tuning playbook's way: architecture is the question, lr and gamma are nuisance parameters
+tuned per architecture, and each architecture is judged at its best.
 
     python -m nnlab.compare [FOLDER ...]   # make compare [DIR=runs/sweeps/<time>]; default: the latest sweep
 

@@ -1,7 +1,8 @@
-"""Every place nnlab reaches past Lightning's or Hydra's public API, each with the reason; nowhere else
-does nnlab import a private module or write an underscored attribute of a Lightning, Hydra or
-TensorBoard object (tests/test_compat.py greps the package for it, and checks that each touch below
-still behaves as described under the installed versions: an upgrade is one test run away).
+"""The places where nnlab reaches past Lightning's or Hydra's public API, each with its reason.
+
+Nowhere else does nnlab import a private module or write an underscored attribute of a Lightning,
+Hydra or TensorBoard object: tests/test_compat.py greps the package for it, and checks that each touch
+below still behaves as described under the installed versions (an upgrade is one test run away).
 Imports nothing heavy. The one touch outside it: src/hydra_plugins/nnlab_population.py subclasses Hydra's
 BasicSweeper, importing it from hydra._internal itself (see there why).
 """

@@ -1,6 +1,7 @@
-"""Rerun each architecture's chosen setting on fresh seeds: the best of many settings scores higher
-on the seeds it was chosen on than it will on new ones (the winner's curse), and new seeds are the
-measurement a verdict can rest on.
+"""Rerun each architecture's chosen setting on fresh seeds, the measurement a verdict can rest on.
+
+The best of many settings scores higher on the seeds it was chosen on than it will on new ones (the
+winner's curse).
 
     python -m nnlab.confirm [FOLDER] [--seeds 5] [OVERRIDE ...]   # make confirm [DIR=runs/sweeps/<time>] SEEDS=5
 

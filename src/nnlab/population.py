@@ -1,9 +1,9 @@
-"""Population sweeps: the jobs of a multirun that differ only in numbers train together, in one
-process a core, each still exactly the run it replaces.
+"""Population sweeps: a sweep's runs that differ only in numbers train together, each still exactly its run.
 
     python -m nnlab.train --multirun hydra/launcher=population sweep=spiral_grid   # make sweep SWEEP=spiral_grid
 
-Hydra's launcher for it is hydra_plugins/nnlab_population.py (conf/hydra/launcher/population.yaml).
+They train in one process a core. Hydra's launcher for it is hydra_plugins/nnlab_population.py
+(conf/hydra/launcher/population.yaml).
 Jobs are grouped by everything but their per-member numbers (MEMBER_KEYS with a number for a value):
 two jobs that differ in the model, hidden size, data, batch size, epochs, optimizer or scheduler
 class, or any other key, are in different groups. The grouping is printed before anything trains.

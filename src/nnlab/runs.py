@@ -1,6 +1,7 @@
-"""Run and sweep folders: how they are named, claimed and locked, what a run records in them
-(metrics.json with its status, TensorBoard's HPARAMS row, the printed summary), and how nnlab writes
-any file: whole, or not at all.
+"""Run and sweep folders: their names, claims and locks, what a run records in them, and how files are written.
+
+What a run records: metrics.json with its status, TensorBoard's HPARAMS row, the printed summary. How
+nnlab writes any file: whole, or not at all.
 
 A run's metrics.json holds its status, one of STATUSES. FINISHED ones are results: a resumed sweep
 skips them, `resume=` refuses them, and a sweep's report does not list them as failures. Every file

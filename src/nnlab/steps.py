@@ -1,6 +1,8 @@
-"""The training step of nnlab's own loops: a population's (nnlab/population.py, many runs at once) and
-a fused run's (nnlab/fused.py, one run as a population of one). Lightning's automatic optimization
-(fused=false, or a run fusable() does not admit) is the only other way nnlab steps.
+"""The one training step nnlab takes itself, for many runs at once or for one.
+
+It is a population's step (nnlab/population.py) and a fused run's (nnlab/fused.py, one run as a
+population of one). Lightning's automatic optimization (fused=false, or a run fusable() does not
+admit) is the only other way nnlab steps.
 
 A step of each member: its forward (the members' vectorised, each member's in turn, or a run's own:
 the caller's `forward`), its loss (cross-entropy plus its own L2: the objective Classifier.step

@@ -1,5 +1,6 @@
-"""What a grid sweep is beyond Hydra's multirun: its jobs counted and checked before they start, and a
-report of the runs that did not finish after its end (hydra.callbacks.sweep_report in conf/train.yaml).
+"""A grid sweep's jobs, counted and checked before they start, and the report of its unfinished runs.
+
+The report is a Hydra callback (hydra.callbacks.sweep_report in conf/train.yaml).
 
     make sweep SWEEP=spiral_grid [JOBS=2] [RESUME=runs/sweeps/<time>]   then   make compare
 """

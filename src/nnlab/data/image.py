@@ -1,5 +1,7 @@
-"""Any torchvision image dataset held in memory as float tensors: a new one is a subclass naming the
-torchvision class and its shape, and a yaml in conf/data/ (FashionMNIST, KMNIST, CIFAR-10 alike).
+"""Any torchvision image dataset, held in memory as float tensors.
+
+A new one is a subclass naming the torchvision class and its shape, and a yaml in conf/data/
+(FashionMNIST, KMNIST, CIFAR-10 alike).
 
     class FashionMNISTDataModule(ImageDataModule):
         dataset, in_shape, num_classes = torchvision.datasets.FashionMNIST, (1, 28, 28), 10
