@@ -7,6 +7,7 @@ import importlib
 import io
 import logging
 import os
+import re
 import struct
 import subprocess
 import sys
@@ -119,10 +120,13 @@ def fresh_process(module: str, *args: str, cwd: Path, **kw) -> subprocess.Comple
 
 def make_dry_run(*args: str) -> subprocess.CompletedProcess:
     """`make -n *args` in the repository: what a Make target would run. Without the variables of a make
-    this suite may run under (make test ARGS=...), which a nested make would otherwise inherit."""
-    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES")}
-    return subprocess.run(["make", "-n", *args], cwd=Path(__file__).parents[1], capture_output=True, text=True,
-                          timeout=60, env=env)
+    this suite may run under (make test ARGS=...): make hands them to its recipes' environment, where a
+    nested make would take them for its own."""
+    root = Path(__file__).parents[1]
+    makefile = set(re.findall(r"^([A-Z_]+)\s*[:?]?=", (root / "Makefile").read_text(), re.M))
+    drop = makefile | {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"}
+    return subprocess.run(["make", "-n", *args], cwd=root, capture_output=True, text=True, timeout=60,
+                          env={k: v for k, v in os.environ.items() if k not in drop})
 
 
 def one_line_refusal(done, starts: str) -> None:

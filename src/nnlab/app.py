@@ -4,7 +4,7 @@ Hydra's main composes a command's config two or three times, and builds its call
 sweeper and logging from it before an app's code runs: a `_target_` or a logging class on the command
 line would be imported and called unchecked. Here the config is composed once, by Hydra's config
 loader (its public ConfigLoader.load_configuration); what Hydra would build from it is checked
-(nnlab.config.check_hydra_nodes), and so is the folder it would write into; then come the very steps
+(nnlab.cli.check_hydra_nodes), and so is the folder it would write into; then come the very steps
 of Hydra's run and multirun (hydra/_internal/hydra.py): its logging, the callbacks, `run_job` for one
 run, the configured sweeper (and through it the launcher) for a sweep. A sweep's jobs are composed by
 the sweeper, which checks each composition before any job starts (hydra_plugins/nnlab_population.py).
@@ -57,12 +57,23 @@ class Callbacks:
             except Exception as e:
                 warnings.warn(f"Callback {type(callback).__name__}.{event} raised {type(e).__name__}: {e}", stacklevel=2)
 
-    def on_run_start(self, config, **kw): self.notify("on_run_start", config=config, **kw)  # noqa: E704
-    def on_run_end(self, config, **kw): self.notify("on_run_end", True, config=config, **kw)  # noqa: E704
-    def on_multirun_start(self, config, **kw): self.notify("on_multirun_start", config=config, **kw)  # noqa: E704
-    def on_multirun_end(self, config, **kw): self.notify("on_multirun_end", True, config=config, **kw)  # noqa: E704
-    def on_job_start(self, config, **kw): self.notify("on_job_start", config=config, **kw)  # noqa: E704
-    def on_job_end(self, config, **kw): self.notify("on_job_end", True, config=config, **kw)  # noqa: E704
+    def on_run_start(self, config, **kw):
+        self.notify("on_run_start", config=config, **kw)
+
+    def on_run_end(self, config, **kw):
+        self.notify("on_run_end", True, config=config, **kw)
+
+    def on_multirun_start(self, config, **kw):
+        self.notify("on_multirun_start", config=config, **kw)
+
+    def on_multirun_end(self, config, **kw):
+        self.notify("on_multirun_end", True, config=config, **kw)
+
+    def on_job_start(self, config, **kw):
+        self.notify("on_job_start", config=config, **kw)
+
+    def on_job_end(self, config, **kw):
+        self.notify("on_job_end", True, config=config, **kw)
 
 
 def compose(src: Sources, mode: RunMode) -> DictConfig:
