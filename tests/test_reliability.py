@@ -74,8 +74,12 @@ SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1
     ([*SPIRAL_MLP, "+optimizer.weight_decay=-1"], "optimizer.weight_decay=-1 is invalid: it must be a number >= 0"),
     ([*SPIRAL_MLP, "optimizer.momentum=nan"], "optimizer.momentum=nan is invalid"),
     ([*SPIRAL_MLP, "data.noise=nan"], "data.noise=nan is invalid"),
-    ([*SPIRAL_MLP, "+trainer.gradient_clip_val=nan"], "trainer.gradient_clip_val=nan is invalid: every number must be finite"),
+    ([*SPIRAL_MLP, "+trainer.gradient_clip_val=nan"], "trainer.gradient_clip_val=nan is invalid: it must be a number >= 0, or null"),
     ([*SPIRAL_MLP, "data.steps_per_epoch=0"], "data.steps_per_epoch=0 is invalid: it must be a whole number >= 1"),
+    ([*SPIRAL_MLP, "+trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is invalid: it must be a number >= 0"),
+    ([*SPIRAL_MLP, "data.n=1000000000000"], "data.n=1000000000000 is invalid: it must be a whole number in [1, 10**7]"),
+    ([*SPIRAL_MLP, "data.noise=1e308"], "data.noise=1e+308 is invalid: it must be a number in [0, 100]"),
+    ([*SPIRAL_MLP, "trainer.accelerator=cpu", "trainer.devices=64"], "trainer.devices=64 asks for more devices than"),
     ([*SPIRAL_MLP, "model.init_std=-1"], "model.init_std=-1 is invalid: it must be a positive number"),
     ([*SPIRAL_MLP, "model.init_std=0"], "model.init_std=0 is invalid: it must be a positive number"),
     ([*SPIRAL_MLP, "model.hidden=10000000000"], "nnlab.models.MLP (model.hidden=10000000000, model.init_std=0.01, "
@@ -459,3 +463,42 @@ def test_a_checkpoint_naming_a_forbidden_class_is_refused_by_evaluate(tmp_path):
     with pytest.raises(ConfigError, match="model._target_='os.system' is not allowed"):
         evaluate(tmp_path / "last.ckpt")
     assert not (Path.cwd() / "pwned").exists()
+
+
+class SignalIn(L.Callback):
+    """SIGTERM to this process in one phase of a run: a validation batch of epoch 2, the figures
+    (on_fit_end, after fit's last step), or a test batch."""
+
+    def __init__(self, phase: str):
+        self.phase = phase
+
+    def on_validation_batch_end(self, trainer, *args) -> None:
+        if self.phase == "validation" and trainer.current_epoch == 1 and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_fit_end(self, trainer, module) -> None:
+        if self.phase == "figures":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def on_test_batch_end(self, trainer, *args) -> None:
+        if self.phase == "test":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
+@pytest.mark.parametrize("phase", ["validation", "figures", "test"])
+def test_a_stop_in_any_phase_is_a_stop_and_resume_completes_the_record(phase, make_cfg, tmp_path, monkeypatch):
+    # SIGTERM in each phase after the steps themselves (tested above): the run ends interrupted, and the
+    # resumed run's metrics.json holds every metric of the unbroken run's, with the same values.
+    overrides = [*SPIRAL_MLP, "data.steps_per_epoch=10", "log_interval=5", "trainer.max_epochs=3"]
+    unbroken = train(make_cfg(*overrides, f"run_dir={tmp_path / 'unbroken'}"))
+    build = nnlab.train.build
+    with_callback(monkeypatch, SignalIn(phase))
+    cut = make_cfg(*overrides, f"run_dir={tmp_path / 'cut'}")
+    with pytest.raises((SystemExit, KeyboardInterrupt)):
+        train(cut)
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["status"] == "interrupted"
+    monkeypatch.setattr(nnlab.train, "build", build)
+    resumed = train(cut, ckpt_path=str(tmp_path / "cut" / "checkpoints" / "last.ckpt"))
+    assert resumed["status"] == "ok" and resumed["steps"] == unbroken["steps"] == 30
+    assert {k: v for k, v in resumed.items() if "/" in k} == {k: v for k, v in unbroken.items() if "/" in k}
+    assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["val/acc"] == unbroken["val/acc"]

@@ -33,11 +33,18 @@ class PopulationLauncher(Launcher):
 class GroupedBasicSweeper(BasicSweeper):
     """Hydra's basic sweeper, whose check of a batch (composing its jobs before any starts) also checks
     what Hydra builds from each job's composition, its logging (nnlab.cli.check_hydra_nodes); a refused
-    batch takes the sweep folder its claim made with it. For the population launcher a batch is checked
+    batch takes the sweep folder its claim made with it. One process sweeps a folder at a time (its lock). For the population launcher a batch is checked
     by composing one job of each group (~0.2 s a composition) rather than every job: the group's other
     jobs differ from it only in the numbers of keys it has (seed, optimizer.lr...), and the population
     derives their configs from that composition, which it is handed, checking each (a bad value:
     invalid_config)."""
+
+    def sweep(self, arguments):
+        from nnlab.runs import hold_sweep
+        folder = Path(self.config.hydra.sweep.dir)  # resolving it claims a new sweep's folder
+        folder.mkdir(parents=True, exist_ok=True)  # as Hydra's sweep makes it, before its first batch
+        with hold_sweep(folder):
+            return super().sweep(arguments)
 
     def validate_batch_is_legal(self, batch) -> None:
         from nnlab.cli import check_hydra_nodes

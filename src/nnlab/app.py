@@ -90,8 +90,12 @@ def check_output(cfg: DictConfig, multirun: bool) -> None:
     """The folder the command writes into (a run's, a sweep's, a resumed run's) can be written: else one
     line naming it and the fix, instead of a traceback from mkdir. Nothing is created to find out."""
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    with planning():
-        target = Path(OmegaConf.select(cfg, key)).absolute()
+    try:
+        with planning():
+            target = Path(str(OmegaConf.select(cfg, key))).absolute()
+    except OmegaConfBaseException as e:  # the folder is named by the overrides, an interpolation's too
+        raise ConfigError(f"{key} does not resolve ({str(e).splitlines()[0]}): a ${{...}} in an override must "
+                          "name a key of the config") from None
     existing = next(p for p in [target, *target.parents] if p.exists())
     if existing.is_dir() and os.access(existing, os.W_OK | os.X_OK):
         return

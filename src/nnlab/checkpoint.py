@@ -7,6 +7,7 @@ Resuming `resume=<run folder>` from such a checkpoint ends with bitwise the weig
 the run never interrupted (same machine), which Lightning alone does not give: its checkpoints hold
 no RNG state, and Ctrl-C lands wherever the step happens to be.
 """
+import contextlib
 import pickle
 import random
 import signal
@@ -138,3 +139,30 @@ class Interrupt(L.Callback):
         self.on_fit_end(trainer, module)
         if isinstance(exception, SIGTERMException) and trainer.state.fn == "fit":
             trainer.save_checkpoint(self.path, weights_only=False)  # full state at a step boundary: resumes exactly
+
+
+@contextlib.contextmanager
+def stops_outside_fit(trainer: L.Trainer):
+    """SIGTERM and Ctrl-C stop a run wherever they land, not only in fit's steps: within the block a
+    signal outside fit (setting up, the figures after fit, the test pass) raises KeyboardInterrupt, so
+    the run records `interrupted` and names its resume command (the test pass and figures have nothing
+    to save: a resumed run does them again). In fit, Lightning's own handler runs instead (calling this
+    one after it, which then does nothing) and the Interrupt callback stops at a step boundary. A signal
+    Lightning took without stopping (its last step done) is a stop as fit or test returns."""
+    def stop(signum, frame):
+        if signal.getsignal(signum) is stop:  # not while Lightning's handler holds the signal
+            raise KeyboardInterrupt
+
+    previous = {}
+    try:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            previous[s] = signal.signal(s, stop)
+    except ValueError:  # not the main thread: leave signals alone
+        pass
+    try:
+        yield
+        if trainer.received_sigterm:
+            raise KeyboardInterrupt
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)

@@ -75,6 +75,7 @@ class Classifier(L.LightningModule):
         # a run resumed mid-epoch keeps its partial sums.
         self.sums = {s: EpochSums() for s in ("fit", "val", "test")}
         self.diverged: str | None = None  # why training stopped early, if the loss stopped being finite
+        self.fit_metrics: dict[str, float] = {}  # a resumed run's numbers as its checkpoint recorded them
         self.loss: Tensor | None = None  # this step's training loss
         self.finite_loss: Tensor | None = None  # the epoch's latest finite one: train/loss
         self.rng_after_init = torch.get_rng_state()  # the net has drawn its init by now; see setup()
@@ -185,9 +186,12 @@ class Classifier(L.LightningModule):
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["epoch_sums"] = self.sums["fit"].state_dict()
+        # the run's numbers so far (floats): what a run resumed after its last epoch reports for fit
+        checkpoint["fit_metrics"] = {k: v.item() for k, v in self.trainer.callback_metrics.items()}
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         self.sums["fit"].load_state_dict(checkpoint["epoch_sums"])
+        self.fit_metrics = checkpoint.get("fit_metrics", {})
 
     def on_train_epoch_start(self) -> None:
         self.finite_loss = None

@@ -9,6 +9,8 @@ read by Hydra's own parser, so a value means here what it will mean to Hydra.
 """
 import argparse
 import dataclasses
+import logging
+import pydoc
 import re
 from importlib import resources
 from pathlib import Path
@@ -51,6 +53,29 @@ CLI_RESOLVERS = ("oc.env", "oc.select", "now", "hydra", "nnlab.claim", "nnlab.di
 RESOLVER_CALL = re.compile(r"\$\{\s*([A-Za-z_][\w.-]*)\s*:")
 
 
+# What Hydra's logging (logging.config.dictConfig) may build from `class` and `()`: handlers, formatters
+# and filters defined in these packages; and the one kind of `ext://` reference it needs.
+LOG_PACKAGES = ("logging", "hydra", "nnlab")
+LOG_STREAMS = ("ext://sys.stdout", "ext://sys.stderr")
+
+
+def check_log_class(path: str, name: str) -> None:
+    """A logging config's class: a handler, formatter or filter of the standard library, Hydra or nnlab.
+    The name's package is checked before anything is imported; the class found, by what it is and where
+    it is defined (logging.io.FileIO is a path to io.FileIO)."""
+    allowed = f"{path}={name!r} is not allowed: Hydra's logging may only build handlers, formatters and " \
+              f"filters of {', '.join(LOG_PACKAGES)}"
+    if name.split(".")[0] not in LOG_PACKAGES:
+        raise ConfigError(allowed)
+    try:
+        cls = pydoc.locate(name)
+    except pydoc.ErrorDuringImport:
+        cls = None
+    if not (isinstance(cls, type) and issubclass(cls, logging.Handler | logging.Formatter | logging.Filter)
+            and cls.__module__.split(".")[0] in LOG_PACKAGES):
+        raise ConfigError(allowed)
+
+
 def _check_leaf(path: str, leaf) -> None:
     if path.split(".")[-1] == "_target_":
         check_target(path, leaf)
@@ -63,8 +88,11 @@ def _check_leaf(path: str, leaf) -> None:
                               "could hide a _target_ from the check)")
     if path.startswith(("hydra.job_logging", "hydra.hydra_logging")):
         last = path.split(".")[-1]
-        if last == "()" or last == "class" and not leaf.startswith("logging."):
-            raise ConfigError(f"{path}={leaf!r} is not allowed: Hydra's logging may only use classes of logging")
+        if last in ("class", "()"):
+            check_log_class(path, leaf)
+        if leaf.startswith(("ext://", "cfg://")) and leaf not in LOG_STREAMS:
+            raise ConfigError(f"{path}={leaf!r} is not allowed: Hydra's logging may refer to {' and '.join(LOG_STREAMS)} "
+                              "only (ext:// imports any module)")
         # A file handler opens its file before any run starts (mode w truncates it): only a file inside
         # the run's own folder (check_hydra_nodes resolves that folder to OUTPUT_DIR).
         if last == "filename" and (not leaf.startswith("OUTPUT_DIR/") or ".." in Path(leaf).parts):
@@ -121,7 +149,7 @@ class Sources:
 
 # Hydra's command line (its parser in hydra/_internal/utils.py), read the same way: which configs
 # (--config-*), multirun or not, the overrides; its other flags only so that their values are theirs.
-FLAGS = argparse.ArgumentParser(add_help=False)
+FLAGS = argparse.ArgumentParser(add_help=False, exit_on_error=False)
 FLAGS.add_argument("overrides", nargs="*")
 FLAGS.add_argument("--config-path", "-cp")
 FLAGS.add_argument("--config-name", "-cn")
@@ -130,13 +158,18 @@ FLAGS.add_argument("--multirun", "-m", action="store_true")
 for flag in (["--help", "-h"], ["--hydra-help"], ["--version"], ["--resolve"], ["--run", "-r"],
              ["--shell-completion", "-sc"]):
     FLAGS.add_argument(*flag, action="store_true")
-for flag in (["--cfg", "-c"], ["--package", "-p"], ["--experimental-rerun"]):
+FLAGS.add_argument("--cfg", "-c", choices=["job", "hydra", "all"])
+for flag in (["--package", "-p"], ["--experimental-rerun"]):
     FLAGS.add_argument(*flag)
-FLAGS.add_argument("--info", "-i", nargs="?", const="all")
+FLAGS.add_argument("--info", "-i", nargs="?", const="all",
+                   choices=["all", "config", "defaults", "defaults-tree", "plugins", "searchpath"])
 
 
 def sources(argv: list[str]) -> Sources:
-    flags, extra = FLAGS.parse_known_args(argv)
+    try:
+        flags, extra = FLAGS.parse_known_args(argv)
+    except argparse.ArgumentError as e:  # a flag's value Hydra would refuse with its usage text
+        raise ConfigError(f"{e}: python -m nnlab.train --help lists the flags") from None
     if extra:  # Hydra refuses them too, with its usage text
         raise ConfigError(f"{' '.join(extra)}: not a flag, or an override after a flag that followed overrides: "
                           "give the flags first, e.g. python -m nnlab.train --multirun model=linear,mlp seed=0,1")
@@ -238,16 +271,27 @@ def check_argv(argv: list[str]) -> list[str]:
     here. Each override is read by Hydra's own parser, so a value means here what it will mean to Hydra.
     Returns argv with `resume=<run folder>` quoted (run folders are named `a=1,b=2`, which Hydra's
     grammar would read as a sweep) and `scheduler=null` as `~scheduler` (drop_group)."""
-    argv = [f"resume='{a.split('=', 1)[1]}'" if a.startswith("resume=") and "'" not in a else a for a in argv]
+    # +resume= and ++resume= are resume= too (the key exists): one spelling, quoted
+    argv = [f"resume='{a.split('=', 1)[1]}'" if a.lstrip("+").startswith("resume=") and "'" not in a
+            else "resume=" + a.split("=", 1)[1] if a.lstrip("+").startswith("resume=") else a for a in argv]
     src = sources(argv)
     parser = OverridesParser.create()
+    for arg in src.overrides:
+        if "=" not in arg and not arg.startswith("~"):
+            raise ConfigError(f"{arg!r} is not an override (key=value) nor a flag: a value with spaces or a newline "
+                              "goes in quotes, key='...'")
     for i, arg in enumerate(argv):
         if arg.startswith("-") or "=" not in arg:
             continue
         try:
             (override,) = parser.parse_overrides([arg])
+        except HydraException as e:  # Hydra's message: a caret under the spot, over several lines
+            why = str(e).strip().splitlines()[0][:120]
+            raise ConfigError(f"{arg!r} is not an override Hydra can read ({why}): write key=value, "
+                              "quoting a value of other characters: key='...'") from None
+        try:
             values = list(override.sweep_iterator()) if override.is_sweep_override() else [override.value()]
-        except HydraException:  # unreadable: Hydra stops on it before building anything; glob(): existing names
+        except HydraException:  # glob(): expanded against the options that exist, by Hydra
             continue
         key = override.key_or_group
         if key == "hydra/launcher" and "submitit_local" in values:

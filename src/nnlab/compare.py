@@ -26,6 +26,7 @@ byte-identical summary files.
 """
 import argparse
 import csv
+import os
 import statistics
 import sys
 from collections import defaultdict
@@ -36,7 +37,7 @@ from omegaconf import OmegaConf
 
 from nnlab import search, stats
 from nnlab.errors import NnlabError, command
-from nnlab.runs import OK, MetricsError, read_metrics, sweep_folder
+from nnlab.runs import OK, MetricsError, RunFolderError, read_metrics, read_yaml, sweep_folder
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -47,27 +48,48 @@ FIELDS = ["setting", "data", "model", "lr", "gamma", "n", "val_acc_mean", "val_a
 CONFIRM = "confirm"  # make confirm's runs, inside the sweep folder they confirm
 
 
-def load_runs(folder: Path, label: str | None = None) -> list[dict]:
+def load_runs(folder: Path, label: str | None = None, strict: bool = False) -> list[dict]:
     """Every run under folder except make confirm's (FOLDER/confirm/). With a label (several folders
-    compared), models and settings carry it, so each folder's architectures are contenders of their own."""
+    compared), models and settings carry it, so each folder's architectures are contenders of their own.
+    A folder may come from elsewhere: a run whose files nnlab cannot use (a link, values of the wrong
+    kind: run_record) is left out with a note on stderr, or, `strict`, refused."""
     runs = []
-    for hydra_dir in sorted(folder.rglob(".hydra")):
-        if hydra_dir.relative_to(folder).parts[0] == CONFIRM:
+    for root, dirs, _ in os.walk(folder):  # links to folders are never entered
+        dirs.sort()
+        if ".hydra" not in dirs or Path(root).relative_to(folder).parts[:1] == (CONFIRM,):
             continue
-        run = hydra_dir.parent
         try:
-            metrics = read_metrics(run) or {}
-        except MetricsError as e:
-            raise MetricsError(f"{e}: rerun that run, or move its folder out of the sweep") from None
-        overrides = OmegaConf.to_container(OmegaConf.load(hydra_dir / "overrides.yaml"))
-        cfg = OmegaConf.load(hydra_dir / "config.yaml")
-        choices = OmegaConf.load(hydra_dir / "hydra.yaml").hydra.runtime.choices
-        setting = ",".join(sorted(o for o in overrides if not o.startswith(("seed=", "sweep=")))) or "(defaults)"
-        runs.append({"dir": run, "metrics": metrics,
-                     "setting": f"{label}: {setting}" if label else setting, "seed": OmegaConf.select(cfg, "seed"),
-                     "data": choices.data, "model": f"{choices.model}@{label}" if label else choices.model,
-                     "lr": OmegaConf.select(cfg, "optimizer.lr"), "gamma": OmegaConf.select(cfg, "scheduler.gamma")})
+            runs.append(run_record(Path(root), label))
+        except NnlabError as e:
+            if strict:
+                raise
+            print(f"nnlab: {e}; left out of the comparison", file=sys.stderr)
     return runs
+
+
+def run_record(run: Path, label: str | None) -> dict:
+    """What compare reads of a run folder, each file checked: metrics.json (runs.read_metrics), and in
+    .hydra/ the overrides (a list of strings), the config (a whole-number seed; lr and gamma numbers or
+    absent) and Hydra's record of the model and data chosen. RunFolderError names the file and the fault."""
+    metrics = read_metrics(run) or {}
+    if metrics.get("status") == OK and (missing := [k for k in ("val/acc", "test/acc", "val/loss") if k not in metrics]):
+        raise MetricsError(f"{run / 'metrics.json'} is not usable (status ok without {', '.join(missing)})")
+    hydra = run / ".hydra"
+    overrides, cfg, recorded = (read_yaml(hydra / f) for f in ("overrides.yaml", "config.yaml", "hydra.yaml"))
+    if not (isinstance(overrides, list) and all(isinstance(o, str) for o in overrides)):
+        raise RunFolderError(f"{hydra / 'overrides.yaml'} is not a list of overrides")
+    cfg = cfg if isinstance(cfg, dict) else {}
+    seed, lr, gamma = cfg.get("seed"), (cfg.get("optimizer") or {}).get("lr"), (cfg.get("scheduler") or {}).get("gamma")
+    number = lambda v: v is None or isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
+    if type(seed) is not int or not number(lr) or not number(gamma):
+        raise RunFolderError(f"{hydra / 'config.yaml'} has no whole-number seed, or an lr or gamma that is not a number")
+    choices = OmegaConf.select(OmegaConf.create(recorded if isinstance(recorded, dict) else {}), "hydra.runtime.choices")
+    if not (choices and isinstance(choices.get("model"), str) and isinstance(choices.get("data"), str)):
+        raise RunFolderError(f"{hydra / 'hydra.yaml'} does not record the model and data chosen")
+    setting = ",".join(sorted(o for o in overrides if not o.startswith(("seed=", "sweep=")))) or "(defaults)"
+    return {"dir": run, "metrics": metrics, "setting": f"{label}: {setting}" if label else setting, "seed": seed,
+            "data": choices.data, "model": f"{choices.model}@{label}" if label else choices.model, "lr": lr,
+            "gamma": gamma}
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:

@@ -21,8 +21,10 @@ import os
 import pydoc
 import types
 import typing
+from pathlib import Path
 
 import torch
+from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -33,7 +35,12 @@ ALLOWED_TARGETS = ("nnlab.", "torch.nn.", "torch.optim.", "lightning.pytorch.", 
 # Where an allowed name's class must be defined: a module imports other classes too
 # (lightning.pytorch.strategies.launchers.subprocess_script.subprocess.Popen is a path to Popen).
 ALLOWED_MODULES = ("nnlab.", "torch.", "lightning.")
-HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+# Hydra's own keys in a `_target_` node, and what instantiate takes for each
+HYDRA_KEYS = {"_target_": (lambda v: isinstance(v, str), "a class's name"),
+              "_partial_": (lambda v: isinstance(v, bool), "true or false"),
+              "_recursive_": (lambda v: isinstance(v, bool), "true or false"),
+              "_convert_": (lambda v: v in ("none", "partial", "object", "all"), "none, partial, object or all"),
+              "_args_": (lambda v: isinstance(v, ListConfig), "a list")}
 # nnlab's own keys inside a group's `_target_` node: settings of how nnlab uses the object, taken out
 # before the class is built (scheduler_parts). scheduler.interval: when the schedule steps.
 NNLAB_KEYS = {"scheduler": {"interval"}}
@@ -69,7 +76,10 @@ RANGES = [("seed", lambda v: isinstance(v, int) and 0 <= v < 2**32, "a whole num
           ("optimizer.momentum", lambda v: v is None or _number(v) and v >= 0, "a number >= 0, e.g. 0.9"),
           ("optimizer.weight_decay", lambda v: v is None or _number(v) and v >= 0, "a number >= 0, e.g. 0.0005"),
           ("model.init_std", lambda v: v is None or _number(v) and v > 0, "a positive number, or null"),
-          ("data.noise", lambda v: v is None or _number(v) and v >= 0, "a number >= 0"),
+          ("data.noise", lambda v: v is None or _number(v) and 0 <= v <= 100, "a number in [0, 100] (radians)"),
+          ("data.n", lambda v: v is None or isinstance(v, int) and 1 <= v <= 10**7, "a whole number in [1, 10**7]"),
+          ("data.k", lambda v: v is None or isinstance(v, int) and 2 <= v <= 1000, "a whole number in [2, 1000]"),
+          ("trainer.gradient_clip_val", lambda v: v is None or _number(v) and v >= 0, "a number >= 0, or null"),
           ("data.steps_per_epoch", lambda v: v is None or isinstance(v, int) and v >= 1, "a whole number >= 1"),
           ("scheduler.gamma", lambda v: v is None or _number(v) and 0 < v <= 1, "in (0, 1], e.g. 0.95"),
           ("scheduler.max_lr", lambda v: v is None or _number(v) and v > 0, "a positive number"),
@@ -139,13 +149,18 @@ def _check_node(prefix: str, node: DictConfig) -> None:
     except (NameError, TypeError):  # annotations that do not evaluate here: check names only
         hints = {}
     for name in node:
-        if name in HYDRA_KEYS or name in NNLAB_KEYS.get(prefix, ()):
+        if name in HYDRA_KEYS:
+            ok, want = HYDRA_KEYS[name]
+            if not ok(node[name]):
+                raise ConfigError(f"{prefix}.{name}={node[name]!r} is invalid: it must be {want}")
+            continue
+        if name in NNLAB_KEYS.get(prefix, ()):
             continue
         if name not in params and not takes_any:
             known = ", ".join(n for n in params if n not in ("self", "args", "kwargs", "params", "optimizer"))
             raise ConfigError(f"{prefix}.{name} is not an option of {node['_target_']}: its options are {known}")
         value = node[name]
-        if name in hints and not OmegaConf.is_config(value):
+        if name in hints and not (isinstance(value, DictConfig) and "_target_" in value):  # an object: checked below
             _check_type(f"{prefix}.{name}", value, hints[name])
 
 
@@ -217,8 +232,39 @@ def check(cfg: DictConfig) -> DictConfig:
         value = OmegaConf.select(cfg, key, default=None)
         if not ok(value):
             raise ConfigError(f"{key}={value!r} is invalid: it must be {want}")
+    check_devices(OmegaConf.select(cfg, "trainer.accelerator", default="auto"),
+                  OmegaConf.select(cfg, "trainer.devices", default=1))
+    check_writes(cfg)
     check_tree("", cfg)
     return cfg
+
+
+# Where a run writes, besides what Hydra writes into the run folder itself (conf/train.yaml)
+WRITES = ("callbacks.checkpoint.dirpath", "callbacks.interrupt.dirpath", "callbacks.figures.run_dir", "logger.save_dir")
+
+
+def check_writes(cfg: DictConfig) -> None:
+    """A run writes into its own run folder only: run_dir is the folder Hydra made for it (where it runs
+    under Hydra), and every folder a callback or the logger writes into lies inside run_dir."""
+    run_dir = Path(str(cfg.run_dir)).absolute()
+    if HydraConfig.initialized() and run_dir != Path(HydraConfig.get().runtime.output_dir).absolute():
+        raise ConfigError(f"run_dir={cfg.run_dir!r} is not the run folder Hydra made: name the folder with "
+                          "hydra.run.dir=<folder> (a sweep's: hydra.sweep.dir=<folder>), not run_dir")
+    for key in WRITES:
+        value = OmegaConf.select(cfg, key, default=None)
+        if value is not None and not Path(str(value)).absolute().resolve().is_relative_to(run_dir.resolve()):
+            raise ConfigError(f"{key}={value!r} is outside the run folder ({run_dir}): a run writes into its own folder")
+
+
+def check_devices(accelerator, devices) -> None:
+    """More devices than this machine has would hang in DDP's set-up (it waits for ranks that never
+    come): refused with the count. On the CPU a device is a process, one a core; on a GPU, a visible GPU."""
+    gpu = accelerator in ("gpu", "cuda") or accelerator == "auto" and torch.cuda.is_available()
+    have, what = (torch.cuda.device_count(), "visible GPUs") if gpu else (len(os.sched_getaffinity(0)), "CPU cores")
+    wanted = len(devices) if isinstance(devices, list | ListConfig) else devices
+    if type(wanted) is int and wanted > have:
+        raise ConfigError(f"trainer.devices={devices} asks for more devices than this machine has ({have} {what}): "
+                          f"use trainer.devices={have} or fewer")
 
 
 def unknown_key(key: str, known: list[str], fix: str = "") -> ConfigError:

@@ -19,11 +19,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from nnlab.compare import CONFIRM, best_per_architecture, load_runs, summarize
 from nnlab.errors import NnlabError, command
-from nnlab.runs import sweep_folder
+from nnlab.runs import read_yaml, sweep_folder
+
+MAX_SEEDS = 1000  # a setting's fresh runs: more is a typo, not a measurement
 
 
 def fresh_seeds(used: set[int], count: int) -> list[int]:
@@ -34,7 +34,7 @@ def fresh_seeds(used: set[int], count: int) -> list[int]:
 
 def commands(folder: Path, count: int, extra: list[str]) -> list[list[str]]:
     """One multirun command per architecture: its chosen setting's overrides on the fresh seeds."""
-    runs = load_runs(folder)
+    runs = load_runs(folder, strict=True)  # the settings it reruns are read from these folders
     best = best_per_architecture(summarize(runs))
     if not best:
         raise NnlabError(f"no setting in {folder} has every seed finished: nothing to confirm "
@@ -42,7 +42,7 @@ def commands(folder: Path, count: int, extra: list[str]) -> list[list[str]]:
     seeds = ",".join(map(str, fresh_seeds({r["seed"] for r in runs}, count)))
     out = []
     for row, _ in best.values():
-        overrides = OmegaConf.load(row["runs"][0]["dir"] / ".hydra" / "overrides.yaml")
+        overrides = read_yaml(row["runs"][0]["dir"] / ".hydra" / "overrides.yaml")  # checked by load_runs
         keep = [o for o in overrides if not o.startswith("seed=")]
         out.append([sys.executable, "-m", "nnlab.train", "--multirun", *keep, f"seed={seeds}",
                     f"hydra.sweep.dir={folder / CONFIRM}", *extra])
@@ -57,6 +57,8 @@ def main(argv: list[str]) -> None:
     args = parser.parse_args([a for a in argv if a not in extra])
     if args.seeds < 2:
         raise NnlabError(f"--seeds {args.seeds}: a verdict needs at least 2 seeds a side (SEEDS=5 is the default)")
+    if args.seeds > MAX_SEEDS:
+        raise NnlabError(f"--seeds {args.seeds}: at most {MAX_SEEDS} fresh seeds a setting (SEEDS=5 is the default)")
     folder = sweep_folder(args.folder)
     for line in commands(folder, args.seeds, extra):
         print("confirm:", " ".join(line[2:]), flush=True)

@@ -56,7 +56,7 @@ def main(argv: list[str]) -> None:
     if not ckpt.is_file():
         raise NnlabError(f"no such checkpoint: {ckpt} (a run's is RUN_FOLDER/checkpoints/last.ckpt)")
     acc = evaluate(ckpt)
-    metrics = read_metrics(ckpt.parent.parent, cut_short={}) or {}  # cut short: nothing reported can be read
+    metrics = read_metrics(ckpt.parent.parent, unusable={}) or {}  # unusable: nothing reported can be read
     reported = (f"the run reported {metrics['test/acc']:.4f}" if "test/acc" in metrics else  # a failed or
                 f"the run reported no test/acc: status {metrics.get('status', 'unknown')}")  # interrupted run
     print(f"test accuracy recomputed from {ckpt}: {acc:.4f} ({reported})")

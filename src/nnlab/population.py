@@ -716,7 +716,7 @@ def continue_alone(cfg: DictConfig, run_dir: Path) -> dict:
     if saved is None:  # it loaded whole (checkpoint_problem): another version's state, or another config
         raise ConfigError(f"resume={run_dir}: {why}; make sweep RESUME=<its sweep folder> trains it again "
                           "from its start")
-    before = runs.read_metrics(run_dir, cut_short={}) or {}
+    before = runs.read_metrics(run_dir, unusable={}) or {}
     member = Member(Job(0, [], {}, ()), checked, run_dir, run_dir / "train.log", saved)
     group = before.get("population", {}).get("group", 0)
     member.metrics["population"] = {"group": group, "size": 1, "index": 0}  # the part that ends it: itself

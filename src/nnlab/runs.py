@@ -18,7 +18,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
 from nnlab.errors import NnlabError
 
@@ -28,11 +30,17 @@ STATUSES = (OK, DIVERGED, PRUNED, INTERRUPTED, FAILED, INVALID_CONFIG)
 FINISHED = (OK, DIVERGED, PRUNED)
 SWEEPS = Path("runs/sweeps")  # where make sweep puts its folders (conf/train.yaml: hydra.sweep.dir)
 NAME_BYTES = 200  # a folder name may be 255 bytes on most filesystems: room for claim_dir's _2, _3...
-CUT_SHORT = object()  # read_metrics's default: a cut-short file raises
+UNUSABLE = object()  # read_metrics's default: a file it cannot use raises
 
 
 class MetricsError(NnlabError, ValueError):
-    """A metrics.json that is not whole JSON: runs write it atomically, so something else cut it short."""
+    """A metrics.json nnlab cannot use: cut short (runs write it whole, so something else did), or made
+    elsewhere with values of the wrong kind. The message names the file and what is wrong."""
+
+
+class RunFolderError(NnlabError):
+    """A run or sweep folder made elsewhere that nnlab will not read or write into: a symbolic link in it,
+    or a file of the wrong kind. The message names the file and what is wrong."""
 
 
 class FolderBusy(NnlabError):
@@ -41,31 +49,78 @@ class FolderBusy(NnlabError):
 
 # -- what a run records -----------------------------------------------------------------------------
 
-def read_metrics(run_dir: Path, cut_short=CUT_SHORT) -> dict | None:
-    """The one reader of a run's metrics.json: its content, or None when the run has none. A file that
-    is not a whole JSON object raises MetricsError naming it, or gives `cut_short` where the caller
-    says what such a file means to it (a run to train again, a trial without a result...)."""
+def metrics_problem(metrics) -> str | None:
+    """What makes a metrics.json's content unusable, or None: an object whose status is one of STATUSES,
+    whose metrics (keys with a /) are numbers, accuracies in [0, 1] (a loss may be NaN or inf: a diverged
+    run's), and whose counts are whole numbers >= 0."""
+    if not isinstance(metrics, dict):
+        return f"a {type(metrics).__name__}, not an object"
+    if "status" in metrics and metrics["status"] not in STATUSES:
+        return f"status {metrics['status']!r} is not one of {', '.join(STATUSES)}"
+    for key, value in metrics.items():
+        number = isinstance(value, int | float) and not isinstance(value, bool)
+        if "/" in key and not number:
+            return f"{key} is {value!r}, not a number"
+        if key.endswith("/acc") and not 0 <= value <= 1:
+            return f"{key} is {value!r}, not an accuracy in [0, 1]"
+        if key in ("epochs", "steps", "test/n") and not (type(value) is int and value >= 0):
+            return f"{key} is {value!r}, not a whole number >= 0"
+    return None
+
+
+def read_metrics(run_dir: Path, unusable=UNUSABLE) -> dict | None:
+    """The one reader of a run's metrics.json: its content, or None when the run has none. A file nnlab
+    cannot use (not whole JSON, a link, values of the wrong kind: metrics_problem) raises MetricsError
+    naming it, or gives `unusable` where the caller says what such a file means to it (a run to train
+    again, a trial without a result...)."""
     path = Path(run_dir) / "metrics.json"
     try:
-        text = path.read_text()
+        if path.is_symlink():
+            raise ValueError("a symbolic link, which nnlab does not follow")
+        metrics = json.loads(path.read_text())
+        if problem := metrics_problem(metrics):
+            raise ValueError(problem)
     except FileNotFoundError:
         return None
-    try:
-        metrics = json.loads(text)
-        if not isinstance(metrics, dict):
-            raise ValueError(f"a {type(metrics).__name__}, not an object")
-    except ValueError as e:
-        if cut_short is not CUT_SHORT:
-            return cut_short
-        raise MetricsError(f"{path} is not whole JSON ({e})") from None
+    except ValueError as e:  # JSONDecodeError included
+        if unusable is not UNUSABLE:
+            return unusable
+        raise MetricsError(f"{path} is not usable ({e})") from None
     return metrics
 
 
 def run_status(run_dir: Path) -> str | None:
-    """The status its metrics.json records ("?" if none, or if the file is cut short: the run counts
+    """The status its metrics.json records ("?" if none, or if the file cannot be used: the run counts
     as unfinished), or None when it has no metrics.json."""
-    metrics = read_metrics(run_dir, cut_short={})
+    metrics = read_metrics(run_dir, unusable={})
     return None if metrics is None else metrics.get("status", "?")
+
+
+def refuse_links(folder: Path) -> None:
+    """Raise RunFolderError naming the first symbolic link at or below `folder`: a folder made elsewhere
+    may point out of itself (its .lock, train.log or checkpoint at a file anywhere), and nnlab would read
+    or write there."""
+    folder = Path(folder)
+    links = [folder] if folder.is_symlink() else []
+    for root, dirs, names in os.walk(folder):  # links to folders are listed, never entered
+        links += [Path(root, n) for n in (*dirs, *names) if Path(root, n).is_symlink()]
+    if links:
+        raise RunFolderError(f"{links[0]} is a symbolic link: nnlab follows no link in a run or sweep folder; "
+                             "remove it, or copy the folder without links")
+
+
+def read_yaml(path: Path):
+    """The content of a YAML file in a run folder (.hydra/*.yaml), as plain lists and dicts; RunFolderError
+    naming it where it is missing, a link, or not YAML."""
+    path = Path(path)
+    if path.is_symlink():
+        raise RunFolderError(f"{path} is a symbolic link, which nnlab does not follow")
+    try:
+        return OmegaConf.to_container(OmegaConf.load(path))
+    except FileNotFoundError:
+        raise RunFolderError(f"{path} is missing") from None
+    except (ValueError, OmegaConfBaseException, yaml.YAMLError) as e:
+        raise RunFolderError(f"{path} is not YAML nnlab can read ({str(e).splitlines()[0][:100]})") from None
 
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
@@ -210,11 +265,25 @@ def unclaim(run_dir: Path) -> None:
 
 
 @contextlib.contextmanager
+def hold_sweep(folder: Path):
+    """One process sweeping a sweep folder at a time (a RESUME= while another runs would report the
+    other's unfinished runs as failures): its lock held for the sweep, after a check that nothing in the
+    folder links out of it. Raises FolderBusy naming the PID of the process holding it."""
+    refuse_links(folder)
+    try:
+        with hold(folder):
+            yield
+    except FolderBusy:
+        raise FolderBusy(f"the sweep folder {folder} is being swept by process {holder(folder)}: wait for it to end, "
+                         "or stop it first") from None
+
+
+@contextlib.contextmanager
 def hold(run_dir: Path):
     """One writer per run folder: an exclusive flock on `run_dir`/.lock, held while the run trains
     (the kernel drops it when the process dies, however it dies), with the holder's PID written in
     it. Raises FolderBusy naming that PID when another process holds it."""
-    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(run_dir / ".lock", os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)  # a link: OSError, not followed
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -24,12 +24,13 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from optuna.trial import TrialState
+from sqlalchemy.exc import SQLAlchemyError
 
 from nnlab import cores
 from nnlab.compat import hydra_basic
 from nnlab.config import ConfigError
 from nnlab.errors import NnlabError, command
-from nnlab.runs import DIVERGED, FAILED, OK, PRUNED, read_metrics, sweep_folder
+from nnlab.runs import DIVERGED, FAILED, OK, PRUNED, RunFolderError, hold_sweep, read_metrics, sweep_folder
 
 SAMPLERS = ("tpe", "random", "qmc", "grid")
 PRUNERS = ("none", "median", "successive_halving", "hyperband")
@@ -154,12 +155,37 @@ def storage_file(folder: Path) -> Path | None:
     return next((folder / f for f in FILES if (folder / f).exists()), None)
 
 
-def open_storage(path: Path) -> optuna.storages.BaseStorage:
+def open_storage(path: Path, read_only: bool = False) -> optuna.storages.BaseStorage:
     """study.journal: Optuna's journal file, appended to under a file lock, so joblib workers and
-    SLURM array tasks write one study safely; study.db: sqlite, for one process at a time."""
-    if path.suffix == ".journal":
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    return optuna.storages.RDBStorage(f"sqlite:///{path.resolve()}")
+    SLURM array tasks write one study safely; study.db: sqlite, for one process at a time (`read_only`:
+    opened so, as a folder from elsewhere is read: Optuna would otherwise add its tables to any sqlite
+    file). A file that is a link, or does not read as a study, raises RunFolderError naming it: never
+    read as empty."""
+    if path.is_symlink():
+        raise RunFolderError(f"{path} is a symbolic link, which nnlab does not follow")
+    try:
+        if path.suffix == ".journal":
+            storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+        else:
+            uri = f"file:{path.resolve()}?mode=ro&uri=true" if read_only else str(path.resolve())
+            storage = optuna.storages.RDBStorage(f"sqlite:///{uri}")
+        storage.get_all_studies()  # reads it whole: a journal replays every line
+    except (SQLAlchemyError, KeyError, ValueError, TypeError, AttributeError) as e:
+        why = str(e).strip().splitlines()[0][:100] if str(e).strip() else type(e).__name__
+        raise RunFolderError(f"{path} does not read as an Optuna study ({why}): remove it, or give the sweep "
+                             "folder the study was made in") from None
+    return storage
+
+
+def open_study(folder: Path, **kwargs) -> optuna.Study:
+    """The study of a study's sweep folder (make sweep SWEEP=spiral_search), with Optuna's `kwargs`;
+    NnlabError where the folder holds none, RunFolderError where its file does not read as one."""
+    path = storage_file(folder)
+    storage = open_storage(path, read_only=True) if path is not None else None
+    if storage is None or STUDY not in [s.study_name for s in storage.get_all_studies()]:
+        raise NnlabError(f"{folder} holds no study: give a sweep folder of make sweep SWEEP=spiral_search, "
+                         "e.g. make dashboard DIR=runs/sweeps/<time>")
+    return optuna.load_study(study_name=STUDY, storage=storage, **kwargs)
 
 
 class Search:
@@ -183,6 +209,11 @@ class Search:
         make_sampler(self.s.sampler, self.s.seed, space)  # refused here, before the folder exists
         folder = Path(self.config.hydra.sweep.dir)  # resolving it claims the folder: after every refusal
         folder.mkdir(parents=True, exist_ok=True)
+        with hold_sweep(folder):
+            return self.study(folder, fixed, space)
+
+    def study(self, folder: Path, fixed: list[str], space: dict[str, BaseDistribution]) -> list:
+        """The study in `folder`, run on to n_trials, a batch of trials at a time."""
         OmegaConf.save(self.config, folder / "multirun.yaml")
         # Several processes write the study when the launcher is not Hydra's in-process basic one.
         in_process = hydra_basic("launcher", type(self.launcher))
@@ -239,7 +270,7 @@ class Search:
                 start = i
         for (number, _params), ret in zip(batch, results):
             run = Path(ret.hydra_cfg.hydra.runtime.output_dir)
-            metrics = read_metrics(run, cut_short={}) or {}  # cut short: the trial has no result
+            metrics = read_metrics(run, unusable={}) or {}  # cut short or unusable: the trial has no result
             status, value = metrics.get("status", FAILED), metrics.get(self.s.metric)
             if status == PRUNED:
                 study.tell(number, state=TrialState.PRUNED)
@@ -285,7 +316,7 @@ def report(folder: Path) -> str:
     """make compare on a study's sweep folder: its trials with their statuses, how much each searched
     parameter mattered (Optuna's get_param_importances over the finished trials) and the optimisation
     history, as study.md and optimization_history.png in the folder; returns the markdown."""
-    study = optuna.load_study(study_name=STUDY, storage=open_storage(storage_file(folder)))
+    study = open_study(folder)
     metric, trials = study.user_attrs.get("metric", "value"), study.get_trials(deepcopy=False)
     states = [t.state.name.lower() for t in trials]
     counts = ", ".join(f"{states.count(s)} {s}" for s in sorted(set(states)))
@@ -326,7 +357,7 @@ def dashboard(folder: Path, port: int) -> None:
     can reach the port can read and annotate the study)."""
     from optuna_dashboard import run_server
     print(f"dashboard of {folder}: http://127.0.0.1:{port}/dashboard  (Ctrl-C stops it)", flush=True)
-    run_server(open_storage(storage_file(folder)), host="127.0.0.1", port=port)
+    run_server(open_storage(storage_file(folder)), host="127.0.0.1", port=port)  # open_study has read it
 
 
 def main(argv: list[str]) -> None:
@@ -335,10 +366,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("folder", nargs="?", type=Path, help="a study's sweep folder (default: the latest sweep)")
     parser.add_argument("--port", type=int, default=8080)
     args = parser.parse_args(argv)
+    if not 1024 <= args.port <= 65535:
+        raise NnlabError(f"--port {args.port}: give a port in [1024, 65535] (PORT=8080 is the default)")
     folder = sweep_folder(args.folder)
-    if storage_file(folder) is None:
-        raise NnlabError(f"{folder} holds no study: give a sweep folder of make sweep SWEEP=spiral_search, "
-                         "e.g. make dashboard DIR=runs/sweeps/<time>")
+    open_study(folder)  # there is one, and it reads: refused here in one line, not in the server
     dashboard(folder, args.port)
 
 

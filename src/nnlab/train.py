@@ -37,7 +37,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nnlab import app, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
 from nnlab.callbacks import EpochLog, Figures, Pruning
-from nnlab.checkpoint import Interrupt, RNGState, checkpoint_problem, is_member, resumable
+from nnlab.checkpoint import Interrupt, RNGState, checkpoint_problem, is_member, resumable, stops_outside_fit
 from nnlab.classifier import Classifier
 from nnlab.cli import check_argv
 from nnlab.config import ConfigError, check, check_size, scheduler_parts
@@ -54,7 +54,7 @@ from nnlab.runs import (
     hold,
     holder,
     hparams,
-    read_metrics,
+    refuse_links,
     resume_line,
     run_status,
     summary,
@@ -134,14 +134,17 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
     if pruning:  # no per-step hooks: fusing stays as build decided
         trainer.callbacks.append(pruning)
     run_dir, start = Path(cfg.run_dir), time.perf_counter()
-    # A resumed run's record keeps what the interrupted part measured: resumed after its last
-    # epoch (stopped while testing), fit has nothing left to do and reports no val/* or train/*.
-    before = (read_metrics(run_dir, cut_short={}) or {}) if ckpt_path else {}  # cut short: written whole again
-    metrics: dict = {**{k: v for k, v in before.items() if "/" in k}, "status": FAILED}
+    metrics: dict = {"status": FAILED}
     try:
-        trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
-        metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()})
-        trainer.test(module, datamodule=data, verbose=False)
+        with stops_outside_fit(trainer):  # SIGTERM and Ctrl-C stop the test pass and the figures too
+            trainer.fit(module, datamodule=data, ckpt_path=ckpt_path, weights_only=True)
+            if trainer.received_sigterm:  # as fit ended, after its last step: the test pass would forget it
+                raise KeyboardInterrupt
+            # Resumed after its last epoch (stopped while testing), fit has nothing left to do and reports
+            # no val/* or train/*: the checkpoint's numbers stand for them.
+            metrics.update(module.fit_metrics)
+            metrics.update({k: v.item() for k, v in trainer.callback_metrics.items()})
+            trainer.test(module, datamodule=data, verbose=False)
         metrics.update({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         metrics["test/n"] = len(data.test_set[1])  # examples scored: compare's binomial SE of test/acc
         metrics["status"] = DIVERGED if module.diverged else PRUNED if pruning and pruning.pruned_epoch else OK
@@ -200,6 +203,8 @@ def check_resume(argv: list[str]) -> None:
         if {"--multirun", "-m"} & set(argv):
             raise ConfigError("resume= continues one run; a sweep continues with make sweep RESUME=<sweep folder>")
         run = Path(resume[0])
+        if run.is_dir():
+            refuse_links(run)  # a folder made elsewhere: nothing in it may point out of it
         resume_config(run, [a for a in argv if not a.startswith(("resume=", "-"))])
         if pid := holder(run):
             raise FolderBusy(f"resume={run}: the run is still being written by process {pid}; "
@@ -227,7 +232,7 @@ def task(cfg: DictConfig) -> dict | None:
     the command that continues the run or sweep."""
     lightning_logs_to_hydras()
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
-    run_dir = Path(cfg.run_dir)
+    run_dir = Path(HydraConfig.get().runtime.output_dir)  # the folder Hydra made (cfg.run_dir is checked against it)
     # DDP's other ranks run this too, in the same folder: rank 0 holds the lock for them
     lock = hold(run_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
     member = False
