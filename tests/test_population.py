@@ -490,3 +490,36 @@ print(own_mapping, libc.mallinfo2().fordblks >= 24 << 20)  # freed bytes the hea
     assert all(r.returncode == 0 for r in seen.values()), [r.stderr[-2000:] for r in seen.values()]
     assert seen["default"].stdout.split() == ["True", "False"]  # glibc's defaults: mapped, handed back
     assert seen["kept"].stdout.split() == ["False", "True"]
+
+
+@pytest.mark.slow
+def test_a_population_killed_without_warning_resumes_from_its_members_last_epoch(tmp_path, scalars):
+    # SIGKILL mid-sweep (the out-of-memory killer, a node gone without SIGTERM): no member wrote its
+    # metrics.json, but each checkpointed its last epoch (hydra.launcher.checkpoint_every=1); RESUME=
+    # continues every member from there to the numbers, weights and TensorBoard scalars of the sweep
+    # never killed (the points logged before the kill are in the checkpoint: none reached the events file).
+    epochs = 4
+    sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "hydra.launcher.workers=1",
+             "sweep=spiral_grid", "model=mlp", "optimizer.lr=0.03,0.1", "scheduler.gamma=0.9", "seed=0,1",
+             f"trainer.max_epochs={epochs}", "data.n=200", "data.batch_size=1", "log_interval=50"]
+    command = [sys.executable, "-m", "nnlab.train", *sweep]
+    sweep_into(tmp_path / "whole", command)
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen([*command, f"hydra.sweep.dir={cut}"], cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while sum(f"epoch 2/{epochs}" in log.read_text() for log in cut.glob("*/train.log")) < 4:  # all past epoch 2
+        assert proc.poll() is None and time.monotonic() < deadline, "the population ended before it was killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not list(cut.glob("*/metrics.json"))  # killed: nothing recorded at the end
+    done = subprocess.run([*command, f"hydra.sweep.dir={cut}"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("continues from step") == 4 and ", after 0 of its 600 steps)" in done.stdout
+    assert_results_equal(tmp_path / "whole", cut)
+    for name, run in runs(tmp_path / "whole").items():
+        wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, cut / name))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+        assert repr(sorted(scalars(run).items())) == repr(sorted(scalars(cut / name).items())), name

@@ -502,3 +502,15 @@ def test_a_stop_in_any_phase_is_a_stop_and_resume_completes_the_record(phase, ma
     assert resumed["status"] == "ok" and resumed["steps"] == unbroken["steps"] == 30
     assert {k: v for k, v in resumed.items() if "/" in k} == {k: v for k, v in unbroken.items() if "/" in k}
     assert json.loads((tmp_path / "cut" / "metrics.json").read_text())["val/acc"] == unbroken["val/acc"]
+
+
+def test_a_metrics_file_that_cannot_be_written_is_one_line_naming_it(tmp_path, cli, monkeypatch):
+    # a disk that fills as the run ends: the checkpoints are whole, metrics.json cannot be written
+    def disk_full(path, obj):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(nnlab.train, "write_json", disk_full)
+    done = cli("nnlab.train", *SPIRAL_MLP, "trainer.max_epochs=1", "data.steps_per_epoch=3", cwd=tmp_path)
+    (run,) = (tmp_path / "runs").glob("*/*")
+    one_line_refusal(done, f"{run / 'metrics.json'} could not be written (No space left on device); the run's "
+                           "status was ok: free disk space and resume the run")
+    assert (run / "checkpoints" / "last.ckpt").exists() and not (run / "metrics.json").exists()

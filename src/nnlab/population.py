@@ -197,10 +197,10 @@ def supported(cfg: DictConfig) -> str | None:
     return next((f"the population does not train {why}" for ok, why in checks if not ok), None)
 
 
-def launcher_settings(settings) -> tuple[str, str, int]:
-    """The launcher's figures, vectorize and workers settings (conf/hydra/launcher/population.yaml),
-    or a ConfigError naming the bad one and its options (before any folder is made). workers null:
-    one a core."""
+def launcher_settings(settings) -> tuple[str, str, int, int]:
+    """The launcher's figures, vectorize, workers and checkpoint_every settings (conf/hydra/launcher/
+    population.yaml), or a ConfigError naming the bad one and its options (before any folder is made).
+    workers null: one a core."""
     figures, vectorize = settings.get("figures", "best"), settings.get("vectorize", "auto")
     for key, value, options in (("figures", figures, FIGURES), ("vectorize", vectorize, VECTORIZE)):
         if value not in options:
@@ -211,7 +211,11 @@ def launcher_settings(settings) -> tuple[str, str, int]:
     if type(workers) is not int or workers < 1:
         raise ConfigError(f"hydra.launcher.workers={workers} is not an option: a whole number of processes >= 1, "
                           "or null for one a core")
-    return figures, vectorize, workers
+    every = settings.get("checkpoint_every", 1)
+    if type(every) is not int or every < 0:
+        raise ConfigError(f"hydra.launcher.checkpoint_every={every} is not an option: a whole number of epochs >= 0 "
+                          "(0: only when a member ends or stops)")
+    return figures, vectorize, workers, every
 
 
 def vectorized(cfg: DictConfig, setting: str = "auto") -> str:
@@ -259,6 +263,7 @@ class Member:
         # (epoch, steps done in it) of the population where it starts: (0, 0), or where it stopped
         self.start = tuple(saved["population"]["place"]) if saved else (0, 0)
         self.boundary: tuple | None = None  # where fit stopped it cleanly: (epoch, steps done, its RNG there)
+        self.logged = False  # its events file holds its first points (a member resumed after a stop)
 
     def note(self, message: str, error: bool = False) -> None:
         """A line in the member's train.log; `error`: with the traceback of the exception being handled."""
@@ -322,7 +327,7 @@ class Population:
 
     def __init__(self, settings: dict, *, hydra_context, task_function, config: DictConfig,
                  composed: dict | None = None):
-        self.figures, self.vectorize, self.workers = launcher_settings(settings)
+        self.figures, self.vectorize, self.workers, self.every = launcher_settings(settings)
         self.hydra_context, self.task_function, self.config = hydra_context, task_function, config
         # a job's overrides -> its config, composed by the sweeper's check (hydra/sweeper=grouped)
         self.composed: dict[tuple, DictConfig] = {} if composed is None else composed
@@ -419,7 +424,9 @@ class Population:
                     handler.handle(logging.LogRecord("nnlab", logging.ERROR, __file__, 0, "nnlab: %s", (e,), None))
                     handler.close()
                     return None
-                saved, why = saved_state(run_dir, checked) if status == runs.INTERRUPTED else (None, None)
+                # interrupted, or killed (no metrics.json) after an epoch's checkpoint: it continues from there
+                stopped = status == runs.INTERRUPTED or status is None and (run_dir / "checkpoints" / "last.ckpt").exists()
+                saved, why = saved_state(run_dir, checked) if stopped else (None, None)
                 if saved is None and status is not None:  # it starts over, the old outputs kept in attempt-<n>/
                     runs.set_aside(run_dir)
                 member = Member(job, checked, run_dir, log_file, saved)
@@ -439,7 +446,7 @@ class Population:
                     m.metrics["population"] = {"group": n, "size": len(index), "index": index[m.job.idx]}
                 if mine:
                     train_population(mine, n, self.figures, vectorized(base, self.vectorize),
-                                     lambda done, part=part: link.choose(part, done), link.shared)
+                                     lambda done, part=part: link.choose(part, done), link.shared, self.every)
 
     def train_shares(self, n: int, group: list[Job], base: DictConfig, k: int) -> dict[int, JobReturn]:
         """Population n in k processes forked from this one once its config is composed, each setting
@@ -669,7 +676,9 @@ def signals_to(handler):
 
 
 def train_population(members: list[Member], group: int, figures: str, how: str = "vmap", choose=None,
-                     shared: dict | None = None) -> None:
+                     shared: dict | None = None, checkpoint_every: int = 1) -> None:
+    """Population `group` trained, tested and its members' outputs written; `checkpoint_every`: epochs
+    between each member's checkpoints (0: only when it ends or stops)."""
     start, stop, threads = time.perf_counter(), {"signal": None}, torch.get_num_threads()
     try:
         cfg = members[0].cfg
@@ -683,7 +692,7 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         for m in members:  # their "population" entries are the whole population's (run_share)
             m.build(shared)
         with stop_signals(stop):
-            fit(members, cfg, stop, how)
+            fit(members, cfg, stop, how, checkpoint_every)
             for m in members:  # a signal now waits for the tests (short), then ends the sweep
                 test_member(m)
     except BaseException as e:
@@ -762,7 +771,7 @@ def best(members: list[Member]) -> Member | None:
     return max(finished(members), key=lambda m: m.metrics["val/acc"], default=None)
 
 
-def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap") -> None:
+def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap", checkpoint_every: int = 1) -> None:
     """Every member's fit, as Lightning's loop with fused steps takes it (nnlab/fused.py): steps in
     groups of k = gcd(steps an epoch, log interval), logging at group ends, validation and the
     epoch's schedule step at the epoch's end. `how`: vmap or loop (see VECTORIZE)."""
@@ -817,6 +826,8 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap") -
                     end_group(m, every, last_group=i // k == (per_epoch - 1) // k)
                 if m.diverged or last:
                     end_epoch(m, epochs)
+                if last and checkpoint_every and not m.stopped and m.epoch % checkpoint_every == 0:  # as a run does:
+                    save_member(m, (m.epoch, 0, m.rng), m.points)  # a kill loses the epoch at most
             if stop["signal"]:  # a step boundary: each member's checkpoint continues it from here
                 for m in members:
                     m.boundary = (epoch + 1, 0, m.rng) if last else (epoch, i + 1, m.epoch_rng)
@@ -984,7 +995,7 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
             # reads the folder's files as one run, every step once.
             logger = instantiate(m.cfg.logger)
             logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
-            if m.first_batch is not None and m.saved is None:  # a resumed run's events have it from its start
+            if m.first_batch is not None and not m.logged:  # a resumed run's events have it from its start
                 logger.experiment.add_text("data/first_batch", Figures.describe(*m.first_batch))
             for values, step in m.points:
                 logger.log_metrics(values, step)
@@ -997,7 +1008,7 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
                         m.figures.draw_batch(trainer, *m.first_batch)
             logger.finalize("success")
             if "checkpoint" in m.cfg.callbacks:
-                save_member(m)
+                save_member(m, m.boundary if m.metrics["status"] == runs.INTERRUPTED else None)
     finally:
         m.metrics.update(epochs=getattr(m, "epoch", 0), steps=getattr(m, "step", 0), seconds=seconds,
                          device="cpu", threads=torch.get_num_threads(), torch=torch.__version__)
@@ -1010,9 +1021,11 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
         m.handler.close()
 
 
-def save_member(m: Member) -> None:
-    """checkpoints/last.ckpt with what make evaluate and a reader of Lightning checkpoints use, and
-    for a member stopped at a step boundary, what the population needs to continue it exactly."""
+def save_member(m: Member, place: tuple | None = None, points: list | None = None) -> None:
+    """checkpoints/last.ckpt with what make evaluate and a reader of Lightning checkpoints use, and at
+    a step boundary `place` ((epoch, steps done in it, its RNG there): where it stopped, or an epoch's
+    end), what the population needs to continue it exactly; `points`: its TensorBoard points not yet
+    in its events file (an epoch's checkpoint: they are written when it ends)."""
     # clones: a member's parameters are views of the population's stack (Stack), and torch.save
     # writes a view's whole storage
     state = {k: v.clone() for k, v in m.module.state_dict().items()}
@@ -1020,14 +1033,15 @@ def save_member(m: Member) -> None:
             "epoch": m.epoch, "global_step": m.step, "pytorch-lightning_version": L.__version__,
             "optimizer_states": [m.optimizer.state_dict()],
             "lr_schedulers": [m.scheduler.state_dict()] if m.scheduler is not None else []}
-    if m.metrics["status"] == runs.INTERRUPTED and m.boundary is not None:
-        epoch, done, rng = m.boundary
+    if place is not None:
+        epoch, done, rng = place
         ckpt["population"] = {
             "version": STATE_VERSION, "place": [epoch, done],  # the population's epoch, steps done in it
             "rng": rng,  # torch's RNG as the member's run had it before that epoch's data order was drawn
             "loss": m.loss, "finite_loss": m.finite_loss, "diverged": m.diverged, "stopped": m.stopped,
             "sums": {"loss": m.sums.loss[m.slot].clone(), "hits": m.sums.hits[m.slot].clone()},  # the epoch's so far
-            "callback_metrics": dict(m.callback_metrics), "figures": m.figures.state_dict()}
+            "callback_metrics": dict(m.callback_metrics), "figures": m.figures.state_dict(),
+            "points": list(points or []), "events": points is None}  # events: its earlier points are on disk
     AtomicCheckpointIO().save_checkpoint(ckpt, m.run_dir / "checkpoints" / "last.ckpt")
 
 
@@ -1063,6 +1077,7 @@ def restore(m: Member, per_epoch: int) -> None:
     m.diverged, m.stopped, m.callback_metrics = state["diverged"], state["stopped"], dict(state["callback_metrics"])
     m.sums.loss[m.slot], m.sums.hits[m.slot] = state["sums"]["loss"], state["sums"]["hits"]
     m.figures.load_state_dict(state["figures"])
+    m.points, m.logged = list(state.get("points", [])), state.get("events", True)  # killed: none on disk
     epoch, done = m.start
     line = f"continues from step {m.step} (epoch {epoch + 1}, after {done} of its {per_epoch} steps)"
     m.note(line)

@@ -163,8 +163,22 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
                        seconds=round(time.perf_counter() - start, 2), device=str(module.device),
                        threads=torch.get_num_threads(), torch=torch.__version__)
         if trainer.is_global_zero:  # DDP: every rank holds the same synced metrics; one file
-            write_json(run_dir / "metrics.json", metrics)
+            record(run_dir, metrics)
     return metrics
+
+
+def record(run_dir: Path, metrics: dict) -> None:
+    """metrics.json, whole or not at all. Where even that cannot be written (a full disk), one line says
+    so: raised when the run had ended well (its numbers are lost, not its reason), logged beside the
+    run's own error otherwise; a sweep's report then names the run as one without metrics.json."""
+    try:
+        write_json(run_dir / "metrics.json", metrics)
+    except OSError as e:
+        lost = NnlabError(f"{run_dir / 'metrics.json'} could not be written ({e.strerror or e}); the run's status was "
+                          f"{metrics['status']}: free disk space and resume the run")
+        if metrics["status"] in FINISHED:
+            raise lost from e
+        log.error("nnlab: %s", lost)
 
 
 def resume_config(run: Path, others: list[str]) -> tuple[DictConfig, str]:
