@@ -37,7 +37,7 @@ from omegaconf import OmegaConf
 
 from nnlab import search, stats
 from nnlab.errors import NnlabError, command
-from nnlab.runs import OK, MetricsError, RunFolderError, read_metrics, read_yaml, sweep_folder
+from nnlab.runs import OK, MetricsError, RunFolderError, read_metrics, read_yaml, refuse_links, sweep_folder
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -263,6 +263,11 @@ def plot_best_curves(best: dict, path: Path) -> None:
         done = [r for r in row["runs"] if r["metrics"].get("status") == OK]
         run = max(done, key=lambda r: r["metrics"]["val/acc"])  # the best seed of the best setting
         if not (run["dir"] / "tensorboard").is_dir():
+            continue
+        try:
+            refuse_links(run["dir"] / "tensorboard")  # a folder from elsewhere: its events are read here
+        except RunFolderError as e:
+            print(f"nnlab: {e}; its curves left out of best_curves.png", file=sys.stderr)
             continue
         events = EventAccumulator(str(run["dir"] / "tensorboard"), size_guidance={"scalars": 0})
         events.Reload()
