@@ -180,3 +180,27 @@ def test_a_sweep_another_process_is_resuming_is_refused_naming_its_pid(tmp_path,
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_any_garbage_for_a_checkpoint_is_named_in_one_line(tmp_path):
+    """Random bytes, whole and cut, and a real checkpoint cut anywhere: torch's zip reader and the
+    unpickler raise all kinds of errors on them; each must become the one line naming the file."""
+    import random
+
+    import torch
+
+    from nnlab.checkpoint import checkpoint_problem
+    from nnlab.config import ConfigError
+    from nnlab.evaluate import load
+    folder = tmp_path
+    good = folder / "good.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(3)}, "hyper_parameters": {"config": {}}}, good)
+    whole, rng = good.read_bytes(), random.Random(0)
+    samples = [bytes(rng.randrange(256) for _ in range(rng.randrange(1, 400))) for _ in range(150)]
+    samples += [whole[:rng.randrange(len(whole))] for _ in range(50)]
+    for i, data in enumerate(samples):
+        path = folder / f"{i}.ckpt"
+        path.write_bytes(data)
+        assert checkpoint_problem(path).startswith(f"{path} is not a "), data[:40]
+        with pytest.raises(ConfigError, match=f"^{path} is not a readable nnlab checkpoint"):
+            load(path)

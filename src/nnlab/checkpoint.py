@@ -8,7 +8,6 @@ the run never interrupted (same machine), which Lightning alone does not give: i
 no RNG state, and Ctrl-C lands wherever the step happens to be.
 """
 import contextlib
-import pickle
 import random
 import signal
 from pathlib import Path
@@ -22,9 +21,24 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from nnlab.errors import NnlabError
 from nnlab.runs import FINISHED, INTERRUPTED, run_status, set_aside, write_atomic
 
-# What torch.load raises on a file that is not a whole checkpoint: truncated (zip or EOF errors),
-# empty, garbage, or holding a global the weights-only unpickler refuses.
-UNREADABLE = (OSError, EOFError, RuntimeError, ValueError, KeyError, pickle.UnpicklingError)
+
+class UnreadableCheckpoint(NnlabError):
+    """A file that does not load as a checkpoint; the message names it and why."""
+
+
+def read_checkpoint(path: Path) -> dict:
+    """torch.load(weights_only=True) of a file that may come from elsewhere, as a dict; UnreadableCheckpoint
+    naming it where it does not load. The one broad catch of a checkpoint's reading: a truncated, empty
+    or garbage file makes torch's zip reader and the unpickler raise anything (EOFError, IndexError,
+    AssertionError, UnpicklingError for a refused global...), and the file, named, is the fault."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        why = str(e).split(". ")[0].splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UnreadableCheckpoint(f"{path} is not a readable checkpoint ({why})") from None
+    if not isinstance(ckpt, dict):
+        raise UnreadableCheckpoint(f"{path} is not a readable checkpoint (a {type(ckpt).__name__}, not a dict)")
+    return ckpt
 
 
 class CheckpointWriteError(NnlabError, OSError):
@@ -52,16 +66,15 @@ def checkpoint_problem(path: Path, member: bool = False) -> str | None:
     """Why `path` cannot be resumed from (one line naming it), or None when it loads whole: a Lightning
     training checkpoint, or with `member`, a population member's taken where it stopped too."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        missing = [k for k in ("state_dict", "loops", "optimizer_states", "global_step") if k not in ckpt]
-    except UNREADABLE as e:
-        why = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
-        return f"{path} is not a readable checkpoint ({why})"
+        ckpt = read_checkpoint(path)
+    except UnreadableCheckpoint as e:
+        return str(e)
+    missing = [k for k in ("state_dict", "loops", "optimizer_states", "global_step") if k not in ckpt]
     if "population" in ckpt:  # nnlab.population's, of a member stopped with its population
         return None if member else f"{path} is a population member's, which Lightning does not resume"
     if missing:
         return f"{path} is not a Lightning training checkpoint (no {', '.join(missing)})"
-    if any(k.startswith("sums.") for k in ckpt["state_dict"]):  # nnlab versions with the sums as buffers
+    if not isinstance(ckpt["state_dict"], dict) or any(str(k).startswith("sums.") for k in ckpt["state_dict"]):  # nnlab versions with the sums as buffers
         return (f"{path} holds the epoch sums in its state_dict (sums.*), as older nnlab versions wrote them, "
                 "and cannot resume: train the run again (make evaluate still scores the checkpoint)")
     return None
@@ -82,7 +95,7 @@ def resumable(run_dir: Path) -> tuple[str | None, str | None]:
 
 def is_member(path: Path) -> bool:
     """Whether `path` (a checkpoint that loads) is a population member's, taken where it stopped."""
-    return "population" in torch.load(path, map_location="cpu", weights_only=True)
+    return "population" in read_checkpoint(path)
 
 
 class RNGState(L.Callback):

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from hydra.utils import instantiate
 
-from nnlab.checkpoint import UNREADABLE
+from nnlab.checkpoint import UnreadableCheckpoint, read_checkpoint
 from nnlab.config import ConfigError, gate
 from nnlab.errors import NnlabError, command
 from nnlab.runs import read_metrics
@@ -23,12 +23,12 @@ def load(ckpt_path: Path) -> tuple[dict, dict]:
     """(the checked data and model configs, the network's weights) of a checkpoint; ConfigError if
     the file is not a whole nnlab checkpoint."""
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = read_checkpoint(ckpt_path)
         stored = ckpt["hyper_parameters"]["config"]
         weights = {k.removeprefix("net."): v for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
         stored = {"data": stored["data"], "model": stored["model"]}
-    except (*UNREADABLE, TypeError, AttributeError) as e:  # not whole, not a checkpoint, or not one of nnlab's
-        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+    except (UnreadableCheckpoint, KeyError, TypeError, AttributeError) as e:  # not whole, or not one of nnlab's
+        why = str(e).removeprefix(f"{ckpt_path} is not a readable checkpoint ").strip("()") or type(e).__name__
         raise ConfigError(f"{ckpt_path} is not a readable nnlab checkpoint ({why}): give a run's "
                           "checkpoints/last.ckpt") from None
     return gate(stored), weights

@@ -87,7 +87,14 @@ from torch.func import functional_call, vmap
 
 from nnlab import cores, runs, steps
 from nnlab.callbacks import EpochLog, Figures
-from nnlab.checkpoint import UNREADABLE, AtomicCheckpointIO, Interrupt, RNGState, checkpoint_problem
+from nnlab.checkpoint import (
+    AtomicCheckpointIO,
+    Interrupt,
+    RNGState,
+    UnreadableCheckpoint,
+    checkpoint_problem,
+    read_checkpoint,
+)
 from nnlab.classifier import EpochSums
 from nnlab.compat import hydra_basic
 from nnlab.config import ConfigError, check, check_target, gate
@@ -1052,11 +1059,12 @@ def saved_state(run_dir: Path, cfg: DictConfig) -> tuple[dict | None, str | None
     if not ckpt.exists():
         return None, f"it was interrupted before it saved {ckpt.name}"
     try:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        saved = read_checkpoint(ckpt)
         state, config = saved.get("population"), saved["hyper_parameters"]["config"]
-    except (*UNREADABLE, TypeError, AttributeError) as e:  # not whole, or not a member's checkpoint
-        why = str(e).split(". ")[0].splitlines()[0] if str(e) else type(e).__name__
-        return None, f"{ckpt} is not a readable checkpoint ({why})"
+    except UnreadableCheckpoint as e:
+        return None, str(e)
+    except (KeyError, TypeError) as e:  # loads, but not a member's
+        return None, f"{ckpt} is not a readable checkpoint (no {e})"
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         return None, f"{ckpt} holds no population state it can continue from (not stopped at a step boundary)"
     if config != OmegaConf.to_container(cfg, resolve=True):
