@@ -38,9 +38,11 @@ data: install  ## fetch + MD5-check MNIST's raw files into data/MNIST/raw (ARGS=
 	$(PY) -m nnlab.data $(ARGS)
 
 train: install  ## one run into runs/<overrides>/<time>/ (ARGS="experiment=seed_mnist_cnn"; RESUME=<run folder>)
+	$(if $(RESUME),$(if $(wildcard $(RESUME)/.hydra/config.yaml),,$(error RESUME=$(RESUME) is not a run folder (it holds no .hydra/config.yaml): give one under runs/)))
 	$(PY) -m nnlab.train $(if $(RESUME),resume=$(RESUME)) $(ARGS)
 
 sweep: install  ## a multirun into runs/sweeps/<time>/: SWEEP=<grid in conf/sweep/>, ARGS="k=a,b ...", JOBS=N, RESUME=<sweep folder>
+	$(if $(RESUME),$(if $(wildcard $(RESUME)/multirun.yaml),,$(error RESUME=$(RESUME) is not a sweep folder (it holds no multirun.yaml): give one under runs/sweeps/)))
 	$(PY) -m nnlab.train --multirun $(if $(SWEEP),sweep=$(SWEEP),$(if $(strip \
 	  $(filter-out hydra/launcher=% hydra.launcher.%,$(ARGS))),,sweep=$(DEFAULT_SWEEP))) \
 	  $(if $(RESUME),hydra.sweep.dir=$(RESUME)) \

@@ -4,6 +4,7 @@ in test_compare.py, nnlab.data in test_mnist_raw.py). Everything else about a co
 this process (the `cli` fixture), where it costs no imports."""
 import json
 
+import pytest
 from conftest import fresh_process
 from test_compare import fake_run
 
@@ -39,3 +40,13 @@ def test_dashboard_names_a_folder_without_a_study(tmp_path):
     done = fresh_process("nnlab.search", "sweep", cwd=tmp_path)
     assert done.returncode == 1 and done.stderr == "nnlab: sweep holds no study: give a sweep folder of make sweep " \
                                                    "SWEEP=spiral_search, e.g. make dashboard DIR=runs/sweeps/<time>\n"
+
+
+@pytest.mark.parametrize("module,says", [
+    ("nnlab.train", "== Configuration groups =="), ("nnlab.compare", "usage: python -m nnlab.compare"),
+    ("nnlab.confirm", "usage: python -m nnlab.confirm"), ("nnlab.evaluate", "usage: python -m nnlab.evaluate"),
+    ("nnlab.search", "usage: python -m nnlab.search"), ("nnlab.bench", "python -m nnlab.bench [repeats=3]"),
+    ("nnlab.data.__main__", "python -m nnlab.data [overrides]")])
+def test_every_command_answers_help(module, says, cli, tmp_path):
+    done = cli(module, "--help", cwd=tmp_path)
+    assert says in done.stdout and not list(tmp_path.iterdir()), done.stdout[:500] + done.stderr[-500:]

@@ -109,9 +109,15 @@ def unique(shown: list[Shown]) -> list[Shown]:
 SHOWN = unique(shown_commands())
 
 
-def module_argv(shown: Shown) -> list[str]:
-    """`make -n` of the command; the argv of the nnlab module it runs (or [] for other targets)."""
-    argv = shlex.split(PLACEHOLDER.sub("FILL_IN", shown.command))
+def module_argv(shown: Shown, tmp_path: Path) -> list[str]:
+    """`make -n` of the command; the argv of the nnlab module it runs (or [] for other targets). A
+    RESUME=<folder> to be filled in gets a folder that is both a sweep's and a run's (make checks that
+    it is one), so the placeholder stays in what it runs."""
+    (tmp_path / "FILL_IN" / ".hydra").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "FILL_IN" / "multirun.yaml").touch()
+    (tmp_path / "FILL_IN" / ".hydra" / "config.yaml").touch()
+    argv = [re.sub(r"^RESUME=.*FILL_IN.*", f"RESUME={tmp_path / 'FILL_IN'}", a)
+            for a in shlex.split(PLACEHOLDER.sub("FILL_IN", shown.command))]
     done = conftest.make_dry_run(*argv[1:])
     assert done.returncode == 0, f"{shown.where}: `{shown.command}`: make -n fails: {done.stderr.strip()}"
     for line in done.stdout.replace("\\\n", " ").splitlines():
@@ -163,7 +169,7 @@ def sweep_jobs(shown: Shown, overrides: list[str], tmp_path: Path) -> list[list[
 def test_shown_command_does_what_its_line_says(shown: Shown, tmp_path, monkeypatch):
     command = shown.command
     if command.startswith("make "):
-        argv = module_argv(shown)
+        argv = module_argv(shown, tmp_path)
     elif command.startswith("python -m nnlab"):
         argv = shlex.split(command)[1:]
     elif " -c " in command:  # a one-liner: run it as shown

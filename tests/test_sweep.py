@@ -165,11 +165,12 @@ def make_sweep_line(*variables: str) -> list[str]:
     return line[line.index("--multirun") + 1:]
 
 
-def test_make_sweep_runs_the_default_grid_alone_exactly_args_without_sweep_and_args_on_top_of_sweep():
+def test_make_sweep_runs_the_default_grid_alone_exactly_args_without_sweep_and_args_on_top_of_sweep(tmp_path):
     population = "hydra/launcher=population"  # the default launcher, unless JOBS or ARGS name another
     assert make_sweep_line() == ["sweep=mnist_grid", population]
-    assert make_sweep_line("JOBS=1", "RESUME=runs/sweeps/x") == ["sweep=mnist_grid", "hydra.sweep.dir=runs/sweeps/x",
-                                                                 population]
+    (tmp_path / "multirun.yaml").touch()  # a sweep folder, as RESUME= must name
+    assert make_sweep_line("JOBS=1", f"RESUME={tmp_path}") == ["sweep=mnist_grid", f"hydra.sweep.dir={tmp_path}",
+                                                               population]
     assert make_sweep_line("ARGS=experiment=spiral_mlp seed=0,1,2") == [population, "experiment=spiral_mlp", "seed=0,1,2"]
     assert make_sweep_line("SWEEP=spiral_grid", "ARGS=seed=0") == ["sweep=spiral_grid", population, "seed=0"]
     assert make_sweep_line("SWEEP=spiral_grid", "ARGS=hydra/launcher=basic") == ["sweep=spiral_grid", "hydra/launcher=basic"]
@@ -211,3 +212,14 @@ def test_a_grid_sweeping_what_an_experiment_sets_is_refused_before_any_folder(tm
     one_line_refusal(done, "sweep=spiral_grid sweeps model, optimizer.lr, scheduler.gamma, which experiment=spiral_mlp "
                            'sets: sweep what you want in ARGS alone, e.g. make sweep ARGS="experiment=spiral_mlp')
     assert not (tmp_path / "runs").exists()
+
+
+def test_resume_of_a_folder_that_is_not_there_is_refused_in_one_line(tmp_path):
+    for target, variables, says in (("sweep", [f"RESUME={tmp_path / 'nope'}"], "is not a sweep folder"),
+                                     ("train", [f"RESUME={tmp_path / 'nope'}"], "is not a run folder")):
+        done = make_dry_run(target, *variables)
+        (line,) = done.stderr.strip().splitlines()
+        assert done.returncode != 0 and f"RESUME={tmp_path / 'nope'} {says}" in line and not done.stdout
+    (tmp_path / "sweep").mkdir()
+    (tmp_path / "sweep" / "multirun.yaml").write_text("hydra: {}\n")  # what a sweep writes as it starts
+    assert make_dry_run("sweep", f"RESUME={tmp_path / 'sweep'}").returncode == 0

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.plugins import Plugins
 from hydra.core.utils import configure_log, run_job
 from hydra.errors import HydraException
@@ -178,3 +179,4 @@ def hydra_main(argv: list[str], task: Callable[[DictConfig], object]) -> None:
             raise NnlabError(f"python -m nnlab.train {' '.join(argv)} failed (Hydra's message is above)") from None
     finally:
         sys.argv = saved
+        HydraConfig.instance().cfg = None  # Hydra leaves its config set: the next command in this process starts clean

@@ -348,6 +348,9 @@ def bench_args(argv: list[str]) -> dict:
 
 
 def main(argv: list[str]) -> None:
+    if {"-h", "--help"} & set(argv):  # key=value words otherwise, not flags: the module's own page
+        print(__doc__)
+        return
     args = bench_args(argv)
     if args.get("sweep"):
         sweeps(args["sweep"], args.get("repeats", 1), args["out"], args["mnist_overrides"])

@@ -93,9 +93,23 @@ def run_record(run: Path, label: str | None) -> dict:
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """Mean and sample std; the std is None for one value (no spread is measured by one seed)."""
     if not values:
         return None, None
-    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.mean(values), statistics.stdev(values) if len(values) > 1 else None
+
+
+def at_chance(metrics: dict) -> bool:
+    """A finished run that learned nothing: its val/acc within 0.02 of guessing, 1 / classes (a spiral
+    MLP stuck at 0.333), or below it. Runs recorded before `classes` was written are never flagged."""
+    classes = metrics.get("classes")
+    return bool(classes) and metrics["val/acc"] <= 1 / classes + 0.02
+
+
+def order(row: dict) -> tuple:
+    """Rows by data, model, then lr and gamma as numbers (10.0 after 3.0), then the setting."""
+    number = lambda v: (v is None, v if isinstance(v, int | float) else 0)  # noqa: E731
+    return row["data"], row["model"], number(row["lr"]), number(row["gamma"]), row["setting"]
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -108,6 +122,8 @@ def summarize(runs: list[dict]) -> list[dict]:
         statuses = defaultdict(int)
         for r in group:
             statuses[r["metrics"].get("status", "unfinished")] += 1
+        if chance := sum(at_chance(m) for m in ok):  # ok, yet no better than guessing: say so
+            statuses["ok at chance"] = chance
         val, test = mean_std([m["val/acc"] for m in ok]), mean_std([m["test/acc"] for m in ok])
         ci, boot = stats.t_interval([m["test/acc"] for m in ok]), stats.bootstrap_interval([m["test/acc"] for m in ok])
         n_test = {m.get("test/n") for m in ok}  # one test set size for the setting, or no SE
@@ -120,7 +136,7 @@ def summarize(runs: list[dict]) -> list[dict]:
                      "test_acc_ci_low": ci and ci[0], "test_acc_ci_high": ci and ci[1],
                      "test_acc_boot_low": boot and boot[0], "test_acc_boot_high": boot and boot[1], "test_acc_se": se,
                      "complete": len(ok) == len(group), "runs": group})
-    return rows
+    return sorted(rows, key=order)
 
 
 def best_per_architecture(rows: list[dict]) -> dict[tuple[str, str], tuple[dict, list[str]]]:
@@ -178,7 +194,8 @@ def differences(best: dict, fresh: dict) -> list[stats.Difference]:
 
 
 def fmt(mean: float | None, std: float | None) -> str:
-    return "–" if mean is None else f"{mean:.4f} ± {std:.4f}"
+    """mean ± std; a dash for a spread one seed cannot measure."""
+    return "–" if mean is None else f"{mean:.4f} ± {'–' if std is None else f'{std:.4f}'}"
 
 
 def fmt_interval(low: float | None, high: float | None) -> str:
@@ -230,11 +247,13 @@ def markdown(rows: list[dict], best: dict, fresh: dict, diffs: list[stats.Differ
             flips = f"{d.p_sign_flip:.3g} ({d.p_min_sign_flip:.3g})" if d.paired else "– (unpaired)"
             lines.append(f"| {d.a} | {d.b} | {kind} | {stats.pt(d.mean)} pt [{stats.pt(d.interval[0])}, "
                          f"{stats.pt(d.interval[1])}] | {d.p:.2g} | {d.p_holm:.2g} | {flips} | {d.p_better:.2f} |")
-    lines += ["", "Every setting (test/acc as above):", "",
-              "| setting | n | val/acc | test/acc [95% CI] | test set SE | statuses |", "|---|---|---|---|---|---|"]
+    chosen = {id(r) for r, _ in best.values()}
+    lines += ["", "Every setting, by architecture then lr and gamma; ★ marks each architecture's chosen one (test/acc",
+              "as above; accuracy intervals are clipped to [0, 1]; \"ok at chance\": finished no better than guessing):",
+              "", "| | setting | n | val/acc | test/acc [95% CI] | test set SE | statuses |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| {r['setting']} | {r['n']} | {fmt(r['val_acc_mean'], r['val_acc_std'])} | {fmt_test(r)} | "
-                     f"{fmt_se(r)} | {r['statuses']} |")
+        lines.append(f"| {'★' if id(r) in chosen else ''} | {r['setting']} | {r['n']} | "
+                     f"{fmt(r['val_acc_mean'], r['val_acc_std'])} | {fmt_test(r)} | {fmt_se(r)} | {r['statuses']} |")
     warnings = [f"- {data}/{model}: {w}" for (data, model), (_, ws) in best.items() for w in ws]
     return "\n".join(lines + (["", "Warnings:", *warnings] if warnings else [])) + "\n"
 
@@ -245,7 +264,7 @@ def plot_val_vs_lr(rows: list[dict], path: Path) -> None:
     for ax, arch in zip(axes[0], archs):
         mine = [r for r in rows if (r["data"], r["model"]) == arch and r["n"] and r["lr"] is not None]
         for gamma in sorted({r["gamma"] for r in mine}, key=lambda g: (g is None, g)):
-            pts = sorted((r["lr"], r["val_acc_mean"], r["val_acc_std"]) for r in mine if r["gamma"] == gamma)
+            pts = sorted((r["lr"], r["val_acc_mean"], r["val_acc_std"] or 0.0) for r in mine if r["gamma"] == gamma)
             if pts:
                 ax.errorbar(*zip(*pts), marker="o", capsize=3, label=f"gamma {gamma}")
         ax.set(xscale="log", xlabel="lr", title=f"{arch[1]} on {arch[0]}")

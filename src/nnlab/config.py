@@ -247,7 +247,8 @@ def check_writes(cfg: DictConfig) -> None:
     """A run writes into its own run folder only: run_dir is the folder Hydra made for it (where it runs
     under Hydra), and every folder a callback or the logger writes into lies inside run_dir."""
     run_dir = Path(str(cfg.run_dir)).absolute()
-    if HydraConfig.initialized() and run_dir != Path(HydraConfig.get().runtime.output_dir).absolute():
+    made = OmegaConf.select(HydraConfig.get(), "runtime.output_dir", default=None) if HydraConfig.initialized() else None
+    if made is not None and run_dir != Path(made).absolute():
         raise ConfigError(f"run_dir={cfg.run_dir!r} is not the run folder Hydra made: name the folder with "
                           "hydra.run.dir=<folder> (a sweep's: hydra.sweep.dir=<folder>), not run_dir")
     for key in WRITES:

@@ -20,13 +20,15 @@ class Interrupted(KeyboardInterrupt):
 
 
 def call(main: Callable[[list[str]], object], argv: list[str]) -> int:
-    """main(argv) as the command runs it: 0, or 1 with its one line on stderr."""
+    """main(argv) as the command runs it: 0, or 1 with its one line on stderr (or argparse's own code)."""
     try:
         main(argv)
     except (NnlabError, Interrupted) as e:
         message = str(e) or "interrupted"
         print(message if message.startswith("nnlab: ") else f"nnlab: {message}", file=sys.stderr, flush=True)
         return 1
+    except SystemExit as e:  # argparse's --help (0) and its usage errors (2), which print their own text
+        return e.code if isinstance(e.code, int) else 1
     return 0
 
 

@@ -987,6 +987,7 @@ def test_member(m: Member) -> None:
     m.metrics.update({k: v.item() for k, v in m.callback_metrics.items()})
     m.metrics.update({k: v.item() for k, v in score(m, "test").items()})
     m.metrics["test/n"] = len(m.data.test_set[1])
+    m.metrics["classes"] = m.data.num_classes
     m.metrics["status"] = runs.DIVERGED if m.diverged else runs.OK
     if m.diverged:
         m.metrics["error"] = f"{m.diverged}: lower optimizer.lr"

@@ -63,7 +63,7 @@ def metrics_problem(metrics) -> str | None:
             return f"{key} is {value!r}, not a number"
         if key.endswith("/acc") and not 0 <= value <= 1:
             return f"{key} is {value!r}, not an accuracy in [0, 1]"
-        if key in ("epochs", "steps", "test/n") and not (type(value) is int and value >= 0):
+        if key in ("epochs", "steps", "test/n", "classes") and not (type(value) is int and value >= 0):
             return f"{key} is {value!r}, not a whole number >= 0"
     return None
 
@@ -158,7 +158,7 @@ def shown(path: Path) -> Path:
 
 def summary(run_dir: Path, metrics: dict, note: str = "") -> str:
     """The lines a finished run prints: its folder, status, final metrics and seconds."""
-    numbers = "  ".join(f"{k} {v:.4f}" for k, v in metrics.items() if "/" in k)
+    numbers = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items() if "/" in k)
     return f"\nrun folder: {shown(run_dir)}\nstatus: {metrics['status']}  {numbers}  ({metrics['seconds']} s{note})"
 
 

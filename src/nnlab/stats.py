@@ -20,8 +20,10 @@ ALPHA = 0.05  # a verdict is called when Holm's adjusted p is below it
 POWER = 0.80  # of the seed-count estimate given with a "no detectable difference" verdict
 
 
-def t_interval(x) -> tuple[float, float] | None:
-    """95% t-interval of the mean of x; None below 2 values (no spread to scale it by)."""
+def t_interval(x, bounds: tuple[float, float] = (0.0, 1.0)) -> tuple[float, float] | None:
+    """95% t-interval of the mean of x, clipped to `bounds` (an accuracy's [0, 1]: the t-interval
+    around a mean of 0.99 with a wide spread reaches past 1, where no accuracy lies); None below 2
+    values (no spread to scale it by)."""
     x = np.asarray(x, dtype=float)
     if len(x) < 2:
         return None
@@ -29,7 +31,7 @@ def t_interval(x) -> tuple[float, float] | None:
     if sem == 0:  # every seed scored the same: the interval is that point
         return float(mean), float(mean)
     low, high = stats.t.interval(LEVEL, len(x) - 1, loc=mean, scale=sem)
-    return float(low), float(high)
+    return max(float(low), bounds[0]), min(float(high), bounds[1])
 
 
 def bootstrap_interval(x) -> tuple[float, float] | None:

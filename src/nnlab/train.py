@@ -147,6 +147,7 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
             trainer.test(module, datamodule=data, verbose=False)
         metrics.update({k: v.item() for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
         metrics["test/n"] = len(data.test_set[1])  # examples scored: compare's binomial SE of test/acc
+        metrics["classes"] = data.num_classes  # chance is 1 / classes: compare flags a run no better
         metrics["status"] = DIVERGED if module.diverged else PRUNED if pruning and pruning.pruned_epoch else OK
         if metrics["status"] == PRUNED:
             metrics["pruned_epoch"] = pruning.pruned_epoch
@@ -228,14 +229,18 @@ def check_resume(argv: list[str]) -> None:
 
 
 def lightning_logs_to_hydras() -> None:
-    """Lightning's notes (the devices it found, ...) go where nnlab's own lines go, Hydra's job logging:
-    the console's stdout and the run's train.log. Imported before logging is set up, Lightning gives
-    its loggers stderr handlers of their own; without them stderr holds only problems (one line each)."""
+    """Lightning's warnings go where nnlab's own lines go, Hydra's job logging: the console's stdout and
+    the run's train.log. Imported before logging is set up, Lightning gives its loggers stderr handlers
+    of their own; without them stderr holds only problems (one line each). Its notes (INFO: the devices
+    it found, "Trainer.fit stopped", an advertisement for a logging service) are left out: a run's own
+    lines say what happened."""
     for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         for handler in [h for h in logger.handlers if type(h) is logging.StreamHandler]:
             logger.removeHandler(handler)
         logger.propagate = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def task(cfg: DictConfig) -> dict | None:

@@ -11,6 +11,9 @@ from nnlab.errors import NnlabError, command
 
 
 def main(argv: list[str]) -> None:
+    if {"-h", "--help"} & set(argv):  # overrides otherwise, as training takes them
+        print(__doc__)
+        return
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=argv)
     data = instantiate(gate(cfg.data, "data"))
