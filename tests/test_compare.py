@@ -203,3 +203,24 @@ def test_confirm_passes_overrides_given_before_the_folder_to_every_run(tmp_path,
     confirm.main(["hydra/launcher=joblib", str(tmp_path), "--seeds", "2", "threads=1"])
     assert launched[0][-4:] == ["seed=4,5", f"hydra.sweep.dir={tmp_path / 'confirm'}", "hydra/launcher=joblib", "threads=1"]
     one_line_refusal(in_process("nnlab.confirm", str(tmp_path), "--seeds", "1"), "--seeds 1: a verdict needs at least 2 seeds")
+
+
+def test_the_summary_reads_at_a_glance(tmp_path):
+    # lr sorted as numbers, the chosen setting starred, an interval near 1 clipped to it, one seed's
+    # spread a dash, and a finished run no better than guessing counted as such
+    for lr, vals in ((10.0, (0.95, 0.99, 0.999)), (3.0, (0.50, 0.52, 0.51))):
+        for seed, v in enumerate(vals):
+            fake_run(tmp_path / "sweep", "mlp", lr, 0.9, seed, val=v, test=v)
+    fake_run(tmp_path / "sweep", "linear", 1.0, 0.9, 0, val=0.34, test=0.33)
+    metrics = tmp_path / "sweep" / "model=linear,optimizer.lr=1.0,scheduler.gamma=0.9,seed=0" / "metrics.json"
+    metrics.write_text(json.dumps({**json.loads(metrics.read_text()), "classes": 3}))  # chance: 1/3
+    text = compare(tmp_path / "sweep")
+    table = text.split("Every setting")[1]
+    assert table.index("optimizer.lr=3.0") < table.index("optimizer.lr=10.0")
+    assert "| ★ | model=mlp,optimizer.lr=10.0,scheduler.gamma=0.9 | 3 |" in table
+    assert "| ★ | model=linear,optimizer.lr=1.0,scheduler.gamma=0.9 | 1 | 0.3400 ± – |" in table
+    assert "ok at chance:1" in table
+    rows = {r["setting"]: r for r in csv.DictReader(open(tmp_path / "sweep" / "summary.csv"))}
+    high = rows["model=mlp,optimizer.lr=10.0,scheduler.gamma=0.9"]
+    assert float(high["test_acc_ci_high"]) == 1.0 < sp.t.interval(0.95, 2, loc=np.mean([0.95, 0.99, 0.999]),
+                                                                  scale=sp.sem([0.95, 0.99, 0.999]))[1]
