@@ -117,7 +117,8 @@ def test_ddp_inside_a_multirun_each_job_starts_its_own_ranks_in_its_own_folder(t
     for job in jobs:  # the second job too launched a rank 1 (a stale LOCAL_RANK would make it wait)
         assert (job / "train_ddp_process_1.log").exists()
         assert json.loads((job / "metrics.json").read_text())["status"] == "ok"
-    assert done.stdout.count("status: ok") == 2
+        assert (job / "train.log").read_text().count("status: ok") == 1  # rank 0's summary, in its log
+    assert "(2 runs: 2 ok)" in done.stdout  # the console has the sweep's progress and tally
     a, b = (results(job / "metrics.json") for job in jobs)
     assert a["train/loss"] != b["train/loss"]  # each job ran its own seed, not the sweep twice
 

@@ -2,6 +2,7 @@
 failures recorded without stopping the sweep, RESUME, compare's summary, and what TensorBoard reads."""
 import csv
 import json
+import os
 import re
 import subprocess
 import sys
@@ -34,6 +35,7 @@ def tiny_sweep(tmp_path_factory) -> Path:
     cwd = tmp_path_factory.mktemp("sweep")
     done = sweep(*TINY_GRID, "hydra/launcher=population", "hydra.launcher.workers=1", cwd=cwd)
     assert done.returncode == 0, done.stderr[-3000:]
+    (cwd / "out.txt").write_text(done.stdout)  # what the console showed
     folder = cwd / sweep_folder(done.stdout)
     compared = in_process("nnlab.compare", str(folder), cwd=cwd)
     assert compared.returncode == 0, compared.stderr[-2000:]
@@ -132,7 +134,7 @@ def test_diverged_and_crashed_runs_do_not_stop_the_sweep_and_resume_reruns_only_
     stamps = {n: (folder / n / "metrics.json").stat().st_mtime_ns for n in status}
     (folder / run("0.3", "1.0") / "metrics.json").unlink()
     again = sweep(*grid, f"hydra.sweep.dir={folder}", cwd=tmp_path)
-    assert again.returncode == 1 and "skipped" in again.stdout
+    assert again.returncode == 1 and "diverged already, skipped" in (folder / run("1e+30", "1.0") / "train.log").read_text()
     assert (folder / run("1e+30", "1.0") / "metrics.json").stat().st_mtime_ns == \
         stamps[run("1e+30", "1.0")]
     redone = json.loads((folder / run("0.3", "1.0") / "metrics.json").read_text())
@@ -219,7 +221,46 @@ def test_resume_of_a_folder_that_is_not_there_is_refused_in_one_line(tmp_path):
                                      ("train", [f"RESUME={tmp_path / 'nope'}"], "is not a run folder")):
         done = make_dry_run(target, *variables)
         (line,) = done.stderr.strip().splitlines()
-        assert done.returncode != 0 and f"RESUME={tmp_path / 'nope'} {says}" in line and not done.stdout
+        assert done.returncode != 0 and f"RESUME={tmp_path / 'nope'} {says}" in line
     (tmp_path / "sweep").mkdir()
     (tmp_path / "sweep" / "multirun.yaml").write_text("hydra: {}\n")  # what a sweep writes as it starts
     assert make_dry_run("sweep", f"RESUME={tmp_path / 'sweep'}").returncode == 0
+
+
+def test_a_sweeps_console_holds_its_progress_not_its_runs_lines(tiny_sweep):
+    # tiny_sweep's 16 runs, its console not a terminal: a plain progress line at each tenth and the last,
+    # the runs' own lines in their train.log
+    out = (tiny_sweep.parent.parent.parent / "out.txt").read_text()
+    progress = [line for line in out.splitlines() if " runs ended" in line]
+    assert progress and progress[-1].startswith("sweep: 16/16 runs ended, ") and len(progress) <= 11
+    assert "status: ok" not in out and "epoch 1/2" not in out and len(out.splitlines()) <= 30
+    assert all("status: ok" in (run / "train.log").read_text() for run in tiny_sweep.glob("*,seed=*"))
+
+
+@pytest.mark.slow
+def test_a_72_run_sweep_on_a_terminal_shows_one_live_progress_line_and_at_most_30_lines(tmp_path):
+    import pty
+    main, child = pty.openpty()
+    proc = subprocess.Popen([sys.executable, "-m", "nnlab.train", "--multirun", "sweep=spiral_grid",
+                             "hydra/launcher=population", "hydra.sweep.dir=sweep"], cwd=tmp_path, stdin=child,
+                            stdout=child, stderr=child)
+    os.close(child)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(main, 4096)
+        except OSError:  # the terminal closed: the sweep ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=600) == 0
+    out = b"".join(chunks).decode(errors="replace").replace("\r\n", "\n")
+    lines = out.split("\n")
+    shown = [line.rsplit("\r", 1)[-1] for line in lines]  # what a line reads once its \r rewrites are done
+    live = [line for line, last in zip(lines, shown) if "runs ended" in last]
+    assert len(live) == 1 and live[0].count("\r") >= 2, out[-3000:]  # one line, rewritten in place
+    assert "left]" in live[0] and "72/72 runs ended" in live[0]  # with the time left, to the end
+    assert len([last for last in shown if last.strip()]) <= 30, out[-3000:]
+    assert "population: 72 jobs" in out and not any("population" in last for last in live)  # above the line
+    assert "(72 runs: 72 ok)" in out

@@ -33,17 +33,21 @@ class PopulationLauncher(Launcher):
 class GroupedBasicSweeper(BasicSweeper):
     """Hydra's basic sweeper, whose check of a batch (composing its jobs before any starts) also checks
     what Hydra builds from each job's composition, its logging (nnlab.cli.check_hydra_nodes); a refused
-    batch takes the sweep folder its claim made with it. One process sweeps a folder at a time (its lock). For the population launcher a batch is checked
+    batch takes the sweep folder its claim made with it. One process sweeps a folder at a time (its lock),
+    showing its progress (nnlab.progress). For the population launcher a batch is checked
     by composing one job of each group (~0.2 s a composition) rather than every job: the group's other
     jobs differ from it only in the numbers of keys it has (seed, optimizer.lr...), and the population
     derives their configs from that composition, which it is handed, checking each (a bad value:
     invalid_config)."""
 
     def sweep(self, arguments):
+        from nnlab import progress
         from nnlab.runs import hold_sweep
+        from nnlab.sweep import jobs
         folder = Path(self.config.hydra.sweep.dir)  # resolving it claims a new sweep's folder
         folder.mkdir(parents=True, exist_ok=True)  # as Hydra's sweep makes it, before its first batch
-        with hold_sweep(folder):
+        total = len(jobs(dict(self.config.hydra.sweeper.get("params") or {}), arguments))
+        with hold_sweep(folder), progress.shown(folder, total):
             return super().sweep(arguments)
 
     def validate_batch_is_legal(self, batch) -> None:

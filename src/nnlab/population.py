@@ -426,7 +426,6 @@ class Population:
                     if status is not None:
                         runs.set_aside(run_dir)  # the old outputs kept in attempt-<n>/
                     runs.write_json(run_dir / "metrics.json", {"status": runs.INVALID_CONFIG, "error": str(e)})
-                    print(f"nnlab: {e}", flush=True)  # the console's line and train.log's, as a job's logging has them
                     handler = file_handler(log_file)
                     handler.handle(logging.LogRecord("nnlab", logging.ERROR, __file__, 0, "nnlab: %s", (e,), None))
                     handler.close()
@@ -451,6 +450,10 @@ class Population:
                 mine = [m for m in members if m.job.idx in index]  # in job order
                 for m in mine:  # the whole part's size and the member's place in it, whichever process trains it
                     m.metrics["population"] = {"group": n, "size": len(index), "index": index[m.job.idx]}
+                if resumed := [m for m in mine if m.saved is not None]:  # a resumed sweep's cut-short members
+                    epoch, done = resumed[0].start  # one place for all: they stopped together
+                    print(f"population {n}: {len(resumed)} runs continue from where they stopped (epoch {epoch + 1}, "
+                          f"after {done} of its steps; each run's train.log says more)", flush=True)
                 if mine:
                     train_population(mine, n, self.figures, vectorized(base, self.vectorize),
                                      lambda done, part=part: link.choose(part, done), link.shared, self.every)
@@ -1022,8 +1025,7 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
                          device="cpu", threads=torch.get_num_threads(), torch=torch.__version__)
         runs.write_json(m.run_dir / "metrics.json", m.metrics)
         lines = runs.summary(m.run_dir, m.metrics, ", the population's")
-        m.note(lines)
-        print(lines, flush=True)  # on the console too, as a run alone prints it
+        m.note(lines)  # its train.log's, as a run in a sweep writes it (the console has the sweep's progress)
         if m.metrics["status"] == runs.DIVERGED:
             m.note(f"nnlab: {m.metrics['error']}")
         m.handler.close()
@@ -1089,5 +1091,4 @@ def restore(m: Member, per_epoch: int) -> None:
     m.points, m.logged = list(state.get("points", [])), state.get("events", True)  # killed: none on disk
     epoch, done = m.start
     line = f"continues from step {m.step} (epoch {epoch + 1}, after {done} of its {per_epoch} steps)"
-    m.note(line)
-    print(f"{m.run_dir.name}: {line}", flush=True)
+    m.note(line)  # its train.log's; the population says once how many continue (run_share)

@@ -26,7 +26,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import TrialState
 from sqlalchemy.exc import SQLAlchemyError
 
-from nnlab import cores
+from nnlab import cores, progress
 from nnlab.compat import hydra_basic
 from nnlab.config import ConfigError
 from nnlab.errors import NnlabError, command
@@ -209,7 +209,7 @@ class Search:
         make_sampler(self.s.sampler, self.s.seed, space)  # refused here, before the folder exists
         folder = Path(self.config.hydra.sweep.dir)  # resolving it claims the folder: after every refusal
         folder.mkdir(parents=True, exist_ok=True)
-        with hold_sweep(folder):
+        with hold_sweep(folder), progress.shown(folder, self.s.n_trials):
             return self.study(folder, fixed, space)
 
     def study(self, folder: Path, fixed: list[str], space: dict[str, BaseDistribution]) -> list:

@@ -251,6 +251,9 @@ def task(cfg: DictConfig) -> dict | None:
     the command that continues the run or sweep."""
     lightning_logs_to_hydras()
     sweeping = HydraConfig.get().mode == RunMode.MULTIRUN
+    if sweeping:  # a sweep's runs write their lines into their train.log; the console has the progress line
+        for handler in [h for h in logging.root.handlers if type(h) is logging.StreamHandler]:
+            logging.root.removeHandler(handler)
     run_dir = Path(HydraConfig.get().runtime.output_dir)  # the folder Hydra made (cfg.run_dir is checked against it)
     # DDP's other ranks run this too, in the same folder: rank 0 holds the lock for them
     lock = hold(run_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
@@ -280,7 +283,7 @@ def task(cfg: DictConfig) -> dict | None:
     except FolderBusy as e:
         if not sweeping:
             raise
-        log.info(f"{run_dir.name}: {e}, skipped")  # another sweep resuming this folder trains it
+        print(f"{run_dir.name}: {e}, skipped", flush=True)  # another process trains it: on the console too
         return None
     except ConfigError as e:
         if not sweeping:
@@ -303,9 +306,11 @@ def task(cfg: DictConfig) -> dict | None:
         log.exception("nnlab: %s failed; the sweep goes on", run_dir.name)  # into the run's train.log
         return None
     if rank_zero_only.rank == 0:  # DDP: one report, from rank 0
-        if not member:  # a member's lines are printed as it finishes (nnlab.population.finish)
+        if member:  # its train.log has the lines (nnlab.population.finish): the console's
+            print(summary(run_dir, metrics, ", the population's"), flush=True)
+        else:
             log.info(summary(run_dir, metrics))
-        if metrics["status"] == DIVERGED:  # a result, not a crash: a sweep goes on past it
+        if metrics["status"] == DIVERGED and not sweeping:  # a result, not a crash (a sweep's report counts it)
             print(f"nnlab: {metrics['error']}", file=sys.stderr)
         elif member and metrics["status"] == FAILED:  # continue_alone logged why, into train.log too
             raise NnlabError(f"{run_dir.name} failed: {metrics['error']}")
