@@ -25,6 +25,7 @@ def test_confirm_reruns_the_chosen_setting_on_fresh_seeds(tmp_path):
     done = fresh_process("nnlab.confirm", "sweep", "--seeds", "2", "data.steps_per_epoch=2", "trainer.max_epochs=1",
                          cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert "population 0: 2 runs differing in seed," in done.stdout  # one population, not two runs in turn
     runs = sorted((tmp_path / "sweep" / "confirm").glob("*/metrics.json"))
     assert [json.loads(r.read_text())["status"] for r in runs] == ["ok", "ok"]
     assert [r.parent.name.split("seed=")[1].split(",")[0] for r in runs] == ["4", "5"]

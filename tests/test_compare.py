@@ -169,9 +169,10 @@ def test_confirm_runs_fresh_seeds_and_compare_bases_its_verdicts_on_them(tmp_pat
     runs = commands(tmp_path, 5, ["threads=1"])
     assert [c[4:] for c in runs] == [
         ["model=linear", "optimizer.lr=0.3", "scheduler.gamma=1.0", "sweep=spiral_grid", "seed=5,6,7,8,9",
-         f"hydra.sweep.dir={tmp_path / 'confirm'}", "threads=1"],
+         f"hydra.sweep.dir={tmp_path / 'confirm'}", "hydra/launcher=population", "threads=1"],
         ["model=mlp", "optimizer.lr=1.0", "scheduler.gamma=0.9", "sweep=spiral_grid", "seed=5,6,7,8,9",
-         f"hydra.sweep.dir={tmp_path / 'confirm'}", "threads=1"]]  # seeds 0-2 and their data draws (to 4) unused
+         f"hydra.sweep.dir={tmp_path / 'confirm'}", "hydra/launcher=population", "threads=1"]]
+    # seeds 0-2 and their data draws (to 4) unused; a setting's seeds train as one population
     for seed, (lin, mlp) in zip(range(5, 10), ((0.50, 0.96), (0.51, 0.95), (0.52, 0.97), (0.49, 0.94), (0.50, 0.96))):
         fake_run(tmp_path / "confirm", "linear", 0.3, 1.0, seed, test=lin)
         fake_run(tmp_path / "confirm", "mlp", 1.0, 0.9, seed, test=mlp)

@@ -46,8 +46,8 @@ class GroupedBasicSweeper(BasicSweeper):
         from nnlab.sweep import jobs
         folder = Path(self.config.hydra.sweep.dir)  # resolving it claims a new sweep's folder
         folder.mkdir(parents=True, exist_ok=True)  # as Hydra's sweep makes it, before its first batch
-        total = len(jobs(dict(self.config.hydra.sweeper.get("params") or {}), arguments))
-        with hold_sweep(folder), progress.shown(folder, total):
+        mine = jobs(dict(self.config.hydra.sweeper.get("params") or {}), arguments)
+        with hold_sweep(folder), progress.shown(folder, len(mine), mine):
             return super().sweep(arguments)
 
     def validate_batch_is_legal(self, batch) -> None:

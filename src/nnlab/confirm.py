@@ -6,7 +6,8 @@ winner's curse).
     python -m nnlab.confirm [FOLDER] [--seeds 5] [OVERRIDE ...]   # make confirm [DIR=runs/sweeps/<time>] SEEDS=5
 
 Chooses in FOLDER (default: the latest sweep) as make compare does, the best mean val/acc of each
-architecture, then runs every chosen setting on SEEDS fresh seeds through Hydra's multirun into
+architecture, then runs every chosen setting on SEEDS fresh seeds through Hydra's multirun (its seeds as one
+population, as make sweep trains them; OVERRIDE hydra/launcher=basic: one by one) into
 FOLDER/confirm/, one run folder per setting and seed as in a sweep (a second call resumes it:
 finished runs are skipped). make compare then bases its verdicts on those runs. Fresh means the
 selection never saw the seed nor its data: they start 3 past the largest seed the sweep used, because
@@ -40,12 +41,14 @@ def commands(folder: Path, count: int, extra: list[str]) -> list[list[str]]:
         raise NnlabError(f"no setting in {folder} has every seed finished: nothing to confirm "
                          f"(finish the sweep with make sweep RESUME={folder})")
     seeds = ",".join(map(str, fresh_seeds({r["seed"] for r in runs}, count)))
+    # a setting's seeds differ only in numbers: they train as one population, as make sweep trains them
+    launcher = [] if any(e.startswith("hydra/launcher=") for e in extra) else ["hydra/launcher=population"]
     out = []
     for row, _ in best.values():
         overrides = read_yaml(row["runs"][0]["dir"] / ".hydra" / "overrides.yaml")  # checked by load_runs
         keep = [o for o in overrides if not o.startswith("seed=")]
         out.append([sys.executable, "-m", "nnlab.train", "--multirun", *keep, f"seed={seeds}",
-                    f"hydra.sweep.dir={folder / CONFIRM}", *extra])
+                    f"hydra.sweep.dir={folder / CONFIRM}", *launcher, *extra])
     return out
 
 

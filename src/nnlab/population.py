@@ -368,11 +368,13 @@ class Population:
             print(f"population: none of the {total} jobs trains in a population ({'; '.join(reasons)}): "
                   "one after another, as hydra/launcher=basic", flush=True)
             return
-        print(f"population: {total} jobs, {together} of them in "
-              f"{sum(1 for _, _, why in plan if not why)} populations", flush=True)
+        groups = sum(1 for _, _, why in plan if not why)
+        print(f"population: {total} jobs, {together} of them in {groups} population{'s' * (groups != 1)}",
+              flush=True)
         for n, (group, base, why) in enumerate(plan):
             shared = " ".join(group[0].structure[0]) or "(no overrides)"
-            numbers = ", ".join(group[0].structure[1]) or "nothing"
+            numbers = ", ".join(k for k in group[0].structure[1]
+                                if len({job.numbers[k] for job in group}) > 1) or "nothing"
             ids = f"#{group[0].idx}" + (f"..#{group[-1].idx}" if len(group) > 1 else "")
             how = {"vmap": "vmapped", "loop": "stepped in turn"}[vectorized(base, self.vectorize)] if not why else ""
             what = f"alone ({why})" if why else f"population {n}: {len(group)} runs differing in {numbers}, {how}"

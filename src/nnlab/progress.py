@@ -16,14 +16,14 @@ from pathlib import Path
 from tqdm import tqdm
 from tqdm.contrib import DummyTqdmFile
 
-from nnlab.runs import FINISHED, run_status
+from nnlab.runs import FINISHED, RunFolderError, read_yaml, run_status
 
 EVERY_S = 0.5  # how often the folder is read
 
 
-def counts(folder: Path) -> tuple[int, int]:
+def counts(folder: Path, mine=lambda run: True) -> tuple[int, int]:
     """(runs ended, of which did not finish: failed, bad config, interrupted) in a sweep folder."""
-    statuses = [run_status(p.parent) for p in folder.glob("*/metrics.json")]
+    statuses = [run_status(p.parent) for p in folder.glob("*/metrics.json") if mine(p.parent)]
     return len(statuses), sum(s not in FINISHED for s in statuses)
 
 
@@ -32,12 +32,15 @@ def clock(seconds: float) -> str:
 
 
 class Progress:
-    """Shows `total` runs' progress in `folder` while running (start()/stop())."""
+    """Shows `total` runs' progress in `folder` while running (start()/stop()). Given the jobs' overrides,
+    it counts only their runs: make confirm sweeps each architecture into one folder in turn."""
 
-    def __init__(self, folder: Path, total: int, out=None):
+    def __init__(self, folder: Path, total: int, out=None, jobs: list[list[str]] | None = None):
         self.folder, self.total, self.out = Path(folder), total, out or sys.stdout
+        self.jobs = None if jobs is None else {frozenset(job) for job in jobs}
+        self.known: dict[str, bool] = {}  # run folder name -> one of the jobs (its overrides never change)
         self.stopping, self.thread = threading.Event(), None
-        self.start_time, self.done_before, self.shown = time.monotonic(), counts(self.folder)[0], 0
+        self.start_time, self.done_before, self.shown = time.monotonic(), self.counts()[0], 0
         # tqdm's live line on a terminal: its rate and time left count the runs ended from now on
         # (the terminal's size where it says, else 80x24: a pseudo-terminal may report 0x0, which
         # tqdm reads as -1 rows and then draws nothing)
@@ -45,6 +48,20 @@ class Progress:
         self.bar = tqdm(total=total, initial=self.done_before, unit="run", desc="sweep", file=self.out,
                         ncols=size.columns, nrows=size.lines, bar_format="{desc}: {n_fmt}/{total_fmt} runs "
                         "ended{postfix} [{elapsed} so far, {remaining} left]") if self.out.isatty() else None
+
+    def mine(self, run: Path) -> bool:
+        if self.jobs is None:
+            return True
+        if run.name not in self.known:
+            try:  # written when the run started, before its metrics.json
+                overrides = read_yaml(run / ".hydra" / "overrides.yaml")
+                self.known[run.name] = isinstance(overrides, list) and frozenset(map(str, overrides)) in self.jobs
+            except (RunFolderError, OSError):  # not readable: not counted
+                self.known[run.name] = False
+        return self.known[run.name]
+
+    def counts(self) -> tuple[int, int]:
+        return counts(self.folder, self.mine)
 
     def line(self, done: int, failed: int) -> str:
         elapsed = time.monotonic() - self.start_time
@@ -54,7 +71,7 @@ class Progress:
         return f"sweep: {done}/{self.total} runs ended{failures}, {clock(elapsed)} so far{left}"
 
     def show(self, final: bool = False) -> None:
-        done, failed = counts(self.folder)
+        done, failed = self.counts()
         if self.bar is not None:
             self.bar.set_postfix_str(f"{failed} did not finish" if failed else "", refresh=False)
             self.bar.update(done - self.bar.n)
@@ -80,12 +97,12 @@ class Progress:
 
 
 @contextlib.contextmanager
-def shown(folder: Path, total: int):
+def shown(folder: Path, total: int, jobs: list[list[str]] | None = None):
     """Within it, the sweep's progress line; stopped however the block ends.
 
     While the live line is up, what this process prints goes above it (tqdm's DummyTqdmFile), so a
     launcher's plan or a warning does not land in the middle of the line."""
-    progress = Progress(folder, total)
+    progress = Progress(folder, total, jobs=jobs)
     with contextlib.ExitStack() as stack:
         if progress.bar is not None:
             stack.enter_context(contextlib.redirect_stdout(DummyTqdmFile(sys.stdout)))
