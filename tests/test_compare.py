@@ -225,3 +225,18 @@ def test_the_summary_reads_at_a_glance(tmp_path):
     high = rows["model=mlp,optimizer.lr=10.0,scheduler.gamma=0.9"]
     assert float(high["test_acc_ci_high"]) == 1.0 < sp.t.interval(0.95, 2, loc=np.mean([0.95, 0.99, 0.999]),
                                                                   scale=sp.sem([0.95, 0.99, 0.999]))[1]
+
+
+def test_compare_names_only_the_figures_it_drew(tmp_path):
+    for seed in (0, 1):  # no run finished: no setting to plot, no best to draw
+        fake_run(tmp_path / "sweep", "mlp", 1.0, 0.9, seed, status="failed")
+    (tmp_path / "sweep" / "best_curves.png").write_bytes(b"an earlier compare's")
+    done = in_process("nnlab.compare", "sweep", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "written: sweep/summary.csv, summary.md"
+    assert not list((tmp_path / "sweep").glob("*.png")) and ".png" not in (tmp_path / "sweep" / "summary.md").read_text()
+    fake_run(tmp_path / "sweep", "mlp", 1.0, 0.9, 2, val=0.9)  # one finished seed: a point, and a best
+    done = in_process("nnlab.compare", "sweep", cwd=tmp_path)
+    assert done.stdout.splitlines()[-1].startswith("written: sweep/summary.csv, summary.md, ")
+    named = done.stdout.splitlines()[-1].split("summary.md, ")[1].split(", ")
+    assert sorted(named) == sorted(p.name for p in (tmp_path / "sweep").glob("*.png")) and "val_acc_vs_lr.png" in named

@@ -7,7 +7,8 @@ files' opening comments show. Each distinct command is checked once, by what it 
   make ...           `make -n` accepts it; what it runs is checked as below
   nnlab.train        Hydra composes every configuration it would run and nnlab's config check and build
                      pass; a sweep's job count is the count its comment states ("36 runs", "3 jobs");
-                     a spiral run really runs, shrunk to a few steps
+                     a spiral run really runs, shrunk to a few steps, and a spiral study runs its
+                     trials, shrunk, to a best.yaml
   python -c / file   a one-liner really runs; a script or shell file named exists and parses
 Tables that document keys (a header cell naming "key") are checked too: every `key=value` shown is
 the value the composed config holds. Each failure names the doc line: README.md:57.
@@ -147,12 +148,17 @@ def checked(shown: Shown, overrides: list[str], tmp_path: Path):
     return with_hydra, cfg
 
 
+def study(base) -> bool:
+    """Whether a composed sweep's sweeper runs a study (nnlab.search) rather than a grid."""
+    return getattr(get_class(base.hydra.sweeper._target_), "study", False)
+
+
 def sweep_jobs(shown: Shown, overrides: list[str], tmp_path: Path) -> list[list[str]]:
     parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = compose_job(fixed, tmp_path)
     params = dict(base.hydra.sweeper.get("params") or {})
-    if getattr(get_class(base.hydra.sweeper._target_), "study", False):  # a study: n_trials jobs, points of its space
+    if study(base):  # a study: n_trials jobs, points of its space
         from nnlab.search import search_space
         fixed, space = search_space(params, overrides)
         point = [f"{k}={d.choices[0] if hasattr(d, 'choices') else d.low}" for k, d in space.items()]
@@ -206,6 +212,13 @@ def test_shown_command_does_what_its_line_says(shown: Shown, tmp_path, monkeypat
         for group in groups.values():
             for job in {tuple(group[0]), tuple(group[-1])}:
                 checked(shown, list(job), tmp_path)
+        base = compose_job([o for o in overrides if "," not in o and "(" not in o], tmp_path)
+        if study(base) and base.hydra.runtime.choices.get("data") == "spiral":  # it runs, shrunk, to a best.yaml
+            folder = tmp_path / "study"
+            done = conftest.in_process("nnlab.train", "--multirun", *overrides, "data.steps_per_epoch=2",
+                                       f"hydra.sweep.dir={folder}", cwd=tmp_path)
+            assert done.returncode == 0, f"{shown.where}: `{command}` fails: {done.stderr[-2000:]}"
+            assert (folder / "best.yaml").is_file(), f"{shown.where}: `{command}` ends with no best.yaml"
         return
     with_hydra, cfg = checked(shown, overrides, tmp_path)
     cheap = (with_hydra.hydra.runtime.choices.get("data") == "spiral" and cfg.trainer.get("devices") == 1

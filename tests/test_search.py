@@ -110,8 +110,10 @@ def test_the_same_seed_asks_the_same_trials_and_resume_runs_the_study_on(studies
 
 def test_compare_on_a_study_folder_lists_trials_importances_and_plots_the_history(studies):
     cwd, _, folder, _, _ = studies
+    assert load(folder).metric_names == ["val/acc"]  # the dashboard's name for the objective
     done = in_process("nnlab.compare", str(folder), cwd=cwd)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert f"written: {folder}/study.md, optimization_history.png" in done.stdout
     study = (folder / "study.md").read_text()
     for t in load(folder).trials:
         assert f"| {t.number} | {t.state.name.lower()} |" in study
@@ -156,12 +158,17 @@ def test_search_space_is_read_in_hydras_sweep_syntax_and_the_command_line_wins()
     fixed, space = search.search_space(
         {"optimizer.lr": "tag(log, interval(0.03, 30))", "scheduler.gamma": "interval(0.5, 1.0)",
          "model.hidden": "range(50, 201, 50)", "optimizer": "choice(sgd, adam)", "l2": "0.001"},
-        ["scheduler.gamma=0.9,1.0", "trainer.max_epochs=3"])
+        ["scheduler.gamma=0.9,1.0", "trainer.max_epochs=3", "+flag=choice(true,false)", "model.depth=choice(1,2)",
+         "+name=choice('a b',c)"])
     assert fixed == ["l2=0.001", "trainer.max_epochs=3"]
     assert space == {"optimizer.lr": FloatDistribution(0.03, 30.0, log=True),
-                     "scheduler.gamma": CategoricalDistribution(["0.9", "1.0"]),
+                     "scheduler.gamma": CategoricalDistribution([0.9, 1.0]),
                      "model.hidden": IntDistribution(50, 200, step=50),
-                     "optimizer": CategoricalDistribution(["sgd", "adam"])}
+                     "optimizer": CategoricalDistribution(["sgd", "adam"]),
+                     "+flag": CategoricalDistribution([True, False]), "model.depth": CategoricalDistribution([1, 2]),
+                     "+name": CategoricalDistribution(["a\\ b", "c"])}
+    for choices in (space["scheduler.gamma"].choices, space["model.depth"].choices, space["+flag"].choices):
+        assert [type(c) for c in choices] == [type(c) for c in choices[:1]] * 2 and not isinstance(choices[0], str)
 
 
 def refusal(settings: dict | None = None, params: dict | None = None, cfg: dict | None = None) -> str:
@@ -304,3 +311,39 @@ def test_mnist_search_composes_and_runs_its_first_trials(tiny_mnist, tmp_path):
         assert json.loads((run / "metrics.json").read_text())["steps"] in (5, 10)
     best = OmegaConf.load(folder / "best.yaml")  # the first trial always finishes: a rung needs rivals
     assert "sweep=mnist_search" in best.overrides and best.command.startswith("make train")
+
+
+def test_a_study_whose_trials_are_all_pruned_runs_its_leader_on_to_the_end(tmp_path):
+    # a bootstrap of 4 stops the first 4 trials at epoch 1: a study of 4 would finish none. Its best
+    # trial at epoch 1 goes on from that epoch's checkpoint as trial 4, unpruned, to a best.yaml.
+    done = study_sweep("hydra.sweeper.n_trials=4", "hydra.sweeper.bootstrap=4", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / folder_of(done.stdout)
+    trials = load(folder).trials
+    assert [t.state.name for t in trials] == ["PRUNED"] * 4 + ["COMPLETE"]
+    leader = max(trials[:4], key=lambda t: t.intermediate_values[1])
+    assert trials[4].params == leader.params and trials[4].user_attrs["finishes"] == leader.number
+    assert f"no trial finished; trial {leader.number}, the best at the last epoch any trial reached (epoch 1)" \
+        in done.stdout
+    assert sorted(trials[4].intermediate_values) == [2, 3]  # it went on from epoch 1, not from scratch
+    run = Path(trials[4].user_attrs["run_dir"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert run == Path(leader.user_attrs["run_dir"]) and metrics["status"] == "ok" and metrics["epochs"] == 3
+    best = OmegaConf.load(folder / "best.yaml")
+    assert best.trial == 4 and best["val/acc"] == metrics["val/acc"]
+    # going on from the pruned epoch's checkpoint is exact: the same numbers as the run never pruned
+    rerun = in_process("nnlab.train", *best.overrides, cwd=tmp_path)
+    assert rerun.returncode == 0, rerun.stderr[-2000:]
+    again = tmp_path / re.search(r"run folder: (.+)", rerun.stderr + rerun.stdout).group(1).strip()
+    assert json.loads((again / "metrics.json").read_text())["val/acc"] == metrics["val/acc"]
+
+
+def test_a_grid_study_ends_when_every_point_is_tried(tmp_path):
+    done = study_sweep("hydra.sweeper.sampler=grid", "optimizer.lr=choice(0.3,3.0)", "scheduler.gamma=choice(0.5,1)",
+                       "l2=0.0001", "hydra.sweeper.n_trials=6", "hydra.sweeper.pruner=none", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "the grid has 4 points, fewer than n_trials=6: it ends when each is tried" in done.stdout
+    trials = load(tmp_path / folder_of(done.stdout)).trials
+    points = {(t.params["optimizer.lr"], t.params["scheduler.gamma"]) for t in trials}
+    assert points == {(0.3, 0.5), (0.3, 1), (3.0, 0.5), (3.0, 1)} and len(trials) == 4  # each once, typed
+    assert all(t.state.name == "COMPLETE" for t in trials) and (tmp_path / folder_of(done.stdout) / "best.yaml").exists()

@@ -19,7 +19,7 @@ from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nnlab.errors import NnlabError
-from nnlab.runs import FINISHED, INTERRUPTED, run_status, set_aside, write_atomic
+from nnlab.runs import FINISHED, INTERRUPTED, PRUNED, run_status, set_aside, write_atomic
 
 
 class UnreadableCheckpoint(NnlabError):
@@ -80,14 +80,16 @@ def checkpoint_problem(path: Path, member: bool = False) -> str | None:
     return None
 
 
-def resumable(run_dir: Path) -> tuple[str | None, str | None]:
+def resumable(run_dir: Path, go_on: bool = False) -> tuple[str | None, str | None]:
     """A sweep job whose folder has been used before (RESUME=): (its status, the checkpoint it resumes
     from). Finished runs are skipped by the caller; an interrupted run continues from its last.ckpt
-    (a step boundary, so exactly); anything else starts over, its old outputs set aside in attempt-<n>/."""
+    (a step boundary, so exactly), and so does a pruned one if `go_on` (a study runs its pruned leader
+    on to the end); anything else starts over, its old outputs set aside in attempt-<n>/."""
     status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
+    usable = lambda: ckpt.exists() and checkpoint_problem(ckpt) is None  # noqa: E731 (read only when needed)
     if status in FINISHED:
-        return status, None
-    if status == INTERRUPTED and ckpt.exists() and checkpoint_problem(ckpt) is None:
+        return status, str(ckpt) if status == PRUNED and go_on and usable() else None
+    if status == INTERRUPTED and usable():
         return status, str(ckpt)
     set_aside(run_dir)
     return status, None

@@ -259,6 +259,9 @@ def markdown(rows: list[dict], best: dict, fresh: dict, diffs: list[stats.Differ
 
 
 def plot_val_vs_lr(rows: list[dict], path: Path) -> None:
+    """One panel per architecture; not drawn when no setting has a finished seed and an lr."""
+    if not any(r["n"] and r["lr"] is not None for r in rows):
+        return
     archs = sorted({(r["data"], r["model"]) for r in rows})
     fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs), 4), squeeze=False, sharey=True)
     for ax, arch in zip(axes[0], archs):
@@ -350,6 +353,8 @@ def compare(folders: Path | list[Path], out: Path | None = None) -> str:
         fresh.update(confirmed(folder, {a: b for a, b in best.items() if label is None or a[1].endswith(f"@{label}")}, label))
     diffs = differences(best, fresh)
     write_csv(rows, out / "summary.csv")
+    for name in FIGURES:  # those of an earlier compare: what is there afterwards was drawn now
+        (out / name).unlink(missing_ok=True)
     plot_val_vs_lr(rows, out / "val_acc_vs_lr.png")
     if best:
         plot_best_curves(best, out / "best_curves.png")
@@ -371,7 +376,10 @@ def main(argv: list[str]) -> None:
     # several folders: their own report folder, named by theirs, so no sweep folder is written into
     out = Path("runs/comparisons") / "+".join(f.name for f in folders) if len(folders) > 1 else folders[0]
     print(compare(folders, out))
-    print(f"written: {out}/summary.csv, summary.md, " + ", ".join(FIGURES))
+    print(f"written: {out}/" + ", ".join(["summary.csv", "summary.md", *(f for f in FIGURES if (out / f).exists())]))
+    for folder in folders:
+        if search.storage_file(folder):
+            print(f"written: {folder}/" + ", ".join(f for f in search.REPORT if (folder / f).exists()))
 
 
 if __name__ == "__main__":

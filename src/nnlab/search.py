@@ -38,7 +38,9 @@ PRUNERS = ("none", "median", "successive_halving", "hyperband")
 # numbers are reported, not chosen on.
 METRICS = {"val/acc": "maximize", "val/loss": "minimize"}
 STUDY = "nnlab"  # one study a sweep folder
+FINISH = "finishes"  # user attr of a trial that reruns a pruned leader to the end: never pruned
 FILES = ("study.db", "study.journal")
+REPORT = ("study.md", "optimization_history.png")  # make compare's, in a study's folder
 optuna.logging.set_verbosity(optuna.logging.WARNING)  # the sweep prints one line a trial itself
 
 
@@ -65,7 +67,10 @@ def distribution(override: Override) -> BaseDistribution:
             raise ConfigError(f"{shown} is an empty range: range(start, stop) needs start < stop")
         if all(isinstance(v, int) for v in values):
             return IntDistribution(min(values), max(values), step=abs(int(value.step)))
-    values = list(override.sweep_string_iterator())  # as Hydra writes them back: valid override values
+    # Numbers and bools keep their types (choice(1, 2) asks the ints 1 and 2, written back as 1 and 2);
+    # anything else as Hydra writes it back (quoted where needed): a valid override value.
+    values = [v if isinstance(v, bool | int | float) else text
+              for v, text in zip(override.sweep_iterator(), override.sweep_string_iterator())]
     if not values:
         raise ConfigError(f"{shown} offers no choice: give at least one value")
     return CategoricalDistribution(values)
@@ -119,15 +124,28 @@ def study_settings(s: DictConfig, cfg: DictConfig) -> None:
                           "or validate every epoch")
 
 
+class Grid(optuna.samplers.GridSampler):
+    """Optuna's grid sampler, told that the study's loop is not Optuna's: its after_trial stops the study
+    once every point is tried, which raises outside study.optimize (nnlab asks and tells). The sweep
+    ends the study itself when every point has been asked (Search.study)."""
+
+    def after_trial(self, study, trial, state, values) -> None:
+        pass
+
+
+def grid_of(space: dict[str, BaseDistribution]) -> dict[str, list]:
+    """sampler=grid: every key's values (an interval is refused: it has no points to list)."""
+    continuous = [k for k, d in space.items() if isinstance(d, FloatDistribution)]
+    if continuous:
+        raise ConfigError(f"hydra.sweeper.sampler=grid cannot search an interval ({', '.join(continuous)}): "
+                          "give those keys a choice or a range, or use sampler=tpe")
+    return {k: list(d.choices) if isinstance(d, CategoricalDistribution) else list(range(d.low, d.high + 1, d.step))
+            for k, d in space.items()}
+
+
 def make_sampler(name: str, seed: int, space: dict[str, BaseDistribution]) -> optuna.samplers.BaseSampler:
     if name == "grid":
-        continuous = [k for k, d in space.items() if isinstance(d, FloatDistribution)]
-        if continuous:
-            raise ConfigError(f"hydra.sweeper.sampler=grid cannot search an interval ({', '.join(continuous)}): "
-                              "give those keys a choice or a range, or use sampler=tpe")
-        grid = {k: d.choices if isinstance(d, CategoricalDistribution) else list(range(d.low, d.high + 1, d.step))
-                for k, d in space.items()}
-        return optuna.samplers.GridSampler(grid, seed=seed)
+        return Grid(grid_of(space), seed=seed)
     kind = {"tpe": optuna.samplers.TPESampler, "random": optuna.samplers.RandomSampler,
             "qmc": optuna.samplers.QMCSampler}[name]
     return kind(seed=seed)
@@ -228,6 +246,9 @@ class Search:
                                     pruner=optuna.pruners.NopPruner(),  # pruning is the trials' own business
                                     direction=self.direction, load_if_exists=True)
         study.set_user_attr("metric", self.s.metric)
+        with warnings.catch_warnings():  # Optuna marks metric names experimental; the dashboard shows them
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([self.s.metric])
         study.set_user_attr("fixed", fixed)
         # A sweep stopped mid-trial left it RUNNING: run again, it continues from its last.ckpt.
         todo = [(t.number, t.params) for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
@@ -241,13 +262,20 @@ class Search:
             if t.number not in retried:
                 study.enqueue_trial(t.params, user_attrs={"retry_of": t.number})
         target = self.s.n_trials + len(failed)
+        points = math.prod(map(len, grid_of(space).values())) if self.s.sampler == "grid" else math.inf
 
         def more() -> bool:  # enqueued trials are already in study.trials, as WAITING
-            return len(study.trials) < target or bool(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+            if study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+                return True
+            asked = {tuple(sorted(t.params.items())) for t in study.get_trials(deepcopy=False)}
+            return len(study.trials) < target and len(asked) < points  # a grid ends when every point is asked
         done = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED)))
         again = len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
         print(f"study: {path}  ({done} of {self.s.n_trials} trials done{f', {again} failed asked again' if again else ''}"
               f"; {self.s.sampler} sampler, seed {self.s.seed}; pruner {self.s.pruner})")
+        if points < self.s.n_trials:
+            print(f"study: the grid has {points} points, fewer than n_trials={self.s.n_trials}: it ends when "
+                  "each is tried")
         returns = []
         while todo or more():
             while len(todo) < self.batch and more():
@@ -255,8 +283,24 @@ class Search:
                 todo.append((trial.number, trial.params))
             batch, todo = todo[:self.batch], todo[self.batch:]
             returns.append(self.launch(study, batch, fixed))
+            if not todo and not more() and (leader := self.leader(study)):
+                print(f"study: no trial finished; trial {leader.number}, the best at the last epoch any trial "
+                      f"reached (epoch {max(leader.intermediate_values)}), runs again to the end, unpruned")
+                study.enqueue_trial(leader.params, user_attrs={FINISH: leader.number})
         self.best(study, folder)
         return returns
+
+    def leader(self, study: optuna.Study) -> optuna.trial.FrozenTrial | None:
+        """In a study that has no finished trial and is not running one on to the end already: the
+        pruned trial that reached the furthest epoch, the best there. Without it a small study with a
+        bootstrap (whose first trials at a rung stop there) could end with no setting to name."""
+        trials = study.get_trials(deepcopy=False)
+        if any(t.state == TrialState.COMPLETE or FINISH in t.user_attrs for t in trials):
+            return None
+        pruned = [t for t in trials if t.state == TrialState.PRUNED and t.intermediate_values]
+        sign = 1 if self.direction == "maximize" else -1
+        return max(pruned, default=None, key=lambda t: (max(t.intermediate_values),
+                                                        sign * t.intermediate_values[max(t.intermediate_values)]))
 
     def launch(self, study: optuna.Study, batch: list[tuple[int, dict]], fixed: list[str]) -> list:
         """Run the trials of a batch at once; a job's number is its trial's number (the job finds
@@ -304,9 +348,10 @@ def job_trial(cfg: DictConfig) -> optuna.Trial:
     from hydra.core.hydra_config import HydraConfig
     hc = HydraConfig.get()
     storage = open_storage(storage_file(Path(hc.sweep.dir)))
-    study = optuna.load_study(study_name=STUDY, storage=storage, sampler=optuna.samplers.RandomSampler(),
-                              pruner=make_pruner(hc.sweeper.pruner, cfg.trainer.max_epochs, hc.sweeper.bootstrap))
     trial_id = storage.get_trial_id_from_study_id_trial_number(storage.get_study_id_from_name(STUDY), hc.job.num)
+    finishes = FINISH in storage.get_trial(trial_id).user_attrs  # a leader run on to the end (Search.leader)
+    pruner = make_pruner("none" if finishes else hc.sweeper.pruner, cfg.trainer.max_epochs, hc.sweeper.bootstrap)
+    study = optuna.load_study(study_name=STUDY, storage=storage, sampler=optuna.samplers.RandomSampler(), pruner=pruner)
     trial = optuna.Trial(study, trial_id)
     trial.set_user_attr("run_dir", str(cfg.run_dir))
     return trial
@@ -336,19 +381,20 @@ def report(folder: Path) -> str:
         lines += [f"| {k} | {v:.3f} |" for k, v in importances.items()]
     else:
         lines += ["", "Parameter importances need two finished trials with different parameters."]
-    if trials:
+    (folder / REPORT[1]).unlink(missing_ok=True)  # an earlier report's: what is there afterwards was drawn now
+    if done:
         lines += ["", f"Best: trial {study.best_trial.number}, {metric} {study.best_value:.4f}; rerun: "
-                  f"see best.yaml" if done else "", "", "![optimisation history](optimization_history.png)"]
+                  "see best.yaml", "", f"![optimisation history]({REPORT[1]})"]
         with warnings.catch_warnings():  # Optuna marks its matplotlib plots experimental
             warnings.simplefilter("ignore")
             ax = optuna.visualization.matplotlib.plot_optimization_history(study, target_name=metric)
         ax.figure.set_size_inches(8, 4.5)
         ax.figure.tight_layout()
-        ax.figure.savefig(folder / "optimization_history.png", dpi=80)
+        ax.figure.savefig(folder / REPORT[1], dpi=80)
         import matplotlib.pyplot as plt
         plt.close(ax.figure)
     text = "\n".join(lines) + "\n"
-    (folder / "study.md").write_text(f"# {folder}\n\n{text}")
+    (folder / REPORT[0]).write_text(f"# {folder}\n\n{text}")
     return text
 
 

@@ -67,6 +67,9 @@ warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*LeafSpec.*is deprecated")  # Lightning 2.6 on torch 2.14, harmless
 # It counts batches; fused steps (see fusable) make a batch many steps, and steps are what is logged
 warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
+# A run folder is one run's: its checkpoints/ holds files only when that run continues (resume, a
+# study's pruned leader), which is what the checkpoint is for
+warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
 log = logging.getLogger("nnlab")
 
 
@@ -260,20 +263,21 @@ def task(cfg: DictConfig) -> dict | None:
     member = False
     try:
         with lock:  # one writer per run folder; a sweep resumed twice at once shares out its jobs
-            ckpt_path, pruning = None, None
-            if cfg.resume:
+            ckpt_path, pruning, go_on, resuming = None, None, False, cfg.resume
+            if resuming:
                 cfg, ckpt_path = resume_config(run_dir, [o for o in HydraConfig.get().overrides.task
                                                          if not o.startswith("resume=")])
                 member = is_member(ckpt_path)  # an interrupted population member's: it continues alone
-            elif sweeping:  # a resumed sweep skips finished runs, continues interrupted ones
-                status, ckpt_path = resumable(run_dir)
-                if status in FINISHED:
-                    log.info(f"{run_dir.name}: {status} already, skipped")
-                    return None
             sweeper = HydraConfig.get().sweeper
             if sweeping and getattr(get_class(sweeper._target_), "study", False):  # a trial of a study
-                from nnlab.search import job_trial  # Optuna: imported by a study's jobs only
+                from nnlab.search import FINISH, job_trial  # Optuna: imported by a study's jobs only
                 pruning = Pruning(job_trial(cfg), sweeper.metric)
+                go_on = FINISH in pruning.trial.user_attrs  # a pruned leader run on to the end (Search.leader)
+            if sweeping and not resuming:  # a resumed sweep skips finished runs, continues interrupted ones
+                status, ckpt_path = resumable(run_dir, go_on)
+                if status in FINISHED and ckpt_path is None:
+                    log.info(f"{run_dir.name}: {status} already, skipped")
+                    return None
             with ddp.job_scope():  # the next job of a multirun in this process starts clean
                 if member:
                     from nnlab.population import continue_alone
