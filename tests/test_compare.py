@@ -2,6 +2,7 @@
 and the statistics of its verdicts, checked against scipy on the same arrays."""
 import csv
 import json
+import shutil
 import subprocess
 import time
 
@@ -240,3 +241,27 @@ def test_compare_names_only_the_figures_it_drew(tmp_path):
     assert done.stdout.splitlines()[-1].startswith("written: sweep/summary.csv, summary.md, ")
     named = done.stdout.splitlines()[-1].split("summary.md, ")[1].split(", ")
     assert sorted(named) == sorted(p.name for p in (tmp_path / "sweep").glob("*.png")) and "val_acc_vs_lr.png" in named
+
+
+def test_an_edge_best_with_a_flat_neighbour_gets_no_widen_advice_and_the_runner_up_gets_a_verdict(tmp_path):
+    # lr 10 is chosen on the edge, but lr 3 scores the same on every seed: accuracy is flat in lr there
+    for seed, val in enumerate((0.534, 0.530, 0.541)):
+        fake_run(tmp_path, "linear", 10.0, 1.0, seed, val=val, test=0.55 + seed / 100)
+        fake_run(tmp_path, "linear", 3.0, 1.0, seed, val=val - 0.001 * (seed % 2), test=(0.56, 0.55, 0.575)[seed])
+        fake_run(tmp_path, "linear", 1.0, 1.0, seed, val=0.40, test=0.40)
+    rows = summarize(load_runs(tmp_path))
+    (row, warnings), = best_per_architecture(rows).values()
+    assert row["lr"] == 10.0 and warnings == []
+    text = compare(tmp_path)
+    assert "Warnings:" not in text
+    assert "- linear lr 10.0 gamma 1.0 (chosen) vs linear lr 3.0 gamma 1.0: no detectable difference with 3 seeds" \
+        in text
+    # the same edge with a real slope towards it keeps its advice
+    for seed in range(3):
+        for lr in (3.0, 1.0):
+            shutil.rmtree(tmp_path / f"model=linear,optimizer.lr={lr},scheduler.gamma=1.0,seed={seed}")
+            score = {3.0: 0.45, 1.0: 0.40}[lr] + seed / 1000
+            fake_run(tmp_path, "linear", lr, 1.0, seed, val=score, test=score)
+    (row, warnings), = best_per_architecture(summarize(load_runs(tmp_path))).values()
+    assert row["lr"] == 10.0 and warnings == ["best lr 10.0 is the largest tried: widen the grid past it"]
+    assert "- linear lr 10.0 gamma 1.0 (chosen) > linear lr 3.0 gamma 1.0: +" in compare(tmp_path)

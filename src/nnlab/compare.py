@@ -16,8 +16,10 @@ Reads every run's saved config (.hydra/) and metrics.json under FOLDER and write
   best_seeds.png             each architecture's best-setting test/acc per seed, with its interval
 The best setting of each architecture is chosen on val/acc (never test/acc), among settings whose
 every seed finished; its test/acc is then reported. A best lr or gamma on the edge of the grid is
-flagged: the optimum may lie outside it. Every pair of architectures on the same data gets a verdict
-on test/acc (nnlab/stats.py: paired by seed, Holm-corrected across the pairs). When `make confirm`
+flagged (the optimum may lie outside it) unless its neighbour inside the grid scores the same within
+noise (val/acc: flat there, nothing to follow outward). Every pair of architectures on the same data
+gets a verdict on test/acc (nnlab/stats.py: paired by seed, Holm-corrected across the pairs), and
+within each architecture the chosen setting gets one against its runner-up. When `make confirm`
 has rerun the chosen settings on fresh seeds (FOLDER/confirm/), the verdicts use those runs, which
 the choice never saw, and the selection-time score is shown beside the fresh one.
 Several folders are compared on equal terms (each architecture's best in each folder) into
@@ -32,15 +34,12 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-import matplotlib
 from omegaconf import OmegaConf
 
 from nnlab import search, stats
 from nnlab.errors import NnlabError, command
-from nnlab.runs import OK, MetricsError, RunFolderError, read_metrics, read_yaml, refuse_links, sweep_folder
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from nnlab.figures import FIGURES, plot_best_curves, plot_best_seeds, plot_val_vs_lr
+from nnlab.runs import OK, MetricsError, RunFolderError, read_metrics, read_yaml, sweep_folder
 
 FIELDS = ["setting", "data", "model", "lr", "gamma", "n", "val_acc_mean", "val_acc_std",
           "test_acc_mean", "test_acc_std", "val_loss_mean", "statuses",
@@ -153,10 +152,54 @@ def best_per_architecture(rows: list[dict]) -> dict[tuple[str, str], tuple[dict,
             grid = sorted({r[knob] for r in mine if r[knob] is not None})
             value = top[knob]
             if len(grid) > 1 and value in (grid[0], grid[-1]) and value != limit:
+                inward = grid[1] if value == grid[0] else grid[-2]
+                other = "gamma" if knob == "lr" else "lr"
+                beside = [r for r in eligible if r[knob] == inward and r[other] == top[other]]
+                if beside and flat(top, beside[0]):  # no trend to follow past the edge
+                    continue
                 side = "smallest" if value == grid[0] else "largest"
                 warnings.append(f"best {knob} {value} is the {side} tried: widen the grid past it")
         best[arch] = top, warnings
     return best
+
+
+def val_scores(row: dict) -> dict[int, float]:
+    """{seed: val/acc} of a setting's finished runs."""
+    return {r["seed"]: r["metrics"]["val/acc"] for r in row["runs"] if r["metrics"].get("status") == OK}
+
+
+def flat(a: dict, b: dict) -> bool:
+    """Whether two settings' val/acc cannot be told apart: the 95% interval of their difference (paired
+    by seed where they share seeds) holds 0. One seed a side tells nothing: not flat."""
+    x, y = val_scores(a), val_scores(b)
+    if min(len(x), len(y)) < 2:
+        return False
+    d = stats.difference("a", "b", x, y)
+    return d.interval[0] <= 0 <= d.interval[1]
+
+
+def runners_up(rows: list[dict], best: dict) -> list[stats.Difference]:
+    """Within each architecture, its chosen setting against the next best on val/acc, on test/acc over
+    the selection's seeds: whether the choice is a real one or a coin toss among equals. Each is its own
+    question (Holm over one p is that p)."""
+    diffs = []
+    for arch, (top, _) in best.items():
+        others = [r for r in rows if (r["data"], r["model"]) == arch and r["complete"] and r["n"] and r is not top]
+        if not others:
+            continue
+        second = max(others, key=lambda r: (r["val_acc_mean"], -r["val_loss_mean"]))
+        a, b = test_scores(top), test_scores(second)
+        if min(len(a), len(b)) < 2:
+            continue
+        d = stats.difference(f"{arch[1]} {label(top)} (chosen)", f"{arch[1]} {label(second)}", a, b)
+        d.p_holm = d.p
+        diffs.append(d)
+    return diffs
+
+
+def label(row: dict) -> str:
+    """A setting as its lr and gamma, what tells settings of one architecture apart in a grid."""
+    return f"lr {row['lr']} gamma {row['gamma']}" if row["lr"] is not None else row["setting"]
 
 
 def test_scores(row: dict) -> dict[int, float]:
@@ -227,6 +270,9 @@ def markdown(rows: list[dict], best: dict, fresh: dict, diffs: list[stats.Differ
     on = "the fresh seeds of make confirm" if fresh else "the selection's seeds (make confirm reruns on fresh ones)"
     lines = [f"Verdicts on test/acc, 95% intervals in percentage points, on {on}:", ""]
     lines += [f"- {stats.verdict(d)}" for d in diffs] or ["- none: no two architectures on the same data with 2+ seeds each"]
+    if seconds := runners_up(rows, best):
+        lines += ["", "Within each architecture, its chosen setting against the runner-up on val/acc (test/acc, the "
+                  "selection's seeds):", "", *[f"- {stats.verdict(d)}" for d in seconds]]
     lines += ["", "Best setting per architecture, chosen on mean val/acc (settings with every seed finished); test/acc",
               "as mean [95% t-interval over seeds] (bootstrap interval from 5 seeds) and the test set's own",
               "binomial standard error:", "",
@@ -256,85 +302,6 @@ def markdown(rows: list[dict], best: dict, fresh: dict, diffs: list[stats.Differ
                      f"{fmt(r['val_acc_mean'], r['val_acc_std'])} | {fmt_test(r)} | {fmt_se(r)} | {r['statuses']} |")
     warnings = [f"- {data}/{model}: {w}" for (data, model), (_, ws) in best.items() for w in ws]
     return "\n".join(lines + (["", "Warnings:", *warnings] if warnings else [])) + "\n"
-
-
-def plot_val_vs_lr(rows: list[dict], path: Path) -> None:
-    """One panel per architecture; not drawn when no setting has a finished seed and an lr."""
-    if not any(r["n"] and r["lr"] is not None for r in rows):
-        return
-    archs = sorted({(r["data"], r["model"]) for r in rows})
-    fig, axes = plt.subplots(1, len(archs), figsize=(4.5 * len(archs), 4), squeeze=False, sharey=True)
-    for ax, arch in zip(axes[0], archs):
-        mine = [r for r in rows if (r["data"], r["model"]) == arch and r["n"] and r["lr"] is not None]
-        for gamma in sorted({r["gamma"] for r in mine}, key=lambda g: (g is None, g)):
-            pts = sorted((r["lr"], r["val_acc_mean"], r["val_acc_std"] or 0.0) for r in mine if r["gamma"] == gamma)
-            if pts:
-                ax.errorbar(*zip(*pts), marker="o", capsize=3, label=f"gamma {gamma}")
-        ax.set(xscale="log", xlabel="lr", title=f"{arch[1]} on {arch[0]}")
-        ax.legend(fontsize=8)
-    axes[0][0].set_ylabel("val/acc (mean ± std over seeds)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def plot_best_curves(best: dict, path: Path) -> None:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    fig, (loss_ax, acc_ax) = plt.subplots(1, 2, figsize=(11, 4))
-    for (data, model), (row, _) in best.items():
-        done = [r for r in row["runs"] if r["metrics"].get("status") == OK]
-        run = max(done, key=lambda r: r["metrics"]["val/acc"])  # the best seed of the best setting
-        if not (run["dir"] / "tensorboard").is_dir():
-            continue
-        try:
-            refuse_links(run["dir"] / "tensorboard")  # a folder from elsewhere: its events are read here
-        except RunFolderError as e:
-            print(f"nnlab: {e}; its curves left out of best_curves.png", file=sys.stderr)
-            continue
-        events = EventAccumulator(str(run["dir"] / "tensorboard"), size_guidance={"scalars": 0})
-        events.Reload()
-        for ax, tag in ((loss_ax, "train/loss"), (acc_ax, "val/acc")):
-            if tag in events.Tags()["scalars"]:
-                points = events.Scalars(tag)
-                ax.plot([p.step for p in points], [p.value for p in points], label=f"{model} on {data}")
-    loss_ax.set(xlabel="step", ylabel="train/loss", yscale="log")
-    acc_ax.set(xlabel="step", ylabel="val/acc")
-    if acc_ax.lines:
-        acc_ax.legend()
-    fig.suptitle("best run (best seed of the best setting) of each architecture")
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-def plot_best_seeds(best: dict, fresh: dict, path: Path) -> None:
-    """Each architecture's best setting: test/acc of every seed (hollow: the selection's seeds, filled:
-    make confirm's fresh ones) and the mean with its 95% t-interval; one panel per data set."""
-    datasets = sorted({data for data, _ in best})
-    fig, axes = plt.subplots(1, len(datasets), figsize=(max(6.0, 1.2 + 1.6 * len(best)), 4.5), squeeze=False)
-    for ax, data in zip(axes[0], datasets):
-        archs = [arch for arch in best if arch[0] == data]
-        for i, arch in enumerate(archs):
-            for shift, row, face in ((-0.12, best[arch][0], "none"), (0.12, fresh.get(arch), "C0")):
-                if row is None or not row["n"]:
-                    continue
-                accs = sorted(test_scores(row).values())
-                ax.scatter([i + shift - 0.05] * len(accs), accs, facecolors=face, edgecolors="C0", s=18, zorder=3)
-                if row["test_acc_ci_low"] is not None:
-                    err = [[row["test_acc_mean"] - row["test_acc_ci_low"]], [row["test_acc_ci_high"] - row["test_acc_mean"]]]
-                    ax.errorbar([i + shift + 0.05], [row["test_acc_mean"]], yerr=err, fmt="s", color="k", capsize=4)
-        ax.set_xticks(range(len(archs)), [model for _, model in archs])
-        ax.set(xlim=(-0.6, len(archs) - 0.4), title=data, ylabel="test/acc")
-    fig.suptitle("best setting of each architecture: test/acc per seed\n(hollow: the selection's seeds, "
-                 "filled: fresh ones) and the mean with its 95% interval", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=80)
-    plt.close(fig)
-
-
-FIGURES = {"best_seeds.png": "each architecture's best setting over seeds, with its 95% interval",
-           "val_acc_vs_lr.png": "validation accuracy against lr (mean ± std over seeds)",
-           "best_curves.png": "train/loss and val/acc of the best run of each architecture"}
 
 
 def compare(folders: Path | list[Path], out: Path | None = None) -> str:
