@@ -4,8 +4,11 @@ import csv
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -83,11 +86,11 @@ def test_summary_means_are_the_runs_means_and_best_is_chosen_on_validation(tiny_
 
 
 def hparams_of(events: EventAccumulator) -> tuple[dict, set]:
-    """The run's HPARAMS as TensorBoard's hparams plugin reads them: {name: value}, metric tags."""
+    """The run's HPARAMS as TensorBoard's hparams plugin reads them: {name: value}, the kinds of its records."""
     data = [plugin_data_pb2.HParamsPluginData.FromString(c) for c in events.PluginTagToContent("hparams").values()]
     start = next(d.session_start_info for d in data if d.HasField("session_start_info"))
     params = {k: v.WhichOneof("kind") and getattr(v, v.WhichOneof("kind")) for k, v in start.hparams.items()}
-    return params, {m.name.tag for d in data if d.HasField("experiment") for m in d.experiment.metric_infos}
+    return params, {d.WhichOneof("data") for d in data}
 
 
 def test_every_run_carries_its_hparams_and_final_metrics_for_tensorboard(tiny_sweep):
@@ -97,12 +100,13 @@ def test_every_run_carries_its_hparams_and_final_metrics_for_tensorboard(tiny_sw
     for run in runs:
         events = EventAccumulator(str(run / "tensorboard"))
         events.Reload()
-        params, metric_tags = hparams_of(events)
+        params, records = hparams_of(events)
         cfg = OmegaConf.load(run / ".hydra" / "config.yaml")
         assert params["lr"] == cfg.optimizer.lr and params["gamma"] == cfg.scheduler.gamma, run
         assert params["seed"] == cfg.seed and params["model"] == cfg.model._target_.rsplit(".")[-1].lower()
         assert params["batch_size"] == "full" and params["epochs"] == 2
-        assert metric_tags == {"hp/val_acc", "hp/test_acc", "hp/val_loss"}
+        # a session's start and end, and no experiment summary: TensorBoard builds that from all the runs
+        assert records == {"session_start_info", "session_end_info"}
         metrics = json.loads((run / "metrics.json").read_text())
         final = events.Scalars("hp/test_acc")[-1]
         assert final.value == pytest.approx(metrics["test/acc"]) and final.step == metrics["steps"] == 10
@@ -264,3 +268,35 @@ def test_a_72_run_sweep_on_a_terminal_shows_one_live_progress_line_and_at_most_3
     assert len([last for last in shown if last.strip()]) <= 30, out[-3000:]
     assert "population: 72 jobs" in out and not any("population" in last for last in live)  # above the line
     assert "(72 runs: 72 ok)" in out
+
+
+@pytest.mark.slow
+def test_tensorboard_shows_the_hparams_that_differ_first(tiny_sweep):
+    # TensorBoard itself, as make tensorboard starts it, asked for the HPARAMS tab's columns
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(tiny_sweep),
+                               "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, experiment = time.monotonic() + 120, None
+        while experiment is None and time.monotonic() < deadline and server.poll() is None:
+            ask = urllib.request.Request(f"http://127.0.0.1:{port}/data/plugin/hparams/experiment",
+                                         data=b'{"experimentName": ""}', headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(ask, timeout=5) as r:
+                    experiment = json.loads(r.read()) or None
+                    experiment = experiment if experiment and experiment.get("hparamInfos") else None
+            except OSError:
+                pass
+            time.sleep(0.5)
+        assert experiment is not None, "TensorBoard never showed the sweep's hparams"
+        columns = [(h["name"], h.get("differs", False)) for h in experiment["hparamInfos"]]
+        assert columns[:4] == [("gamma", True), ("lr", True), ("model", True), ("seed", True)], columns
+        assert {name for name, differs in columns[4:]} >= {"batch_size", "data", "epochs"} and \
+            not any(differs for _, differs in columns[4:])
+        assert {"hp/val_acc", "hp/test_acc"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
+    finally:
+        server.terminate()
+        server.wait(timeout=30)

@@ -190,9 +190,18 @@ def hparams(logger, cfg: DictConfig, metrics: dict, step: int) -> None:
         value = OmegaConf.select(cfg, key, default="absent")
         if value != "absent":  # null means something here: full batch, PyTorch's default init...
             params[name] = ("full" if name == "batch_size" else "null") if value is None else value
-    final = {"hp/val_acc": metrics.get("val/acc"), "hp/test_acc": metrics.get("test/acc"),
-             "hp/val_loss": metrics.get("val/loss")}
-    logger.log_hyperparams(params, {k: v for k, v in final.items() if v is not None}, step=step)
+    final = {k: v for k, v in {"hp/val_acc": metrics.get("val/acc"), "hp/test_acc": metrics.get("test/acc"),
+                               "hp/val_loss": metrics.get("val/loss")}.items() if v is not None}
+    # The session's start and end, without the experiment summary Lightning's log_hyperparams adds:
+    # with one in every run, TensorBoard shows the first run's, whose columns are sorted by name (the
+    # constants batch_size, data, epochs first). Without, it builds the experiment from all the runs and
+    # puts the hparams that differ between them first.
+    from torch.utils.tensorboard.summary import hparams as hparams_summaries
+    _, start, end = hparams_summaries(params, final)
+    logger.log_hyperparams(params)  # hparams.yaml (default_hp_metric off: no events)
+    logger.log_metrics(final, step)
+    for summary in (start, end):
+        logger.experiment.file_writer.add_summary(summary, step)
     logger.save()
 
 
