@@ -11,6 +11,7 @@ resume                                 bitwise the weights and metrics of an unb
 checkpoint write fails (disk full)     clear error, previous checkpoint still loads         test_failed_checkpoint_*
 damaged / truncated MNIST file         error naming the file and `make data`               tests/test_mnist_raw.py
 crafted pickle in the offline source   refused, nothing runs                                tests/test_mnist_raw.py
+a machine already busy at start        idle threads sleep (no number changes), one line     test_a_busy_machine_*
 """
 import errno
 import json
@@ -514,3 +515,25 @@ def test_a_metrics_file_that_cannot_be_written_is_one_line_naming_it(tmp_path, c
     one_line_refusal(done, f"{run / 'metrics.json'} could not be written (No space left on device); the run's "
                            "status was ok: free disk space and resume the run")
     assert (run / "checkpoints" / "last.ckpt").exists() and not (run / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_a_busy_machine_at_start_makes_idle_threads_sleep_says_so_and_changes_no_number(tmp_path):
+    run = ["data=spiral", "model=mlp", "data.steps_per_epoch=50", "trainer.max_epochs=2", "threads=2"]
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])  # one core taken
+    try:
+        busy = fresh_process("nnlab.train", *run, "hydra.run.dir=busy", cwd=tmp_path,
+                             env={k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"})
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert busy.returncode == 0, busy.stderr[-2000:]
+    said = [line for line in (busy.stdout + busy.stderr).splitlines() if line.startswith("nnlab: other processes")]
+    assert len(said) == 1 and "its 2 threads sleep while they wait (OMP_WAIT_POLICY=PASSIVE" in said[0] \
+        and "threads=1 is faster still" in said[0]
+    # spinning threads, as on a quiet machine (a policy in the environment is left as it is): the same numbers
+    spinning = fresh_process("nnlab.train", *run, "hydra.run.dir=spinning", cwd=tmp_path,
+                             env={**os.environ, "OMP_WAIT_POLICY": "ACTIVE"})
+    assert spinning.returncode == 0 and "nnlab: other processes" not in spinning.stdout + spinning.stderr
+    a, b = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("busy", "spinning"))
+    assert {k: v for k, v in a.items() if "/" in k} == {k: v for k, v in b.items() if "/" in k}

@@ -27,9 +27,13 @@ class SweepFailed(NnlabError):
 def jobs(params: dict, overrides: list[str]) -> list[list[str]]:
     """The jobs of a multirun as Hydra's basic sweeper expands them: every combination of a grid's
     `hydra.sweeper.params` and the command line's overrides, a key on the command line replacing the
-    grid's (`make sweep SWEEP=spiral_grid ARGS="seed=0"`: 24 jobs, not 72)."""
+    grid's (`make sweep SWEEP=spiral_grid ARGS="seed=0"`: 24 jobs, not 72). Within a Hydra command its
+    config loader lists a group's options for `glob()` (`experiment='glob(spiral_*)'`), as Hydra's does."""
+    from hydra.core.global_hydra import GlobalHydra
+    hydra = GlobalHydra.instance()
+    parser = OverridesParser.create(config_loader=hydra.config_loader() if hydra.is_initialized() else None)
     axes = {}
-    for o in OverridesParser.create().parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides)):
+    for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides)):
         key = o.get_key_element()
         values = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
         axes[key] = [f"{key}={v}" for v in values]

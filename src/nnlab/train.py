@@ -23,6 +23,8 @@ from pathlib import Path
 # then keeps them out of every later collection, the ones Python makes as it exits included (~1.5 s).
 if __name__ == "__main__":
     gc.disable()
+    from nnlab import busy  # before torch: OpenMP reads how idle threads wait as torch loads it
+    busy.settle()
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
@@ -35,7 +37,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from nnlab import app, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
+from nnlab import app, busy, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
 from nnlab.callbacks import EpochLog, Figures, Pruning
 from nnlab.checkpoint import Interrupt, RNGState, checkpoint_problem, is_member, resumable, stops_outside_fit
 from nnlab.classifier import Classifier
@@ -132,6 +134,8 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
     cfg = check(cfg)  # built from here on: the resolved copy whose every _target_ was checked
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    if said := busy.line(torch.get_num_threads()):  # the machine was busy as this process started
+        log.warning(said)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before build: init draws from it
     data, module, trainer = build(cfg)
     if pruning:  # no per-step hooks: fusing stays as build decided
