@@ -3,6 +3,10 @@ the files of their topics: nnlab.train's run in test_train.py, nnlab.evaluate th
 in test_compare.py, nnlab.data in test_mnist_raw.py). Everything else about a command is tested in
 this process (the `cli` fixture), where it costs no imports."""
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from conftest import fresh_process
@@ -51,3 +55,16 @@ def test_dashboard_names_a_folder_without_a_study(tmp_path):
 def test_every_command_answers_help(module, says, cli, tmp_path):
     done = cli(module, "--help", cwd=tmp_path)
     assert says in done.stdout and not list(tmp_path.iterdir()), done.stdout[:500] + done.stderr[-500:]
+
+
+def test_nnlab_train_executable_installs_hydras_tab_completion_and_completes_groups_and_keys(tmp_path):
+    # what a person types: eval "$(nnlab-train -sc install=bash)", then nnlab-train model=m<TAB>
+    bin_dir = Path(sys.executable).parent
+    assert (bin_dir / "nnlab-train").is_file(), "make install puts the nnlab-train executable in .venv/bin"
+    script = ('eval "$(nnlab-train -sc install=bash)"; for line in "model=m" "optimizer.l"; do '
+              'COMP_LINE="nnlab-train $line"; COMP_POINT=${#COMP_LINE}; COMP_CWORD=1; hydra_bash_completion; '
+              'echo "${COMPREPLY[@]}"; done')
+    done = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
+    assert done.stdout.splitlines() == ["model=mlp", "optimizer.lr="], done.stdout + done.stderr[-2000:]
+    assert not list(tmp_path.iterdir())  # completing writes nothing

@@ -300,3 +300,14 @@ def test_tensorboard_shows_the_hparams_that_differ_first(tiny_sweep):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_glob_sweeps_a_groups_options_and_its_mistakes_are_one_line(tmp_path):
+    done = sweep("experiment=glob(spiral_*)", "trainer.max_epochs=1", "hydra/launcher=population", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "sweep: 2 jobs from experiment=glob(spiral_*)" in done.stdout
+    runs = sorted(p.parent.name for p in (tmp_path / sweep_folder(done.stdout)).glob("*/metrics.json"))
+    assert runs == ["experiment=spiral_linear,trainer.max_epochs=1", "experiment=spiral_mlp,trainer.max_epochs=1"]
+    # the sweep's base config is composed without the swept experiments (Hydra's multirun): data=mnist
+    one_line_refusal(sweep("experiment=glob(spiral_*)", "data.steps_per_epoch=2", cwd=tmp_path),
+                     "the config does not compose: Could not override 'data.steps_per_epoch'")

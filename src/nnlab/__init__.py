@@ -13,6 +13,13 @@ def run(overrides: list[str]) -> dict:
     return run(overrides)
 
 
+def train_command() -> None:
+    """The executable nnlab-train: `python -m nnlab.train` under a name of its own, the form Hydra's shell
+    completion completes (it cannot complete `python -m`): eval "$(nnlab-train -sc install=bash)"."""
+    import runpy
+    runpy.run_module("nnlab.train", run_name="__main__")  # as python -m runs it; argv[0] stays nnlab-train
+
+
 def cores() -> int:
     """CPU cores this process may run on: its affinity (taskset, a SLURM allocation, a container's
     cpuset) where the OS tells it, else the machine's. What "one a core" means in nnlab's settings

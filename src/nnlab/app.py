@@ -171,7 +171,8 @@ def hydra_main(argv: list[str], task: Callable[[DictConfig], object]) -> None:
     register_resolvers()
     main = hydra.main(config_path=str(CONF_DIR), config_name="train", version_base="1.3")(task)
     saved = sys.argv
-    sys.argv = [JOB_NAME, *argv]
+    # run as the executable nnlab-train, Hydra's completion script names it (its job name stays JOB_NAME)
+    sys.argv = [saved[0] if Path(saved[0]).name == "nnlab-train" else JOB_NAME, *argv]
     try:
         main()
     except SystemExit as e:  # Hydra ends its help with sys.exit(0); a failure with 1 and its message printed

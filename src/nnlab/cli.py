@@ -205,7 +205,8 @@ def composition_error(src: Sources, error: Exception) -> ConfigError:
     """Why the command's config does not compose, in one line. A key the config lacks (Hydra says so
     in six lines and lists no key) gets the closest keys there are: found by composing the config with
     each of the command line's group choices in turn (a key may exist in one option only)."""
-    parser, choices, plain = OverridesParser.create(), {}, []
+    from hydra.core.global_hydra import GlobalHydra  # its loader lists a group's options for glob()
+    parser, choices, plain = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader()), {}, []
     for o in parser.parse_overrides([o for o in src.overrides if not o.startswith("~")]):
         key = o.key_or_group
         if key in GROUPS and o.type is OverrideType.CHANGE:
