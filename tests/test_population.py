@@ -524,3 +524,28 @@ def test_a_population_killed_without_warning_resumes_from_its_members_last_epoch
         wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"] for r in (run, cut / name))
         assert all(torch.equal(wa[k], wb[k]) for k in wa), name
         assert repr(sorted(scalars(run).items())) == repr(sorted(scalars(cut / name).items())), name
+
+
+def test_members_write_to_every_chosen_logger_as_their_own_runs_do(tmp_path, cli):
+    import mlflow
+    grid = ["data=spiral", "model=mlp", "optimizer.lr=0.3,1.0", "seed=0", "data.steps_per_epoch=5",
+            "trainer.max_epochs=2", "log_interval=5", "logger=[csv,mlflow]"]
+    out = {}
+    for launcher, extra in (("population", ["hydra.launcher.workers=1"]), ("basic", [])):
+        done = cli("nnlab.train", "--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / launcher}",
+                   *grid, *extra, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        out[launcher] = done.stdout
+    assert "population 0: 2 runs differing in optimizer.lr" in out["population"]  # trained together
+    population, basic = runs(tmp_path / "population"), runs(tmp_path / "basic")
+    assert sorted(population) == sorted(basic) and len(population) == 2
+
+    def logged(run: Path) -> tuple:
+        client = mlflow.MlflowClient(f"sqlite:///{run}/mlflow.db")
+        (found,) = client.search_runs([client.get_experiment_by_name("nnlab").experiment_id])
+        history = {k: [(p.step, p.value) for p in client.get_metric_history(found.info.run_id, k)]
+                   for k in found.data.metrics}
+        params = {k: v for k, v in found.data.params.items() if not k.startswith("config/")}  # config: paths differ
+        return (run / "csv" / "metrics.csv").read_text(), history, params
+    for name in population:
+        assert logged(population[name]) == logged(basic[name]), name

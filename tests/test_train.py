@@ -258,3 +258,84 @@ def test_l2_decays_matrices_and_kernels_only(make_cfg):
     _, module, _ = build(make_cfg("model.batch_norm=true"))  # CNN: conv kernels, fc matrix; norms' scale/shift
     names = {id(p): n for n, p in module.net.named_parameters()}
     assert sorted(names[id(w)] for w in module.weights) == ["conv1.0.weight", "conv2.0.weight", "fc.weight"]
+
+
+def test_every_chosen_logger_writes_the_run_and_reads_it_back(tmp_path, cli):
+    # logger=[tensorboard,csv,mlflow]: each written for real, read back by its own reader
+    import csv
+
+    import mlflow
+    run = tmp_path / "run"
+    done = cli("nnlab.train", "data=spiral", "model=mlp", "optimizer.lr=0.5", "data.steps_per_epoch=5",
+               "trainer.max_epochs=2", "log_interval=5", "logger=[tensorboard,csv,mlflow]", f"hydra.run.dir={run}",
+               cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "MLflow" not in done.stdout + done.stderr and "Creating it" not in done.stdout + done.stderr  # set-up: quiet
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert list((run / "tensorboard").glob("events.*"))
+    rows = list(csv.DictReader(open(run / "csv" / "metrics.csv")))
+    assert [(int(r["step"]), float(r["train/loss"])) for r in rows if r["train/loss"]][-1] == \
+        (10, pytest.approx(metrics["train/loss"]))
+    assert [int(r["step"]) for r in rows if r["val/acc"]] == [5, 10]
+    assert float(next(r["hp/test_acc"] for r in rows if r["hp/test_acc"])) == pytest.approx(metrics["test/acc"])
+    client = mlflow.MlflowClient(f"sqlite:///{run}/mlflow.db")
+    (found,) = client.search_runs([client.get_experiment_by_name("nnlab").experiment_id])
+    assert found.info.status == "FINISHED" and found.info.artifact_uri.startswith(str(run))
+    assert found.info.run_name == run.name  # the run folder's name
+    assert {k: found.data.params[k] for k in ("lr", "model", "data", "seed")} == \
+        {"lr": "0.5", "model": "mlp", "data": "spiral", "seed": "1234"}
+    assert found.data.metrics["hp/test_acc"] == pytest.approx(metrics["test/acc"])
+    history = client.get_metric_history(found.info.run_id, "val/acc")
+    assert [p.step for p in history] == [5, 10] and history[-1].value == pytest.approx(metrics["val/acc"])
+
+
+@pytest.mark.parametrize("override,key", [
+    ("logger.csv.save_dir=/tmp/elsewhere", "logger.csv.save_dir='/tmp/elsewhere'"),
+    ("logger.mlflow.tracking_uri=sqlite:////tmp/elsewhere/mlflow.db", "logger.mlflow.tracking_uri='/tmp/elsewhere/mlflow.db'")])
+def test_a_logger_writing_outside_the_run_folder_is_refused_in_one_line(override, key, tmp_path, cli):
+    done = cli("nnlab.train", "data=spiral", "logger=[csv,mlflow]", override, cwd=tmp_path)
+    one_line_refusal(done, f"{key} is outside the run folder")
+    assert not (tmp_path / "runs").exists()
+
+
+def test_a_tracking_server_is_no_folder_and_a_file_store_is_one(tmp_path):
+    from omegaconf import OmegaConf
+
+    from nnlab.config import writes
+    cfg = OmegaConf.create({"logger": {"mlflow": {"tracking_uri": "http://127.0.0.1:5000"},
+                                       "other": {"tracking_uri": "file:/x/mlruns", "save_dir": "/y"}}})
+    assert writes(cfg) == [("logger.other.save_dir", "/y"), ("logger.other.tracking_uri", "/x/mlruns")]
+
+
+@pytest.mark.slow
+def test_mlflow_ui_as_the_docs_start_it_serves_a_runs_store(tmp_path, cli):
+    import socket
+    import time
+    import urllib.request
+    run = tmp_path / "run"
+    done = cli("nnlab.train", "data=spiral", "model=mlp", "data.steps_per_epoch=5", "trainer.max_epochs=2",
+               "logger=mlflow", f"hydra.run.dir={run}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ui = subprocess.Popen([str(Path(sys.executable).parent / "mlflow"), "ui", "--backend-store-uri",
+                           f"sqlite:///{run}/mlflow.db", "--host", "127.0.0.1", "--port", str(port)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline, found = time.monotonic() + 120, None
+        while found is None and time.monotonic() < deadline and ui.poll() is None:
+            ask = urllib.request.Request(f"http://127.0.0.1:{port}/api/2.0/mlflow/runs/search", method="POST",
+                                         data=b'{"experiment_ids": ["1"]}', headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(ask, timeout=5) as r:
+                    found = json.loads(r.read())["runs"]
+            except OSError:
+                time.sleep(0.5)
+        assert found, "mlflow ui never answered on 127.0.0.1"
+        (one,) = found
+        params = {p["key"]: p["value"] for p in one["data"]["params"]}
+        assert one["info"]["status"] == "FINISHED" and params["model"] == "mlp" and params["data"] == "spiral"
+    finally:
+        ui.terminate()
+        ui.wait(timeout=30)

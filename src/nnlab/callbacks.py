@@ -17,6 +17,13 @@ import matplotlib.pyplot as plt
 log = logging.getLogger("nnlab")  # to the console and the run's train.log (conf/train.yaml: hydra.job_logging)
 
 
+def tensorboard(trainer):
+    """The TensorBoard writer among the run's loggers, or None: the first batch's text and the figures
+    go to TensorBoard alone (the other loggers have numbers; the PNGs sit in the run folder)."""
+    from lightning.pytorch.loggers import TensorBoardLogger
+    return next((logger.experiment for logger in trainer.loggers if isinstance(logger, TensorBoardLogger)), None)
+
+
 class EpochLog(L.Callback):
     """One plain line every `every_n_epochs` epochs (and the last), instead of a progress bar:
     readable in a terminal, a log file or CI alike."""
@@ -100,8 +107,8 @@ class Figures(L.Callback):
     def _first_batch(self, trainer, x: Tensor, y: Tensor) -> None:
         stats = self.describe(x, y)
         log.info(stats)
-        if trainer.logger:
-            trainer.logger.experiment.add_text("data/first_batch", stats)
+        if board := tensorboard(trainer):
+            board.add_text("data/first_batch", stats)
         self.draw_batch(trainer, x, y)
 
     def draw_batch(self, trainer, x: Tensor, y: Tensor) -> None:
@@ -151,9 +158,8 @@ class Figures(L.Callback):
         fig.canvas.draw()
         rgba = np.asarray(fig.canvas.buffer_rgba())  # (H, W, 4) uint8
         plt.imsave(self.run_dir / f"{name}.png", rgba)
-        if trainer.logger:
-            trainer.logger.experiment.add_image(f"figures/{name}", rgba[..., :3], trainer.global_step,
-                                                dataformats="HWC")
+        if board := tensorboard(trainer):
+            board.add_image(f"figures/{name}", rgba[..., :3], trainer.global_step, dataformats="HWC")
         plt.close(fig)
 
 

@@ -162,8 +162,9 @@ class Classifier(L.LightningModule):
             # DDP: the mean of the ranks' shard losses, the global batch's (no-op on one process)
             loss = trainer.strategy.reduce(self.finite_loss, reduce_op="mean")
             self.log("train/loss", loss, logger=False)
-            if point and self.logger:
-                self.logger.log_metrics({"train/loss": loss, "lr": self.optimizers().param_groups[0]["lr"]}, step)
+            if point:
+                for logger in self.loggers:
+                    logger.log_metrics({"train/loss": loss.item(), "lr": self.optimizers().param_groups[0]["lr"]}, step)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         self.step(batch, "val")
@@ -178,8 +179,8 @@ class Classifier(L.LightningModule):
         means = {f"{name}/acc": acc, "train/loss_epoch" if stage == "fit" else f"{name}/loss": loss}
         for key, value in means.items():
             self.log(key, value, logger=False)
-        if self.logger:
-            self.logger.log_metrics(means, self.global_step)
+        for logger in self.loggers:
+            logger.log_metrics({k: v.item() for k, v in means.items()}, self.global_step)
 
     def on_test_start(self) -> None:
         self.sums["test"].to(self.device)

@@ -239,8 +239,24 @@ def check(cfg: DictConfig) -> DictConfig:
     return cfg
 
 
-# Where a run writes, besides what Hydra writes into the run folder itself (conf/train.yaml)
-WRITES = ("callbacks.checkpoint.dirpath", "callbacks.interrupt.dirpath", "callbacks.figures.run_dir", "logger.save_dir")
+# Where a run writes, besides what Hydra writes into the run folder itself (conf/train.yaml), and in
+# each logger's node (conf/logger/) the keys that name a folder or a file store
+WRITES = ("callbacks.checkpoint.dirpath", "callbacks.interrupt.dirpath", "callbacks.figures.run_dir")
+LOGGER_WRITES = ("save_dir", "artifact_location", "tracking_uri")
+
+
+def writes(cfg: DictConfig) -> list[tuple[str, str]]:
+    """(key, path) of every folder or file a run's callbacks and loggers write into. A tracking URI is
+    a path where it names a file store (sqlite:///path, file:path); a server's URL is no folder."""
+    found = [(key, str(v)) for key in WRITES if (v := OmegaConf.select(cfg, key, default=None)) is not None]
+    for name, node in (cfg.get("logger") or {}).items():
+        for key in LOGGER_WRITES:
+            value = str(node.get(key)) if isinstance(node, DictConfig) and node.get(key) is not None else None
+            if key == "tracking_uri" and value is not None:
+                value = next((value[len(s):] for s in ("sqlite:///", "file://", "file:") if value.startswith(s)), None)
+            if value is not None:
+                found.append((f"logger.{name}.{key}", value))
+    return found
 
 
 def check_writes(cfg: DictConfig) -> None:
@@ -251,9 +267,8 @@ def check_writes(cfg: DictConfig) -> None:
     if made is not None and run_dir != Path(made).absolute():
         raise ConfigError(f"run_dir={cfg.run_dir!r} is not the run folder Hydra made: name the folder with "
                           "hydra.run.dir=<folder> (a sweep's: hydra.sweep.dir=<folder>), not run_dir")
-    for key in WRITES:
-        value = OmegaConf.select(cfg, key, default=None)
-        if value is not None and not Path(str(value)).absolute().resolve().is_relative_to(run_dir.resolve()):
+    for key, value in writes(cfg):
+        if not Path(value).absolute().resolve().is_relative_to(run_dir.resolve()):
             raise ConfigError(f"{key}={value!r} is outside the run folder ({run_dir}): a run writes into its own folder")
 
 

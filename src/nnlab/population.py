@@ -80,13 +80,13 @@ from hydra.core.utils import JobReturn, JobStatus, configure_log, env_override, 
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
 from nnlab import cores, runs, steps
-from nnlab.callbacks import EpochLog, Figures
+from nnlab.callbacks import EpochLog, Figures, tensorboard
 from nnlab.checkpoint import (
     AtomicCheckpointIO,
     Interrupt,
@@ -100,6 +100,7 @@ from nnlab.compat import hydra_basic
 from nnlab.config import ConfigError, check, check_target, gate
 from nnlab.data.loader import TensorDataModule, TensorLoader
 from nnlab.errors import Interrupted, NnlabError
+from nnlab.train import loggers as train_loggers
 from nnlab.train import parts
 
 log = logging.getLogger("nnlab")
@@ -116,6 +117,7 @@ VECTORIZE = ("auto", "vmap", "loop")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)'s parameters, from glibc's malloc.h
 STATE_VERSION = 1  # of the "population" entry of an interrupted member's checkpoint
 # conf/train.yaml's callbacks (any may be left out): what the population does in their place
+LOGGERS = (TensorBoardLogger, CSVLogger, MLFlowLogger)  # conf/logger/'s: a member writes to each as a run does
 CALLBACKS = {"checkpoint": ModelCheckpoint, "interrupt": Interrupt, "rng": RNGState, "epoch_log": EpochLog,
              "figures": Figures}
 TRAINER_KEYS = {"_target_", "accelerator", "devices", "precision", "max_epochs", "deterministic",
@@ -199,7 +201,8 @@ def supported(cfg: DictConfig) -> str | None:
          "trainer settings other than conf/trainer/default.yaml's on the CPU"),
         (all(built_class(cfg, f"callbacks.{k}") is CALLBACKS.get(k) for k in cfg.callbacks),
          "callbacks other than conf/train.yaml's"),
-        ((built_class(cfg, "logger") or object) is TensorBoardLogger, "loggers other than TensorBoard"),
+        (all(built_class(cfg, f"logger.{k}") in LOGGERS for k in cfg.get("logger") or {}),
+         "loggers other than conf/logger/'s"),
         (sweeper is None or hydra_basic("sweeper", sweeper), "sweepers other than the basic one")]
     return next((f"the population does not train {why}" for ok, why in checks if not ok), None)
 
@@ -1006,20 +1009,23 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
         if hasattr(m, "points") and (m.metrics["status"] != runs.INTERRUPTED or m.boundary is not None):
             # A resumed member's events file holds its points from where it continued: TensorBoard
             # reads the folder's files as one run, every step once.
-            logger = instantiate(m.cfg.logger)
-            logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
-            if m.first_batch is not None and not m.logged:  # a resumed run's events have it from its start
-                logger.experiment.add_text("data/first_batch", Figures.describe(*m.first_batch))
-            for values, step in m.points:
-                logger.log_metrics(values, step)
+            loggers = train_loggers(m.cfg)  # as a run alone makes them
+            trainer = SimpleNamespace(is_global_zero=True, datamodule=m.data, loggers=loggers, global_step=m.step)
+            for logger in loggers:
+                logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
+                for values, step in m.points:
+                    logger.log_metrics(values, step)
+            board = tensorboard(trainer)
+            if board is not None and m.first_batch is not None and not m.logged:  # a resumed run's has it
+                board.add_text("data/first_batch", Figures.describe(*m.first_batch))
             if m.metrics["status"] in (runs.OK, runs.DIVERGED):
-                runs.hparams(logger, m.cfg, m.metrics, m.step)
+                runs.hparams(loggers, m.cfg, m.metrics, m.step)
                 if draw:
-                    trainer = SimpleNamespace(is_global_zero=True, datamodule=m.data, logger=logger, global_step=m.step)
                     m.figures.on_fit_end(trainer, m.module)
                     if m.first_batch is not None:
                         m.figures.draw_batch(trainer, *m.first_batch)
-            logger.finalize("success")
+            for logger in loggers:
+                logger.finalize("success")
             if "checkpoint" in m.cfg.callbacks:
                 save_member(m, m.boundary if m.metrics["status"] == runs.INTERRUPTED else None)
     finally:

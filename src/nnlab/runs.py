@@ -176,13 +176,11 @@ HPARAMS = [("lr", "optimizer.lr"), ("momentum", "optimizer.momentum"), ("gamma",
            ("seed", "seed"), ("l2", "l2"), ("hidden", "model.hidden"), ("init_std", "model.init_std")]
 
 
-def hparams(logger, cfg: DictConfig, metrics: dict, step: int) -> None:
-    """Write the run's flat hyperparameters with its final hp/val_acc, hp/test_acc and hp/val_loss (at
-    the run's last step), so that TensorBoard's HPARAMS tab tabulates the runs of a sweep side by side.
-    Only a TensorBoardLogger has the tab (fast_dev_run swaps in Lightning's DummyLogger)."""
+def hparams(loggers: list, cfg: DictConfig, metrics: dict, step: int) -> None:
+    """Give every logger the run's flat hyperparameters and its final hp/val_acc, hp/test_acc and
+    hp/val_loss (at the run's last step): TensorBoard's HPARAMS tab, MLflow's params and metrics, the
+    CSV logger's hparams.yaml tabulate the runs of a sweep side by side."""
     from lightning.pytorch.loggers import TensorBoardLogger  # on use: reading a folder needs no Lightning
-    if not isinstance(logger, TensorBoardLogger):
-        return
     names = {"model": cfg.model._target_, "data": cfg.data._target_, "optimizer": cfg.optimizer._target_,
              "scheduler": (cfg.get("scheduler") or {}).get("_target_", "none")}
     params = {k: v.rsplit(".", 1)[-1].removesuffix("DataModule").lower() for k, v in names.items()}
@@ -192,17 +190,19 @@ def hparams(logger, cfg: DictConfig, metrics: dict, step: int) -> None:
             params[name] = ("full" if name == "batch_size" else "null") if value is None else value
     final = {k: v for k, v in {"hp/val_acc": metrics.get("val/acc"), "hp/test_acc": metrics.get("test/acc"),
                                "hp/val_loss": metrics.get("val/loss")}.items() if v is not None}
-    # The session's start and end, without the experiment summary Lightning's log_hyperparams adds:
-    # with one in every run, TensorBoard shows the first run's, whose columns are sorted by name (the
-    # constants batch_size, data, epochs first). Without, it builds the experiment from all the runs and
-    # puts the hparams that differ between them first.
-    from torch.utils.tensorboard.summary import hparams as hparams_summaries
-    _, start, end = hparams_summaries(params, final)
-    logger.log_hyperparams(params)  # hparams.yaml (default_hp_metric off: no events)
-    logger.log_metrics(final, step)
-    for summary in (start, end):
-        logger.experiment.file_writer.add_summary(summary, step)
-    logger.save()
+    for logger in loggers:
+        logger.log_hyperparams(params)  # TensorBoard: hparams.yaml only (default_hp_metric off: no events)
+        logger.log_metrics(final, step)
+        if isinstance(logger, TensorBoardLogger):
+            # The session's start and end, without the experiment summary Lightning's log_hyperparams
+            # adds: with one in every run, TensorBoard shows the first run's, whose columns are sorted by
+            # name (the constants batch_size, data, epochs first). Without, it builds the experiment from
+            # all the runs and puts the hparams that differ between them first.
+            from torch.utils.tensorboard.summary import hparams as hparams_summaries
+            _, start, end = hparams_summaries(params, final)
+            for summary in (start, end):
+                logger.experiment.file_writer.add_summary(summary, step)
+        logger.save()
 
 
 # -- folders: named, claimed, locked ----------------------------------------------------------------

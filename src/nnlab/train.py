@@ -11,6 +11,7 @@ tensorboard/ (events), checkpoints/last.ckpt, train.log and metrics.json (final 
 import contextlib
 import gc
 import logging
+import os
 import sys
 import time
 import warnings
@@ -73,6 +74,11 @@ warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
 # study's pruned leader), which is what the checkpoint is for
 warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
 log = logging.getLogger("nnlab")
+# logger=mlflow: MLflow and Lightning say how they set up each run folder's new store (its tables, the
+# experiment "nnlab"), the same lines for every run; its warnings still show
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+logging.getLogger("lightning.pytorch.loggers.mlflow").addFilter(lambda r: "not found. Creating it" not in r.getMessage())
+logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def parts(cfg: DictConfig, data: L.LightningDataModule | None = None) -> tuple[L.LightningDataModule, Classifier]:
@@ -96,11 +102,18 @@ def parts(cfg: DictConfig, data: L.LightningDataModule | None = None) -> tuple[L
     return data, module
 
 
+def loggers(cfg: DictConfig) -> list:
+    """The run's loggers, one a node of the `logger` group (logger=[tensorboard,mlflow]: two); a
+    `run_name: null` (mlflow's) is the run folder's name, what tells a sweep's runs apart."""
+    return [instantiate(node, **({"run_name": Path(cfg.run_dir).name} if node.get("run_name", "") is None else {}))
+            for node in (cfg.get("logger") or {}).values()]
+
+
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:
     """A run's data, module and Trainer (cheap: no data is read); bad values raise ConfigError here."""
     data, module = parts(cfg)
     try:
-        trainer = instantiate(cfg.trainer, logger=instantiate(cfg.logger),
+        trainer = instantiate(cfg.trainer, logger=loggers(cfg) or False,
                               callbacks=[instantiate(c) for c in cfg.callbacks.values()])
     except InstantiationException as e:
         raise ConfigError(str(e.__cause__ or e).splitlines()[0]) from e
@@ -161,7 +174,7 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
         if module.diverged:
             metrics["error"] = f"{module.diverged}: lower optimizer.lr"
         if trainer.is_global_zero:
-            hparams(trainer.logger, cfg, metrics, trainer.global_step)
+            hparams(trainer.loggers, cfg, metrics, trainer.global_step)
     except BaseException as e:  # SIGTERM / Ctrl-C arrive as SystemExit / KeyboardInterrupt
         metrics["status"] = INTERRUPTED if isinstance(e, KeyboardInterrupt | SystemExit) else FAILED
         metrics["error"] = repr(e)
