@@ -71,8 +71,8 @@ test: install  ## the fast tier, offline, a worker a core, with line coverage of
 test-slow: install  ## the slow tier: end-to-end proofs in fresh processes, full-length runs on real MNIST (docs/testing.md)
 	mkdir -p .coverage && $(PY) -m pytest -m slow --cov --cov-report=term $(ARGS)
 
-tensorboard: install  ## curves and HPARAMS of every run under RUNS=runs, on 127.0.0.1 only (see README)
-	$(VENV)/bin/tensorboard --logdir $(RUNS) --host 127.0.0.1 $(ARGS)
+tensorboard: install  ## curves and HPARAMS of every run under RUNS=runs, each named by what tells it apart, on 127.0.0.1 only (ARGS="--port 6007")
+	$(PY) -m nnlab.board $(RUNS) $(ARGS)
 
 dashboard: install  ## optuna-dashboard of a study on 127.0.0.1:PORT (DIR=runs/sweeps/<time>; default: the latest sweep)
 	$(PY) -m nnlab.search $(DIR) --port $(PORT) $(ARGS)

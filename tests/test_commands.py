@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import fresh_process
+from conftest import fresh_process, one_line_refusal
 from test_compare import fake_run
 
 TINY = ["data=spiral", "data.steps_per_epoch=2", "trainer.max_epochs=1", "scheduler=none"]
@@ -51,7 +51,7 @@ def test_dashboard_names_a_folder_without_a_study(tmp_path):
     ("nnlab.train", "== Configuration groups =="), ("nnlab.compare", "usage: python -m nnlab.compare"),
     ("nnlab.confirm", "usage: python -m nnlab.confirm"), ("nnlab.evaluate", "usage: python -m nnlab.evaluate"),
     ("nnlab.search", "usage: python -m nnlab.search"), ("nnlab.bench", "python -m nnlab.bench [repeats=3]"),
-    ("nnlab.data.__main__", "python -m nnlab.data [overrides]")])
+    ("nnlab.data.__main__", "python -m nnlab.data [overrides]"), ("nnlab.board", "python -m nnlab.board [FOLDER]")])
 def test_every_command_answers_help(module, says, cli, tmp_path):
     done = cli(module, "--help", cwd=tmp_path)
     assert says in done.stdout and not list(tmp_path.iterdir()), done.stdout[:500] + done.stderr[-500:]
@@ -68,3 +68,32 @@ def test_nnlab_train_executable_installs_hydras_tab_completion_and_completes_gro
                           env={**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"})
     assert done.stdout.splitlines() == ["model=mlp", "optimizer.lr="], done.stdout + done.stderr[-2000:]
     assert not list(tmp_path.iterdir())  # completing writes nothing
+
+
+def test_tensorboards_run_names_say_what_differs_first_and_bad_folders_are_one_line(tmp_path, cli):
+    from nnlab.board import names, runs_below
+
+    def run(folder: Path, *overrides: str) -> Path:
+        (folder / ".hydra").mkdir(parents=True)
+        (folder / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        (folder / "tensorboard").mkdir()
+        return folder
+    sweep = tmp_path / "runs" / "sweeps" / "2026-12-07_10-00-00"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    for model in ("linear", "mlp"):
+        for lr in ("0.3", "10.0"):
+            run(sweep / f"{model}{lr}", "sweep=spiral_grid", f"model={model}", f"optimizer.lr={lr}",
+                "scheduler.gamma=0.9", "data.steps_per_epoch=5")
+    alone = run(tmp_path / "runs" / "data=spiral,model=mlp" / "2026-12-07_11-00-00", "data=spiral", "model=mlp")
+    (sweep / "attempt-1" / "tensorboard").mkdir(parents=True)  # an attempt set aside: no run of its own
+    found = names(runs_below(tmp_path / "runs"), tmp_path / "runs")
+    assert sorted(found.values()) == ["linear lr=0.3 (sweeps|2026-12-07_10-00-00)", "linear lr=10.0 (sweeps|2026-12-07_10-00-00)",
+                                      "mlp lr=0.3 (sweeps|2026-12-07_10-00-00)", "mlp lr=10.0 (sweeps|2026-12-07_10-00-00)",
+                                      "spiral mlp 2026-12-07_11-00-00"]
+    assert found[alone] == "spiral mlp 2026-12-07_11-00-00"
+    assert sorted(names(runs_below(sweep), sweep).values()) == ["linear lr=0.3", "linear lr=10.0", "mlp lr=0.3", "mlp lr=10.0"]
+    one_line_refusal(cli("nnlab.board", "nope", cwd=tmp_path), "no such folder: nope")
+    one_line_refusal(cli("nnlab.board", "runs", "--logdir=x", cwd=tmp_path), "make tensorboard chooses --logdir")
+    (tmp_path / "empty").mkdir()
+    one_line_refusal(cli("nnlab.board", "empty", cwd=tmp_path), "no run with TensorBoard events below empty")

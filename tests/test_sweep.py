@@ -271,13 +271,12 @@ def test_a_72_run_sweep_on_a_terminal_shows_one_live_progress_line_and_at_most_3
 
 
 @pytest.mark.slow
-def test_tensorboard_shows_the_hparams_that_differ_first(tiny_sweep):
-    # TensorBoard itself, as make tensorboard starts it, asked for the HPARAMS tab's columns
+def test_tensorboard_names_runs_by_what_differs_and_shows_the_hparams_that_differ_first(tiny_sweep):
+    # TensorBoard itself, as make tensorboard starts it, asked for its runs and the HPARAMS tab's columns
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    server = subprocess.Popen([str(Path(sys.executable).parent / "tensorboard"), "--logdir", str(tiny_sweep),
-                               "--host", "127.0.0.1", "--port", str(port)],
+    server = subprocess.Popen([sys.executable, "-m", "nnlab.board", str(tiny_sweep.parent), "--port", str(port)],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, experiment = time.monotonic() + 120, None
@@ -297,6 +296,11 @@ def test_tensorboard_shows_the_hparams_that_differ_first(tiny_sweep):
         assert {name for name, differs in columns[4:]} >= {"batch_size", "data", "epochs"} and \
             not any(differs for _, differs in columns[4:])
         assert {"hp/val_acc", "hp/test_acc"} <= {m["name"]["tag"] for m in experiment["metricInfos"]}
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/data/runs", timeout=10) as r:
+            names = json.loads(r.read())
+        # 16 runs: 2 models x 2 lr x 2 gamma x 2 seeds, told apart within their first 30 characters
+        assert len(names) == len({n[:30] for n in names}) == 16, names
+        assert f"linear lr=0.3 gamma=0.9 seed=0 ({tiny_sweep.name})" in names, names
     finally:
         server.terminate()
         server.wait(timeout=30)
