@@ -265,3 +265,13 @@ def test_an_edge_best_with_a_flat_neighbour_gets_no_widen_advice_and_the_runner_
     (row, warnings), = best_per_architecture(summarize(load_runs(tmp_path))).values()
     assert row["lr"] == 10.0 and warnings == ["best lr 10.0 is the largest tried: widen the grid past it"]
     assert "- linear lr 10.0 gamma 1.0 (chosen) > linear lr 3.0 gamma 1.0: +" in compare(tmp_path)
+
+
+def test_the_same_gap_on_every_seed_is_judged_by_the_exact_sign_flip_test_not_called_from_three_seeds():
+    # +1 pt on each of 3 seeds: no spread, so no t-test; the sign-flip test cannot go below 2/2^3 = 0.25
+    d = stats.difference("a", "b", {0: 0.91, 1: 0.92, 2: 0.93}, {0: 0.90, 1: 0.91, 2: 0.92})
+    d.p_holm = d.p
+    assert d.p == pytest.approx(0.25) and d.interval == pytest.approx((0.01, 0.01))
+    line = stats.verdict(d)
+    assert line.startswith("a vs b: no detectable difference with 3 seeds (+1.0 pt [+1.0, +1.0], sign-flip p = 0.25")
+    assert line.endswith("about 6 seeds would detect 1.0 pt at this spread")  # 2/2^6 = 0.031 < 0.05

@@ -301,7 +301,7 @@ def markdown(rows: list[dict], best: dict, fresh: dict, diffs: list[stats.Differ
         lines.append(f"| {'★' if id(r) in chosen else ''} | {r['setting']} | {r['n']} | "
                      f"{fmt(r['val_acc_mean'], r['val_acc_std'])} | {fmt_test(r)} | {fmt_se(r)} | {r['statuses']} |")
     warnings = [f"- {data}/{model}: {w}" for (data, model), (_, ws) in best.items() for w in ws]
-    return "\n".join(lines + (["", "Warnings:", *warnings] if warnings else [])) + "\n"
+    return "\n".join(lines + (["", "Warnings:", "", *warnings] if warnings else [])) + "\n"
 
 
 def compare(folders: Path | list[Path], out: Path | None = None) -> str:

@@ -77,14 +77,15 @@ def difference(a: str, b: str, scores_a: dict[int, float], scores_b: dict[int, f
         seeds = sorted(scores_a)
         x, y = np.array([scores_a[s] for s in seeds]), np.array([scores_b[s] for s in seeds])
         d = x - y
-        if np.ptp(d) == 0:  # the same difference on every seed: no spread, the t-test is undefined
-            interval, p = (float(d[0]), float(d[0])), 1.0 if d[0] == 0 else 0.0
+        flips = stats.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), vectorized=True,
+                                       permutation_type="samples", n_resamples=np.inf)  # all 2**n sign flips
+        if np.ptp(d) == 0:  # the same difference on every seed: no spread, the t-test is undefined, and
+            # the exact sign-flip test is what is left (3 seeds: p = 0.25 at best, however large the gap)
+            interval, p = (float(d[0]), float(d[0])), 1.0 if d[0] == 0 else float(flips.pvalue)
         else:
             test = stats.ttest_rel(x, y)
             ci = test.confidence_interval(LEVEL)
             interval, p = (float(ci.low), float(ci.high)), float(test.pvalue)
-        flips = stats.permutation_test((x, y), lambda u, v, axis: np.mean(u - v, axis=axis), vectorized=True,
-                                       permutation_type="samples", n_resamples=np.inf)  # all 2**n sign flips
         return Difference(a, b, len(d), True, float(d.mean()), interval, p, float(flips.pvalue),
                           2 / 2 ** len(d), float(np.mean(np.sign(d) + 1) / 2), float(d.std(ddof=1)))
     x, y = np.array(sorted(scores_a.values())), np.array(sorted(scores_b.values()))
@@ -113,8 +114,8 @@ def seeds_needed(delta: float, sd: float, paired: bool = True, limit: int = 1000
     """Seeds per side for a two-sided t-test at ALPHA to detect a true difference `delta` with
     probability POWER, given the seed-to-seed spread `sd` (of the paired differences, or of each
     group); from the noncentral t. None when more than `limit` would be needed."""
-    if delta == 0 or sd == 0:
-        return None if delta == 0 else 2
+    if delta == 0 or sd == 0:  # no spread: the sign-flip test decides, and 2 / 2**n must fall below ALPHA
+        return None if delta == 0 else math.ceil(math.log2(2 / ALPHA))
     for n in range(2, limit + 1):
         df = n - 1 if paired else 2 * n - 2
         nc = abs(delta) / sd * math.sqrt(n if paired else n / 2)
@@ -133,7 +134,8 @@ def verdict(d: Difference) -> str:
     """One line: who wins, by how much with its 95% interval, the test and its seeds; or, when Holm's
     adjusted p is not below ALPHA, that no difference is detectable and how many seeds would detect
     the difference observed at the spread observed."""
-    how = (f"paired t p = {d.p:.2g}, Holm p = {d.p_holm:.2g}, {d.n} paired seeds" if d.paired else
+    test = "sign-flip" if d.paired and d.sd == 0 else "paired t"  # no spread: difference() used the exact test
+    how = (f"{test} p = {d.p:.2g}, Holm p = {d.p_holm:.2g}, {d.n} paired seeds" if d.paired else
            f"Welch t p = {d.p:.2g}, Holm p = {d.p_holm:.2g}, unpaired: the seeds differ, {d.n}+ a side")
     interval = f"{pt(d.mean)} pt [{pt(d.interval[0])}, {pt(d.interval[1])}]"
     if d.p_holm < ALPHA:
