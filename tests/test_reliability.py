@@ -444,15 +444,35 @@ def test_failed_checkpoint_write_from_the_cli_is_one_line_and_keeps_the_previous
 
 
 @pytest.mark.parametrize("variables,logdir", [([], "runs"), (["RUNS=runs/sweeps"], "runs/sweeps")])
-def test_tensorboard_serves_on_loopback_only(variables, logdir):
-    # The command `make tensorboard` runs, read by TensorBoard's own flag parser: it would bind the
-    # loopback address only, whatever folder it serves
-    from tensorboard import program
+def test_tensorboard_serves_on_loopback_only(variables, logdir, tmp_path, monkeypatch):
+    # The command `make tensorboard` runs (nnlab.board), down to the flags TensorBoard's own parser reads
+    # from it: it binds the loopback address only, whatever folder it serves, and a flag that would
+    # widen it is refused
+    import tempfile
+
+    import nnlab.board
+    from nnlab.errors import NnlabError
     make = make_dry_run("tensorboard", *variables)
-    (line,) = [shlex.split(x) for x in make.stdout.splitlines() if x.split(" ", 1)[0].endswith("/tensorboard")]
-    board = program.TensorBoard()
-    board.configure(argv=line)
-    assert board.flags.host == "127.0.0.1" and board.flags.logdir == logdir and not board.flags.bind_all
+    (line,) = [shlex.split(x) for x in make.stdout.splitlines() if " -m nnlab.board" in x]
+    assert line[1:] == ["-m", "nnlab.board", logdir]
+    run = tmp_path / logdir / "a-run"
+    (run / "tensorboard").mkdir(parents=True)
+    (run / ".hydra").mkdir()
+    (run / ".hydra" / "overrides.yaml").write_text("- model=mlp\n")
+    seen = {}
+    # not imported here: absl's app and logging, once imported, outlive this test's captured stderr
+    monkeypatch.setattr(nnlab.board, "serve", lambda flags: seen.update(argv=flags))
+    monkeypatch.chdir(tmp_path)
+    nnlab.board.main([logdir])  # in this process: TensorBoard's own start is the patched run_main
+    # TensorBoard's parser in a process of its own (its flags and logging are process-wide)
+    parse = ("import sys; from tensorboard import program; b = program.TensorBoard(); b.configure(argv=sys.argv); "
+             "print(b.flags.host, b.flags.bind_all, b.flags.logdir)")
+    flags = subprocess.run([sys.executable, "-c", parse, *seen["argv"]], capture_output=True, text=True, timeout=120)
+    host, bind_all, served = flags.stdout.split()
+    assert host == "127.0.0.1" and bind_all == "False" and served.startswith(tempfile.gettempdir()), flags.stderr[-2000:]
+    for flag in ("--bind_all", "--host=0.0.0.0"):
+        with pytest.raises(NnlabError, match="make tensorboard chooses --logdir"):
+            nnlab.board.main([logdir, flag])
 
 
 def test_a_checkpoint_naming_a_forbidden_class_is_refused_by_evaluate(tmp_path):

@@ -83,13 +83,18 @@ def main(argv: list[str]) -> None:
     runs = runs_below(folder.resolve())
     if not runs:
         raise NnlabError(f"no run with TensorBoard events below {folder}: train one first (make train)")
-    from tensorboard.main import run_main
     with tempfile.TemporaryDirectory(prefix="nnlab-board-") as view:
         for run, name in names(runs, folder.resolve()).items():
             (Path(view) / name).symlink_to(run / "tensorboard", target_is_directory=True)
         print(f"tensorboard: {len(runs)} runs below {folder}, named by what tells them apart", flush=True)
-        sys.argv = ["tensorboard", "--logdir", view, "--host", "127.0.0.1", *flags]
-        run_main()
+        serve(["--logdir", view, "--host", "127.0.0.1", *flags])
+
+
+def serve(flags: list[str]) -> None:
+    """TensorBoard's own command with `flags`, as its executable runs it (until Ctrl-C)."""
+    from tensorboard.main import run_main  # absl's app and logging: imported only to serve
+    sys.argv = ["tensorboard", *flags]
+    run_main()
 
 
 if __name__ == "__main__":
