@@ -8,7 +8,7 @@ files' opening comments show. Each distinct command is checked once, by what it 
   nnlab.train        Hydra composes every configuration it would run and nnlab's config check and build
                      pass; a sweep's job count is the count its comment states ("36 runs", "3 jobs");
                      a spiral run really runs, shrunk to a few steps, and a spiral study runs its
-                     trials, shrunk, to a best.yaml
+                     first 12 trials, shrunk, to a best.yaml
   python -c / file   a one-liner really runs; a script or shell file named exists and parses
 Tables that document keys (a header cell naming "key") are checked too: every `key=value` shown is
 the value the composed config holds. Each failure names the doc line: README.md:57.
@@ -215,8 +215,9 @@ def test_shown_command_does_what_its_line_says(shown: Shown, tmp_path, monkeypat
         base = compose_job([o for o in overrides if "," not in o and "(" not in o], tmp_path)
         if study(base) and base.hydra.runtime.choices.get("data") == "spiral":  # it runs, shrunk, to a best.yaml
             folder = tmp_path / "study"
+            trials = min(12, base.hydra.sweeper.n_trials)  # the first 12 trials show it ends: best.yaml
             done = conftest.in_process("nnlab.train", "--multirun", *overrides, "data.steps_per_epoch=2",
-                                       f"hydra.sweep.dir={folder}", cwd=tmp_path)
+                                       f"hydra.sweeper.n_trials={trials}", f"hydra.sweep.dir={folder}", cwd=tmp_path)
             assert done.returncode == 0, f"{shown.where}: `{command}` fails: {done.stderr[-2000:]}"
             assert (folder / "best.yaml").is_file(), f"{shown.where}: `{command}` ends with no best.yaml"
         return
