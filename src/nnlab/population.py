@@ -457,7 +457,8 @@ class Population:
                     m.metrics["population"] = {"group": n, "size": len(index), "index": index[m.job.idx]}
                 if resumed := [m for m in mine if m.saved is not None]:  # a resumed sweep's cut-short members
                     epoch, done = resumed[0].start  # one place for all: they stopped together
-                    print(f"population {n}: {len(resumed)} runs continue from where they stopped (epoch {epoch + 1}, "
+                    runs_go_on = "1 run continues" if len(resumed) == 1 else f"{len(resumed)} runs continue"
+                    print(f"population {n}: {runs_go_on} from where they stopped (epoch {epoch + 1}, "
                           f"after {done} of its steps; each run's train.log says more)", flush=True)
                 if mine:
                     train_population(mine, n, self.figures, vectorized(base, self.vectorize),
