@@ -194,10 +194,10 @@ def hparams(loggers: list, cfg: DictConfig, metrics: dict, step: int) -> None:
         logger.log_hyperparams(params)  # TensorBoard: hparams.yaml only (default_hp_metric off: no events)
         logger.log_metrics(final, step)
         if isinstance(logger, TensorBoardLogger):
-            # The session's start and end, without the experiment summary Lightning's log_hyperparams
-            # adds: with one in every run, TensorBoard shows the first run's, whose columns are sorted by
-            # name (the constants batch_size, data, epochs first). Without, it builds the experiment from
-            # all the runs and puts the hparams that differ between them first.
+            # TensorBoard's session_start_info and session_end_info records, without the experiment
+            # summary Lightning's log_hyperparams adds: with one in every run, TensorBoard shows the first
+            # run's, whose columns are sorted by name (the constants batch_size, data, epochs first).
+            # Without, it builds the experiment from all the runs and puts the hparams that differ first.
             from torch.utils.tensorboard.summary import hparams as hparams_summaries
             _, start, end = hparams_summaries(params, final)
             for summary in (start, end):
