@@ -65,6 +65,29 @@ def make_cfg(tmp_path):
     return _make
 
 
+# A tiny spiral run: 2 epochs of 3 full-batch steps
+SPIRAL = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0", "scheduler=none",
+          "trainer.max_epochs=2", "data.steps_per_epoch=3"]
+
+
+@pytest.fixture
+def interrupted_run(make_cfg, tmp_path):
+    """A finished tiny spiral run made to look interrupted, with its config saved as Hydra saves it."""
+    import json
+
+    from omegaconf import OmegaConf
+
+    from nnlab.train import train
+    cfg = make_cfg(*SPIRAL)
+    train(cfg)
+    run = tmp_path / "run"
+    (run / ".hydra").mkdir()
+    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
+    metrics = json.loads((run / "metrics.json").read_text())
+    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
+    return run
+
+
 @pytest.fixture
 def scalars():
     """Every TensorBoard scalar of a run folder: {tag: [(step, value), ...]}."""

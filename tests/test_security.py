@@ -13,7 +13,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import one_line_refusal
+from conftest import SPIRAL, one_line_refusal
 from omegaconf import OmegaConf
 
 from nnlab import app
@@ -25,8 +25,6 @@ from nnlab.runs import NAME_BYTES, FolderBusy, MetricsError, dirname, hold
 from nnlab.train import check_resume, train
 
 REAL_MD5 = dict(mnist_raw.RAW_MD5)
-SPIRAL = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0", "scheduler=none",
-          "trainer.max_epochs=2", "data.steps_per_epoch=3"]
 
 
 def files(folder: Path) -> dict[str, str]:
@@ -46,19 +44,6 @@ def made_by(resolver: str, node) -> str:
             return "{" + ", ".join(f"{k}: {flow(x)}" for k, x in v.items()) + "}"
         return "[" + ", ".join(flow(x) for x in v) + "]" if isinstance(v, list) else str(v)
     return "${" + resolver + ':"' + flow(node) + '"}'
-
-
-@pytest.fixture
-def interrupted_run(make_cfg, tmp_path):
-    """A finished tiny spiral run made to look interrupted, with its config saved as Hydra saves it."""
-    cfg = make_cfg(*SPIRAL)
-    train(cfg)
-    run = tmp_path / "run"
-    (run / ".hydra").mkdir()
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    metrics = json.loads((run / "metrics.json").read_text())
-    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
-    return run
 
 
 # ---- code that the allow-list must stop -------------------------------------------------------

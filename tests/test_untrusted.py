@@ -3,7 +3,6 @@ case tried through the command, asserting its one line, its exit code, that no f
 changed (checksums) and that a refused command made no folder. docs/reliability.md states the threat
 model these test."""
 import hashlib
-import json
 import os
 import sqlite3
 import subprocess
@@ -11,14 +10,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import one_line_refusal
-from omegaconf import OmegaConf
+from conftest import SPIRAL, one_line_refusal
 from test_compare import fake_run
-
-from nnlab.train import train
-
-SPIRAL = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0", "scheduler=none",
-          "trainer.max_epochs=2", "data.steps_per_epoch=3"]
 
 
 def checksums(folder: Path) -> dict[str, str]:
@@ -28,18 +21,11 @@ def checksums(folder: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def received(make_cfg, tmp_path):
+def received(interrupted_run, tmp_path):
     """An interrupted spiral run, as someone else's folder arrives: its config saved as Hydra saves it,
     beside a victim file outside it that a link in the folder may point at."""
-    cfg = make_cfg(*SPIRAL)
-    train(cfg)
-    run = tmp_path / "run"
-    (run / ".hydra").mkdir()
-    OmegaConf.save(cfg, run / ".hydra" / "config.yaml")
-    metrics = json.loads((run / "metrics.json").read_text())
-    (run / "metrics.json").write_text(json.dumps({**metrics, "status": "interrupted"}))
     (tmp_path / "victim.txt").write_text("kept")
-    return run
+    return interrupted_run
 
 
 # ---- links out of a run folder: make train RESUME= -------------------------------------------------
