@@ -8,10 +8,21 @@ from hydra.test_utils.launcher_common_tests import (
     IntegrationTestSuite,
     LauncherTestSuite,
 )
+from hydra.version import VersionBase, __compat_version__
 
 LAUNCHER = {"_target_": "hydra_plugins.nnlab_population.PopulationLauncher"}
 # The suites' apps find the launcher by its group option (in process) or in their config (subprocess).
 ConfigStore.instance().store(group="hydra/launcher", name="population_suite", node=LAUNCHER, provider="nnlab")
+
+
+@pytest.fixture(autouse=True)
+def hydras_compat_version_base():
+    """The suites' apps give no version_base (Hydra 1.1's defaults: a job changes into its folder), as in
+    a fresh process; nnlab's app, run earlier in this test process, left Hydra's base at 1.3."""
+    saved = VersionBase.instance().getbase()
+    VersionBase.instance().setbase(__compat_version__)
+    yield
+    VersionBase.instance().version_base = saved
 
 
 @pytest.mark.parametrize("launcher_name, overrides", [("population_suite", [])])

@@ -25,7 +25,7 @@ from nnlab.population import Stack, derive, group_jobs, job_of, supported, vecto
 # 12 jobs: linear and mlp, each with a good lr, one that diverges (1e20) and a bad one (-1), 2 seeds
 SWEEP = ["sweep=spiral_grid", "trainer.max_epochs=2", "data.steps_per_epoch=10", "log_interval=5",
          "optimizer.lr=1.0,1e20,-1", "scheduler.gamma=0.9", "seed=0,1", "model=linear,mlp"]
-RESULTS = ("status", "error", "epochs", "steps")
+RESULTS = ("status", "error", "epochs", "steps", "threads")  # threads: one a run in a sweep, under every launcher
 
 
 @pytest.fixture(scope="module")
@@ -432,17 +432,17 @@ def test_plain_sgd_steps_of_the_whole_stack_are_torch_optims_own():
 def test_mnist_members_are_their_separate_runs_within_tolerance(tiny_mnist, tmp_path, cli, scalars):
     # linear and mlp vmapped, the cnn stepped in turn; each against the same job under hydra/launcher=basic
     # (in process: the tiny idx files' MD5s are the monkeypatched ones). 100 training images in batches of
-    # 10, 10 epochs: 100 steps, train/loss logged at every one. threads=1 for both launchers: a population
-    # trains on 1 thread, and a convolution's float sums differ between 1 and 2 threads (as any run's do).
+    # 10, 10 epochs: 100 steps, train/loss logged at every one. No threads=: a sweep's runs take one thread
+    # under every launcher (a convolution's float sums differ between 1 and 2 threads, as any run's do).
     grid = ["sweep=mnist_grid", f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=10", "log_interval=1",
-            "trainer.max_epochs=10", "threads=1", "model=linear,mlp,cnn", "optimizer.lr=0.01,0.03", "scheduler.gamma=0.9", "seed=0,1"]
+            "trainer.max_epochs=10", "model=linear,mlp,cnn", "optimizer.lr=0.01,0.03", "scheduler.gamma=0.9", "seed=0,1"]
     for launcher in ("basic", "population"):
         done = cli("nnlab.train", "--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / launcher}",
                    *grid, cwd=tmp_path)
         assert done.returncode == 0, done.stderr[-2000:]
     out = done.stdout
     assert "population: 12 jobs, 12 of them in 3 populations" in out
-    assert "model=linear sweep=mnist_grid threads=1 trainer.max_epochs=10: population 0: 4 runs differing in optimizer.lr, " \
+    assert "model=linear sweep=mnist_grid trainer.max_epochs=10: population 0: 4 runs differing in optimizer.lr, " \
            "seed, vmapped" in out and "population 2: 4 runs differing in optimizer.lr, seed, stepped in turn" in out
     population, basic = runs(tmp_path / "population"), runs(tmp_path / "basic")
     assert population.keys() == basic.keys() and len(population) == 12
@@ -450,6 +450,7 @@ def test_mnist_members_are_their_separate_runs_within_tolerance(tiny_mnist, tmp_
     for name, run in population.items():
         a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, basic[name]))
         assert a["status"] == b["status"] == "ok" and a["steps"] == b["steps"] == 100 and a["population"]["size"] == 4
+        assert a["threads"] == b["threads"] == 1, name
         assert a["val/acc"] == pytest.approx(b["val/acc"], abs=0.002), name
         sa, sb = scalars(run), scalars(basic[name])
         assert sa.keys() == sb.keys() and [s for s, _ in sa["train/loss"]] == list(range(1, 101)), name

@@ -102,6 +102,7 @@ from nnlab.data.loader import TensorDataModule, TensorLoader
 from nnlab.errors import Interrupted, NnlabError
 from nnlab.train import loggers as train_loggers
 from nnlab.train import parts
+from nnlab.train import threads as run_threads
 
 log = logging.getLogger("nnlab")
 # Keys whose numbers a population's members may differ in (a key with a prefix, +k=1, adds a key:
@@ -698,10 +699,10 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
     start, stop, threads = time.perf_counter(), {"signal": None}, torch.get_num_threads()
     try:
         cfg = members[0].cfg
-        # One thread unless threads= says otherwise: a population's ops are small, and a second thread
-        # woken for one spins on after it, taking the core the next op needs (a step took 50x longer
-        # on a loaded 2-core VM). The spiral's numbers are the same bits on 1 thread as on 2 (tested).
-        torch.set_num_threads(cfg.threads or 1)
+        # One thread unless threads= says otherwise, as every sweep's run (nnlab.train.threads): a
+        # population's ops are small, and a second thread woken for one spins on after it, taking the
+        # core the next op needs (a step took 50x longer on a loaded 2-core VM).
+        torch.set_num_threads(run_threads(cfg) or 1)
         keep_freed_memory()
         torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
         shared = {} if shared is None else shared  # data modules by their resolved config (shared_data)

@@ -142,11 +142,21 @@ def fusable(module: Classifier, trainer: L.Trainer) -> bool:
             and all(type(c) in FUSABLE_CALLBACKS for c in trainer.callbacks))
 
 
+def threads(cfg: DictConfig) -> int | None:
+    """A run's torch CPU threads: threads=, else one in a sweep (--multirun), else torch's default (one
+    a core). A sweep's runs share the machine (a population's processes, JOBS=N), and a convolution's
+    float sums depend on the thread count: one rule under every launcher keeps a launcher from changing
+    a number (tests/test_population.py trains an MNIST grid through two launchers)."""
+    if cfg.threads:
+        return cfg.threads
+    return 1 if HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN else None
+
+
 def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None = None) -> dict:
     """One run; `pruning`: a study's trial, which may stop it after an epoch (status pruned)."""
     cfg = check(cfg)  # built from here on: the resolved copy whose every _target_ was checked
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    if n := threads(cfg):
+        torch.set_num_threads(n)
     if said := busy.line(torch.get_num_threads()):  # the machine was busy as this process started
         log.warning(said)
     L.seed_everything(cfg.seed, workers=True, verbose=False)  # before build: init draws from it
