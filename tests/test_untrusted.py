@@ -129,6 +129,7 @@ MISTAKES = [
     (["data=spiral", "data.noise=1e308"], "data.noise=1e+308 is invalid"),
     (["trainer.accelerator=cpu", "trainer=ddp", "trainer.devices=64"], "trainer.devices=64 asks for more devices"),
     (["+trainer.gradient_clip_val=-1"], "trainer.gradient_clip_val=-1 is invalid"),
+    (["~=0"], "'~=0' deletes nothing: a deletion names what it deletes"),  # found by test_fuzz.py
 ]
 
 

@@ -295,6 +295,8 @@ def check_argv(argv: list[str]) -> list[str]:
         except HydraException:  # glob(): expanded against the options that exist, by Hydra
             continue
         key = override.key_or_group
+        if override.is_delete() and not key:  # Hydra: a ValueError from deep in its defaults list
+            raise ConfigError(f"{arg!r} deletes nothing: a deletion names what it deletes, ~key or ~key=value")
         if key == "hydra/launcher" and "submitit_local" in values:
             raise ConfigError("hydra/launcher=submitit_local starts every job of a sweep at once: use hydra/launcher=local, "
                               "which runs hydra.launcher.max_parallel jobs at a time (default: one per CPU core)")
