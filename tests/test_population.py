@@ -20,7 +20,8 @@ from omegaconf import OmegaConf
 
 from nnlab import CONF_DIR
 from nnlab.evaluate import evaluate
-from nnlab.population import Stack, derive, group_jobs, job_of, supported, vectorized
+from nnlab.population.grouping import derive, group_jobs, job_of, supported, vectorized
+from nnlab.population.loop import Stack
 
 # 12 jobs: linear and mlp, each with a good lr, one that diverges (1e20) and a bad one (-1), 2 seeds
 SWEEP = ["sweep=spiral_grid", "trainer.max_epochs=2", "data.steps_per_epoch=10", "log_interval=5",
@@ -472,7 +473,7 @@ def test_a_population_keeps_the_memory_a_step_frees_for_the_next():
     it in the process. Fresh processes: the settings hold for the rest of a process."""
     probe = """
 import ctypes, ctypes.util, sys, torch
-from nnlab.population import keep_freed_memory
+from nnlab.population.loop import keep_freed_memory
 class Info(ctypes.Structure):  # glibc's struct mallinfo2 (malloc.h): ten size_t fields
     _fields_ = [(k, ctypes.c_size_t) for k in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
                                                "fsmblks", "uordblks", "fordblks", "keepcost")]

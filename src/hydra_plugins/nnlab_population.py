@@ -3,7 +3,7 @@
 They are hydra/sweeper=grouped (every grid's sweeper: nnlab.app swaps Hydra's basic one for it;
 conf/hydra/sweeper/grouped.yaml) and hydra/launcher=population (conf/hydra/launcher/population.yaml). Hydra 1.3.8 instantiates a launcher or sweeper only from a class defined in the
 `hydra_plugins` namespace package, which it scans (and imports on every run): so these stubs live here
-and import nothing heavy; grouping and training are nnlab/population.py."""
+and import nothing heavy; grouping and training are the package nnlab/population/."""
 from pathlib import Path
 
 # Hydra's default sweeper: Hydra exports no other class to extend for it. Imported here, not through
@@ -22,7 +22,7 @@ class PopulationLauncher(Launcher):
         self.composed: dict = {}  # a job's overrides -> its config, composed by GroupedBasicSweeper's check
 
     def setup(self, *, hydra_context, task_function, config) -> None:
-        from nnlab.population import Population  # torch and Lightning: imported by population sweeps only
+        from nnlab.population.launcher import Population  # torch and Lightning: imported by population sweeps only
         self.population = Population(self.settings, hydra_context=hydra_context, task_function=task_function,
                                      config=config, composed=self.composed)
 
@@ -56,7 +56,7 @@ class GroupedBasicSweeper(BasicSweeper):
         from nnlab.runs import unclaim
         grouped = isinstance(self.launcher, PopulationLauncher)
         if grouped:
-            from nnlab.population import group_jobs, job_of
+            from nnlab.population.grouping import group_jobs, job_of
             batch = [group[0].overrides for group in group_jobs([job_of(i, list(o)) for i, o in enumerate(batch)])]
         try:
             for overrides in batch:

@@ -307,7 +307,7 @@ def task(cfg: DictConfig) -> dict | None:
                     return None
             with ddp.job_scope():  # the next job of a multirun in this process starts clean
                 if member:
-                    from nnlab.population import continue_alone
+                    from nnlab.population.loop import continue_alone
                     metrics = continue_alone(cfg, run_dir)
                 else:
                     metrics = train(cfg, ckpt_path, pruning)
@@ -337,7 +337,7 @@ def task(cfg: DictConfig) -> dict | None:
         log.exception("nnlab: %s failed; the sweep goes on", run_dir.name)  # into the run's train.log
         return None
     if rank_zero_only.rank == 0:  # DDP: one report, from rank 0
-        if member:  # its train.log has the lines (nnlab.population.finish): the console's
+        if member:  # its train.log has the lines (nnlab.population.member.finish): the console's
             print(summary(run_dir, metrics, ", the population's"), flush=True)
         else:
             log.info(summary(run_dir, metrics))

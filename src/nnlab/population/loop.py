@@ -1,0 +1,299 @@
+"""The training of a population: its members' parameters stacked, and epochs of their steps.
+
+Each step is nnlab.steps.step over every member's own batch; validation and the schedule come at each
+epoch's end (member.py), the test at the end. SIGTERM or Ctrl-C stop it at a step boundary, each
+member checkpointed to continue."""
+import contextlib
+import ctypes
+import itertools
+import logging
+import math
+import signal
+import sys
+import time
+from pathlib import Path
+
+import torch
+from omegaconf import DictConfig
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from nnlab import runs, steps
+from nnlab.callbacks import Figures
+from nnlab.classifier import EpochSums
+from nnlab.config import ConfigError, check
+from nnlab.data.loader import TensorLoader
+from nnlab.errors import Interrupted
+from nnlab.population.grouping import Job, vectorized
+from nnlab.population.member import (
+    Member,
+    best,
+    end_epoch,
+    end_group,
+    finish,
+    restore,
+    save_member,
+    saved_state,
+    test_member,
+)
+from nnlab.train import threads as run_threads
+
+log = logging.getLogger("nnlab")
+
+
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)'s parameters, from glibc's malloc.h
+
+
+@contextlib.contextmanager
+def signals_to(handler):
+    """SIGTERM and SIGINT go to `handler` within the block, to what they went to before after it.
+    Outside the main thread signals are left alone."""
+    previous = {}
+    try:
+        for s in (signal.SIGTERM, signal.SIGINT):
+            previous[s] = signal.signal(s, handler)
+    except ValueError:  # not the main thread
+        pass
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def train_population(members: list[Member], group: int, figures: str, how: str = "vmap", choose=None,
+                     shared: dict | None = None, checkpoint_every: int = 1) -> None:
+    """Population `group` trained, tested and its members' outputs written; `checkpoint_every`: epochs
+    between each member's checkpoints (0: only when it ends or stops)."""
+    start, stop, threads = time.perf_counter(), {"signal": None}, torch.get_num_threads()
+    try:
+        cfg = members[0].cfg
+        # One thread unless threads= says otherwise, as every sweep's run (nnlab.train.threads): a
+        # population's ops are small, and a second thread woken for one spins on after it, taking the
+        # core the next op needs (a step took 50x longer on a loaded 2-core VM).
+        torch.set_num_threads(run_threads(cfg) or 1)
+        keep_freed_memory()
+        torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
+        shared = {} if shared is None else shared  # data modules by their resolved config (shared_data)
+        for m in members:  # their "population" entries are the whole population's (run_share)
+            m.build(shared)
+        with stop_signals(stop):
+            fit(members, cfg, stop, how, checkpoint_every)
+            for m in members:  # a signal now waits for the tests (short), then ends the sweep
+                test_member(m)
+    except BaseException as e:
+        interrupted = isinstance(e, Stopped | KeyboardInterrupt | SystemExit)
+        for m in members:
+            if m.metrics["status"] not in (runs.OK, runs.DIVERGED):
+                m.metrics["status"] = runs.INTERRUPTED if interrupted else runs.FAILED
+                m.metrics["error"] = str(e) if isinstance(e, Stopped) else repr(e)
+        if not interrupted:  # a bug or a resource, not the person's mistake: its traceback, in each train.log
+            log.exception("nnlab: population %d failed; the sweep goes on", group)
+            for m in members:
+                m.note(f"nnlab: population {group} failed; the sweep goes on", error=True)
+    finally:
+        seconds = round(time.perf_counter() - start, 2)
+        chosen = (choose or best)(members) if figures == "best" else None  # a worker asks its parent
+        for m in members:
+            draw = "figures" in m.cfg.callbacks and (figures == "all" or m is chosen)
+            finish(m, seconds, draw)
+        torch.set_num_threads(threads)  # as this process had it: the next job in it starts the same
+    if stop["signal"] or any(m.metrics["status"] == runs.INTERRUPTED for m in members):
+        raise Interrupted(runs.resume_line(members[0].run_dir.parent, sweep=True))
+
+
+def continue_alone(cfg: DictConfig, run_dir: Path) -> dict:
+    """make train RESUME=<an interrupted member's folder>: the member continues on its own, a population
+    of one, from where it stopped to the numbers it would have reached in its sweep (a member's numbers
+    do not depend on the members beside it). `cfg` is its saved config. Returns its metrics."""
+    checked = check(cfg)
+    saved, why = saved_state(run_dir, checked)
+    if saved is None:  # it loaded whole (checkpoint_problem): another version's state, or another config
+        raise ConfigError(f"resume={run_dir}: {why}; make sweep RESUME=<its sweep folder> trains it again "
+                          "from its start")
+    before = runs.read_metrics(run_dir, unusable={}) or {}
+    member = Member(Job(0, [], {}, ()), checked, run_dir, run_dir / "train.log", saved)
+    group = before.get("population", {}).get("group", 0)
+    member.metrics["population"] = {"group": group, "size": 1, "index": 0}  # the part that ends it: itself
+    train_population([member], group, "all", vectorized(checked))
+    return member.metrics
+
+
+def keep_freed_memory() -> None:
+    """Have glibc's malloc keep what a step frees for the next step. A population's activations are
+    MiBs ((members, 300, 100) float32 a hidden layer: 4 MiB for 36 spiral MLPs), above the sizes
+    malloc hands back to the kernel as soon as they are freed (mmap'd blocks; the heap's top trimmed
+    past 128 KiB), so every step faulted its pages in afresh: on the 2-core VM of docs/population.md
+    spiral_grid's population sweep took 4-6 s of system time, 2 s with these settings (mallopt(3):
+    blocks under 32 MiB come from the heap, which keeps up to 256 MiB of freed memory). Elsewhere
+    (not glibc) nothing changes."""
+    # the process's own symbols: the malloc it allocates with (a name lookup, no ldconfig run)
+    mallopt = getattr(ctypes.CDLL(None), "mallopt", None) if sys.platform == "linux" else None
+    if mallopt is not None:
+        mallopt(M_MMAP_THRESHOLD, 32 << 20)  # where glibc's own sliding threshold stops on 64-bit systems
+        mallopt(M_TRIM_THRESHOLD, 256 << 20)
+
+
+class Stopped(Exception):
+    """SIGTERM or Ctrl-C reached a population: it stopped at the end of the step."""
+
+
+def stop_signals(stop: dict):
+    """SIGTERM and Ctrl-C set stop["signal"], which fit reads after every step (a step boundary:
+    nothing half done); a second Ctrl-C stops at once."""
+    def handler(signum, frame):
+        if stop["signal"] is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        stop["signal"] = signal.Signals(signum).name
+    return signals_to(handler)
+
+
+def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap", checkpoint_every: int = 1) -> None:
+    """Every member's fit, as Lightning's loop with fused steps takes it (nnlab/fused.py): steps in
+    groups of k = gcd(steps an epoch, log interval), logging at group ends, validation and the
+    epoch's schedule step at the epoch's end. `how`: vmap or loop (see VECTORIZE)."""
+    per_epoch = steps_per_epoch(members[0])
+    every, epochs = cfg.trainer.log_every_n_steps, cfg.trainer.max_epochs
+    k = math.gcd(per_epoch, every or per_epoch)
+    sums = EpochSums()  # every member's training sums of the epoch, one row each: (members, 2)
+    sums.loss, sums.hits = sums.loss.repeat(len(members), 1), sums.hits.repeat(len(members), 1)
+    for slot, m in enumerate(members):
+        m.slot, m.sums = slot, sums
+    stack = Stack(members)  # before the optimizers: they take the members' views of it
+    for m in members:
+        m.configure(epochs * per_epoch)
+        if m.saved is not None:
+            # its run's first batch for first_batch.png, drawn again from its RNG as build left it
+            m.first_batch = next(epoch_batches(m))
+            restore(m, per_epoch)  # into the stack's rows
+        m.epoch_rng = m.rng  # before an epoch's draw of its data order (a stopped member's: its last)
+    template = members[0].module.net  # the architecture; the stacked weights go in
+    if how == "vmap":
+        vmapped = vmap(lambda params, x: functional_call(template, params, (x,)))
+        forward = lambda params, xs: vmapped(params, torch.stack(xs)).unbind(0)  # noqa: E731
+    else:
+        def forward(params: dict, xs: list[Tensor]) -> list[Tensor]:
+            """Each member's own forward in turn, on its rows of the stack and its batch: the same ops
+            as its run. The rows are views (unbind), whose backward stacks their gradients."""
+            rows = zip(*(t.unbind(0) for t in params.values()))
+            return [functional_call(template, dict(zip(params, row)), (x,)) for row, x in zip(rows, xs)]
+    first, done = members[0].start  # every member's (a population continues from one place)
+    for epoch in range(first, epochs):
+        active = [m for m in members if not m.stopped]
+        if not active:
+            break
+        for m in active:
+            m.epoch_rng = m.rng  # before the epoch's draw: a run stopped within it draws it again
+        start = done if epoch == first else 0
+        batches = {id(m): epoch_batches(m, skip=start) for m in active}
+        if start == 0:
+            for m in active:
+                m.finite_loss = None
+        for i in range(start, per_epoch):
+            going = [m for m in active if not m.stopped]
+            if not going:
+                break
+            taken = [next(batches[id(m)]) for m in going]
+            steps.step(going, taken, forward, stack, sums)
+            for m, (_, y) in zip(going, taken):
+                m.figures.seen += len(y)
+            last = i == per_epoch - 1
+            for m in going:
+                if m.diverged or (i + 1) % k == 0 or last:  # a group's end (or where the member stopped)
+                    end_group(m, every, last_group=i // k == (per_epoch - 1) // k)
+                if m.diverged or last:
+                    end_epoch(m, epochs)
+                if last and checkpoint_every and not m.stopped and m.epoch % checkpoint_every == 0:  # as a run does:
+                    save_member(m, (m.epoch, 0, m.rng), m.points)  # a kill loses the epoch at most
+            if stop["signal"]:  # a step boundary: each member's checkpoint continues it from here
+                for m in members:
+                    m.boundary = (epoch + 1, 0, m.rng) if last else (epoch, i + 1, m.epoch_rng)
+                raise Stopped(f"{stop['signal']} at step {going[0].step}")
+
+
+def train_loader(m: Member) -> TensorLoader:
+    """The member's training loader, as its run's data module serves it (not yet drawn from)."""
+    x, y = m.data.train_set
+    return TensorLoader(x, y, m.data.batch_size or len(y), shuffle=m.data.batch_size is not None,
+                        repeat=m.data.train_repeat)
+
+
+def steps_per_epoch(m: Member) -> int:
+    return train_loader(m).minibatches()
+
+
+def epoch_batches(m: Member, skip: int = 0):
+    """The member's training batches of one epoch from its `skip`-th on, an iterator in its own data
+    order. Each batch is gathered from the shared tensors when the step takes it (MNIST: an epoch's
+    batches held at once would be a copy of the 172 MB training set per member). The pass's seed is
+    drawn from the member's own RNG as its run draws it, at the first batch: the loader draws nothing
+    more from it after that."""
+    loader = train_loader(m)
+    batches = iter(loader)
+    with m.own_rng():
+        first = next(batches)
+    if skip:  # a member continued mid-epoch: the same pass (its seed), from where it stopped
+        loader.resume(loader.seed, skip)
+        return iter(loader)
+    if m.first_batch is None and m.saved is None:  # what Figures prints and draws of a run's first batch
+        m.first_batch = first
+        m.note(Figures.describe(*first))
+    return itertools.chain([first], batches)
+
+
+class Stack:
+    """The population's parameters as one leaf tensor a parameter, (members, *shape): the vectorised
+    forward takes them as they are, and the backward leaves one gradient a parameter (where stacking
+    the members' own leaves every step cost a stack and an unstack, and a gradient accumulation a
+    member and parameter: ~40% of a step). Each member's parameters become views of its row
+    (nn.Parameter on the same storage), so its own torch.optim optimizer updates the stack in place,
+    and its .grad is a view of its row of `grads`, the gradient copied there every step."""
+
+    def __init__(self, members: list[Member]):
+        names, self.size = list(members[0].params), len(members)
+        with torch.no_grad():
+            self.leaves = {n: torch.stack([m.params[n] for m in members]).requires_grad_() for n in names}
+        self.grads = {n: torch.zeros_like(t) for n, t in self.leaves.items()}
+        for i, m in enumerate(members):
+            for n in names:
+                owner, _, attr = n.rpartition(".")
+                view = nn.Parameter(self.leaves[n].detach()[i])
+                setattr(m.module.net.get_submodule(owner), attr, view)
+            m.module.list_parameters()
+            m.params = dict(m.module.net.named_parameters())
+            for n, p in m.params.items():
+                p.grad = self.grads[n][i]
+        # Classifier.l2_penalty's weights (2 or more dimensions a member), in its order
+        self.weights = [n for n in names if self.leaves[n].ndim >= 3]
+
+    @torch.no_grad()
+    def sgd_step(self, plain: list[tuple[int, float]]) -> None:
+        """torch.optim.SGD's step without momentum or weight decay, `p.add_(grad, alpha=-lr)`, for
+        these (row, lr) members at once: `p.addcmul_(grad, lr, value=-1)`, the form torch.optim.SGD
+        takes for a tensor lr, the same floats on this CPU (tests/test_population.py checks it
+        against torch.optim.SGD). One op a parameter, where a step of each member's optimizer cost
+        ~25 us a member."""
+        rows = torch.tensor([r for r, _ in plain])
+        lr = torch.tensor([v for _, v in plain])
+        for n, t in self.leaves.items():
+            shape = (-1,) + (1,) * (t.ndim - 1)
+            if len(plain) == len(t):
+                t.addcmul_(self.grads[n], lr.view(shape), value=-1)
+            else:
+                t.index_copy_(0, rows, t[rows].addcmul(self.grads[n][rows], lr.view(shape), value=-1))
+
+    def zero(self) -> None:
+        for t in self.leaves.values():
+            t.grad = None
+
+    def params(self, rows: Tensor | None) -> dict[str, Tensor]:
+        return self.leaves if rows is None else {n: t[rows] for n, t in self.leaves.items()}
+
+    def squares(self, params: dict[str, Tensor]) -> Tensor:
+        """Each member's sum of its squared weights (Classifier.l2_penalty's, in its order): (members,)."""
+        return sum(params[n].pow(2).sum(tuple(range(1, params[n].ndim))) for n in self.weights)
+
+    def gradients(self) -> dict[str, Tensor]:
+        for n, t in self.leaves.items():
+            self.grads[n].copy_(t.grad)  # the members' .grad views see it
+        return self.grads

@@ -1,0 +1,189 @@
+"""A population trained in worker processes, each a share of its members.
+
+They are forked from the sweep's process once the group's config is composed; each sets up and trains
+every k-th job, while this process forwards signals and agrees with them the parts of the population
+and each part's best member."""
+import contextlib
+import multiprocessing
+import multiprocessing.connection as mp_connection
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from hydra.core.utils import (
+    JobReturn,
+    JobStatus,
+)
+from omegaconf import DictConfig, OmegaConf
+
+from nnlab import runs
+from nnlab.errors import Interrupted, NnlabError
+from nnlab.population.grouping import Job, derive
+from nnlab.population.loop import signals_to
+from nnlab.population.member import Member, best, finished, shared_data
+
+if TYPE_CHECKING:
+    from nnlab.population.launcher import Population
+
+
+def train_shares(pop: "Population", n: int, group: list[Job], base: DictConfig, k: int) -> dict[int, JobReturn]:
+    """Population n in k processes forked from this one once its config is composed, each setting
+    up and training a share of its jobs (every k-th: each share has some of every lr), so that
+    the members' fixed costs (folders, configs, checks, outputs) are shared out as well as their
+    steps, and nothing is imported or composed again. Members are independent, so a share's
+    numbers are those of the whole population, and of the runs it replaces (tests/test_population.py
+    compares them with hydra/launcher=basic's bit for bit). This process coordinates: the parts of
+    the population by where its members start (a resumed sweep's interrupted members continue
+    together, those starting afresh after them), and each part's best member, whose figures the
+    worker holding it draws. Signals reach the workers through this process (each is its own
+    process group): Ctrl-C or SIGTERM stops each at its step boundary, as one process stops."""
+    # Data members share (MNIST: one split for every seed) is loaded here, once: the workers inherit
+    # it, and its pages stay shared as nothing writes to them. The data's own generator draws it
+    # (the spiral's, from data.seed), not the run's RNG, so loading it here changes nothing.
+    shared: dict = {}
+    try:
+        data = lambda cfg: OmegaConf.to_yaml(cfg.data, resolve=True)  # noqa: E731
+        if data(base) == data(derive(base, group[-1])):  # as the first job's, so the rest's (MNIST's)
+            shared_data(base, shared).setup("fit")
+    except (NnlabError, OSError, ValueError):  # the workers meet it again, and fail their members as one
+        shared = {}                               # process does
+    ctx = multiprocessing.get_context("fork")
+    links = []
+    for i in range(k):
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=share_worker, args=(pop, n, group[i::k], base, shared, theirs), daemon=False)
+        links.append((proc, mine, group[i::k]))
+    enlisted: dict[int, list] = {}  # pid -> its members' (job idx, start, run folder)
+    parts, holders, asked, results, exits = None, {}, {}, {}, []
+    with forward_signals([proc for proc, _, _ in links]):
+        for proc, _, _ in links:
+            proc.start()
+        running = {proc.sentinel: (proc, conn) for proc, conn, _ in links}
+        while running:
+            ready = mp_connection.wait([*running, *(conn for _, conn in running.values())])
+            for key, (proc, conn) in list(running.items()):
+                while (conn in ready or key in ready) and conn.poll():  # every message, before its exit
+                    try:
+                        kind, *value = conn.recv()
+                    except EOFError:
+                        break
+                    if kind == "enlisted":
+                        enlisted[proc.pid] = value[0]
+                    elif kind == "best":  # (part, its candidates)
+                        asked.setdefault(value[0], {})[proc.pid] = (conn, value[1])
+                    elif kind == "done":  # job idx -> (completed, why not)
+                        results.update(value[0])
+                    else:  # interrupted: this process ends the sweep with the same line, once
+                        exits.append(value[0])
+                if key in ready:
+                    proc.join()
+                    del running[key]
+            alive = {proc.pid: conn for proc, conn in running.values()}
+            if parts is None and set(alive) <= set(enlisted):  # every share set up: the parts, to all
+                parts = parts_of([e for share in enlisted.values() for e in share])
+                holders = {i: {pid for pid, share in enlisted.items() if any(e[0] in index for e in share)}
+                           for i, (_, index) in enumerate(parts)}
+                for conn in alive.values():
+                    conn.send(parts)
+            for part, asks in list(asked.items()):
+                if set(alive) & holders[part] <= set(asks):  # all still running that hold some asked
+                    candidates = [c for _, cands in asks.values() for c in cands]
+                    # the first best in job order, as best() picks it in one process
+                    chosen = max(sorted(candidates), key=lambda c: c[1])[0] if candidates else None
+                    for conn, _ in asks.values():
+                        with contextlib.suppress(OSError):  # one that died since
+                            conn.send(chosen)
+                    del asked[part]
+    returns = {}
+    for proc, _, jobs in links:
+        members = {idx: Path(run_dir) for idx, _, run_dir in enlisted.get(proc.pid, [])}
+        if proc.exitcode != 0:  # a worker that died (killed, out of memory): its unfinished members failed
+            for run_dir in members.values():
+                if runs.run_status(run_dir) is None:
+                    runs.write_json(run_dir / "metrics.json",
+                               {"status": runs.FAILED, "error": f"its worker process ended with code {proc.exitcode}"})
+        for job in jobs:
+            # a dead worker's members are runs like any other (their metrics.json says failed, and the
+            # sweep's report lists them); a job it never set up is a failed job
+            completed, why = results.get(job.idx, (job.idx in members, f"its worker process ended with code "
+                                                                       f"{proc.exitcode} before setting the job up"))
+            returns[job.idx] = JobReturn(overrides=list(job.overrides), working_dir=os.getcwd(),
+                                         task_name=base.hydra.job.name,
+                                         status=JobStatus.COMPLETED if completed else JobStatus.FAILED)
+            returns[job.idx].return_value = None if completed else RuntimeError(why)
+    if exits:
+        raise Interrupted(exits[0])
+    return returns
+
+def share_worker(pop: "Population", n: int, jobs: list[Job], base: DictConfig, shared: dict, conn) -> None:
+    """A worker process of train_shares: its share of the population's jobs, set up and trained."""
+    os.setpgid(0, 0)  # Ctrl-C reaches the parent only, which forwards it once
+    returns: dict[int, JobReturn] = {}
+    try:
+        # a signal forwarded while the share is set up ends it there (in training: at a step boundary)
+        with signals_to(interrupt):
+            pop.run_share(n, jobs, base, Link(conn, shared), returns)
+    except Interrupted as e:  # in training: train_population's line
+        conn.send(("exit", str(e)))
+    except KeyboardInterrupt:  # while it was set up
+        conn.send(("exit", runs.resume_line(Path(str(OmegaConf.select(base, "hydra.sweep.dir"))), sweep=True)))
+    finally:
+        conn.send(("done", {idx: (r.status is JobStatus.COMPLETED, "its job failed in a worker process: see its "
+                                  "train.log") for idx, r in returns.items()}))
+        conn.close()
+
+
+# -- The training of a population ----------------------------------------------------------------
+def processes(size: int, cfg: DictConfig, workers: int) -> int:
+    """How many processes set up and train a population of `size` (Population.train_shares). One where
+    forking cannot help or is not safe: a population of one, threads > 1 (a forked OpenMP pool), or
+    not Linux (macOS forks badly under some of the libraries torch loads)."""
+    return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 else 1
+
+
+def parts_of(enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
+    """The parts of a population from its members' (job idx, start, run folder): members continue
+    together from the same place in training (a resumed population is its interrupted members; members
+    starting afresh are another part, trained after it), each part in job order: [(start, {job idx:
+    index in the part})]."""
+    parts: dict[tuple, dict[int, int]] = {}
+    for idx, start, _ in sorted(enlisted):
+        part = parts.setdefault(tuple(start), {})
+        part[idx] = len(part)
+    return list(parts.items())
+
+
+class Link:
+    """A share's line to the others through the process that forked them (Population.train_shares):
+    the population's parts, each part's best member. Without a connection the share is the whole
+    population, in this process."""
+
+    def __init__(self, conn=None, shared: dict | None = None):
+        self.conn, self.shared = conn, shared  # shared: data loaded before the fork (shared_data)
+
+    def parts(self, enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
+        if self.conn is None:
+            return parts_of(enlisted)
+        self.conn.send(("enlisted", enlisted))
+        return self.conn.recv()
+
+    def choose(self, part: int, members: list[Member]) -> Member | None:
+        if self.conn is None:
+            return best(members)
+        self.conn.send(("best", part, [(m.job.idx, m.metrics["val/acc"]) for m in finished(members)]))
+        idx = self.conn.recv()
+        return next((m for m in members if m.job.idx == idx), None)
+
+
+def interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
+def forward_signals(procs: list):
+    """SIGTERM and SIGINT to this process, passed on to the workers (in their own process groups)."""
+    def handler(signum, frame):
+        for proc in procs:
+            if proc.pid is not None and proc.exitcode is None:
+                os.kill(proc.pid, signum)
+    return signals_to(handler)
