@@ -16,9 +16,13 @@ with its exact overrides (its sweep grid included, with the grid's values overri
 so a confirmation run differs from a selection run in its seed alone.
 """
 import argparse
-import subprocess
-import sys
+import gc
 from pathlib import Path
+
+if __name__ == "__main__":  # the command starts as python -m nnlab.train does (see its top): it trains
+    gc.disable()
+    from nnlab import busy
+    busy.settle()  # before torch, which nnlab.compare imports
 
 from nnlab.compare import CONFIRM, best_per_architecture, load_runs, summarize
 from nnlab.errors import NnlabError, command
@@ -34,7 +38,7 @@ def fresh_seeds(used: set[int], count: int) -> list[int]:
 
 
 def commands(folder: Path, count: int, extra: list[str]) -> list[list[str]]:
-    """One multirun command per architecture: its chosen setting's overrides on the fresh seeds."""
+    """One multirun per architecture (nnlab.train's arguments): its chosen setting's overrides on the fresh seeds."""
     runs = load_runs(folder, strict=True)  # the settings it reruns are read from these folders
     best = best_per_architecture(summarize(runs))
     if not best:
@@ -47,9 +51,15 @@ def commands(folder: Path, count: int, extra: list[str]) -> list[list[str]]:
     for row, _ in best.values():
         overrides = read_yaml(row["runs"][0]["dir"] / ".hydra" / "overrides.yaml")  # checked by load_runs
         keep = [o for o in overrides if not o.startswith("seed=")]
-        out.append([sys.executable, "-m", "nnlab.train", "--multirun", *keep, f"seed={seeds}",
-                    f"hydra.sweep.dir={folder / CONFIRM}", *launcher, *extra])
+        out.append(["--multirun", *keep, f"seed={seeds}", f"hydra.sweep.dir={folder / CONFIRM}", *launcher, *extra])
     return out
+
+
+def launch(argv: list[str]) -> None:
+    """`python -m nnlab.train *argv`, in this process: the architectures' sweeps share one start (importing
+    torch and Lightning took 3.3 s of a 5 s start on the 2-core VM of experiments/README.md)."""
+    from nnlab import train
+    train.main(argv)
 
 
 def main(argv: list[str]) -> None:
@@ -64,11 +74,17 @@ def main(argv: list[str]) -> None:
         raise NnlabError(f"--seeds {args.seeds}: at most {MAX_SEEDS} fresh seeds a setting (SEEDS=5 is the default)")
     folder = sweep_folder(args.folder)
     for line in commands(folder, args.seeds, extra):
-        print("confirm:", " ".join(line[2:]), flush=True)
-        if subprocess.run(line).returncode:
-            raise NnlabError(f"a confirmation run did not finish; rerun make confirm DIR={folder} to finish them")
+        print("confirm: python -m nnlab.train", " ".join(line), flush=True)
+        try:
+            launch(line)
+        except NnlabError as e:
+            raise NnlabError(f"{e}; a confirmation run did not finish: rerun make confirm DIR={folder} to finish "
+                             "them") from None
     print(f"fresh-seed runs in {folder / CONFIRM}; make compare DIR={folder} bases its verdicts on them")
 
 
 if __name__ == "__main__":
+    import nnlab.train  # noqa: F401  with the garbage collector still off
+    gc.freeze()
+    gc.enable()
     command(main)
