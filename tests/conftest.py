@@ -5,6 +5,7 @@ import dataclasses
 import hashlib
 import importlib
 import io
+import json
 import logging
 import os
 import re
@@ -73,7 +74,6 @@ SPIRAL = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1.0",
 @pytest.fixture
 def interrupted_run(make_cfg, tmp_path):
     """A finished tiny spiral run made to look interrupted, with its config saved as Hydra saves it."""
-    import json
 
     from omegaconf import OmegaConf
 
@@ -96,6 +96,41 @@ def scalars():
         events.Reload()
         return {tag: sorted((e.step, e.value) for e in events.Scalars(tag)) for tag in events.Tags()["scalars"]}
     return _read
+
+
+def wandb_logged(run: Path) -> list[dict]:
+    """What logger=wandb recorded offline in a run folder, a dict a W&B run (a resumed run adds one), in
+    the order they ran: {"run": (id, name, project), "config": {key: value}, "history": [{key: value},
+    ...] without wandb's own timestamps}, read from wandb/offline-run-*/run-*.wandb. Only wandb's Go
+    core reads these files: they are LevelDB's log
+    format (32 KiB blocks; records, or parts of one, each after a 7-byte header: CRC, length, kind)
+    after a 7-byte ":W&B" header, holding wandb's Record protobufs (wandb.proto). Read here for the
+    tests alone: a wandb release that changes the format fails them here, by name."""
+    return [wandb_file(path) for path in sorted((run / "wandb").glob("offline-run-*/run-*.wandb"))]
+
+
+def wandb_file(path: Path) -> dict:
+    from wandb.proto import wandb_internal_pb2
+    data, pos, part, out = path.read_bytes(), 7, b"", {"config": {}, "history": []}
+    assert data[:4] == b":W&B", f"{path} does not start as the wandb files this reader knows"
+    while pos + 7 <= len(data):
+        if (left := 32768 - pos % 32768) < 7 or data[pos:pos + 7] == bytes(7):  # a block's padding
+            pos += left
+            continue
+        length, kind = int.from_bytes(data[pos + 4:pos + 6], "little"), data[pos + 6]
+        part, pos = part + data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # a whole record, or its last part
+            record = wandb_internal_pb2.Record.FromString(part)
+            part, what = b"", record.WhichOneof("record_type")
+            if what == "run":
+                out["run"] = (record.run.run_id, record.run.display_name, record.run.project)
+            elif what == "config":
+                out["config"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json)
+                                      for i in record.config.update})
+            elif what == "history":
+                row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+                out["history"].append({k: v for k, v in row.items() if k not in ("_timestamp", "_runtime")})
+    return out
 
 
 @dataclasses.dataclass

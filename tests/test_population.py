@@ -14,7 +14,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from conftest import fresh_process, in_process, one_line_refusal
+from conftest import fresh_process, in_process, one_line_refusal, wandb_logged
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -535,7 +535,7 @@ def test_a_population_killed_without_warning_resumes_from_its_members_last_epoch
 def test_members_write_to_every_chosen_logger_as_their_own_runs_do(tmp_path, cli):
     import mlflow
     grid = ["data=spiral", "model=mlp", "optimizer.lr=0.3,1.0", "seed=0", "data.steps_per_epoch=5",
-            "trainer.max_epochs=2", "log_interval=5", "logger=[csv,mlflow]"]
+            "trainer.max_epochs=2", "log_interval=5", "logger=[csv,mlflow,wandb]"]
     out = {}
     for launcher, extra in (("population", ["hydra.launcher.workers=1"]), ("basic", [])):
         done = cli("nnlab.train", "--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / launcher}",
@@ -552,6 +552,10 @@ def test_members_write_to_every_chosen_logger_as_their_own_runs_do(tmp_path, cli
         history = {k: [(p.step, p.value) for p in client.get_metric_history(found.info.run_id, k)]
                    for k in found.data.metrics}
         params = {k: v for k, v in found.data.params.items() if not k.startswith("config/")}  # config: paths differ
-        return (run / "csv" / "metrics.csv").read_text(), history, params
+        (wandb,) = wandb_logged(run)
+        assert wandb["run"][1] == run.name and not [p for p in run.rglob("*") if p.is_symlink()]
+        wandb = ([{k: v for k, v in row.items() if k != "_step"} for row in wandb["history"]],
+                 {k: v for k, v in wandb["config"].items() if k != "config"})  # _step: wandb's count of log calls
+        return (run / "csv" / "metrics.csv").read_text(), history, params, wandb
     for name in population:
         assert logged(population[name]) == logged(basic[name]), name

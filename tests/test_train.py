@@ -1,5 +1,6 @@
 """End to end: the Hydra entry point, what a run leaves behind, checkpoints, bad input, seeds."""
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -7,7 +8,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import fresh_process, one_line_refusal
+from conftest import fresh_process, one_line_refusal, wandb_logged
 from hydra.utils import instantiate
 
 import nnlab
@@ -289,11 +290,43 @@ def test_every_chosen_logger_writes_the_run_and_reads_it_back(tmp_path, cli):
     assert [p.step for p in history] == [5, 10] and history[-1].value == pytest.approx(metrics["val/acc"])
 
 
+def test_wandb_logs_offline_in_the_run_folder_and_a_stopped_run_goes_on_in_its_own_wandb_run(tmp_path, cli, monkeypatch):
+    # logger=wandb: no account, nothing sent; read back from wandb's own files. SIGTERM after epoch 1,
+    # then resume: the run's second W&B run has the first one's id, and the folder holds no link.
+    from test_reliability import SignalAt, with_callback
+    run, build = tmp_path / "run", nnlab.train.build
+    with_callback(monkeypatch, SignalAt(step=5, signum=signal.SIGTERM))
+    stopped = cli("nnlab.train", "data=spiral", "model=mlp", "optimizer.lr=0.5", "data.steps_per_epoch=5",
+                  "trainer.max_epochs=2", "log_interval=5", "logger=[tensorboard,wandb]", f"hydra.run.dir={run}",
+                  cwd=tmp_path)
+    assert stopped.returncode == 1 and "interrupted" in stopped.stderr, stopped.stderr[-2000:]
+    monkeypatch.setattr(nnlab.train, "build", build)
+    resumed = cli("nnlab.train", f"resume={run}", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "wandb" not in (stopped.stdout + resumed.stdout + resumed.stderr).lower()  # quiet: the progress is nnlab's
+    assert not [p for p in (run / "wandb").rglob("*") if p.is_symlink()]  # wandb's shortcuts removed
+    metrics = json.loads((run / "metrics.json").read_text())
+    first, second = wandb_logged(run)
+    assert first["run"] == second["run"] and second["run"][1:] == (run.name, "nnlab")
+    assert {k: second["config"][k] for k in ("lr", "model", "seed")} == {"lr": 0.5, "model": "mlp", "seed": 1234}
+    history = [row for w in (first, second) for row in w["history"]]
+    assert [(r["trainer/global_step"], r["train/loss"]) for r in history if "train/loss" in r][-1] == \
+        (10, pytest.approx(metrics["train/loss"]))
+    assert [r["trainer/global_step"] for r in second["history"] if "val/acc" in r] == [10]
+    assert next(r["hp/test_acc"] for r in history if "hp/test_acc" in r) == pytest.approx(metrics["test/acc"])
+    # docs/configuration.md's wandb sync, as a dry run (the real one uploads): it finds both W&B runs
+    sync = subprocess.run([str(Path(sys.executable).parent / "wandb"), "sync", "--dry-run",
+                           *map(str, sorted((run / "wandb").glob("offline-run-*")))], capture_output=True, text=True)
+    assert sync.returncode == 0 and "Would sync 2 run(s)" in sync.stdout + sync.stderr, sync.stdout + sync.stderr
+
+
 @pytest.mark.parametrize("override,key", [
     ("logger.csv.save_dir=/tmp/elsewhere", "logger.csv.save_dir='/tmp/elsewhere'"),
-    ("logger.mlflow.tracking_uri=sqlite:////tmp/elsewhere/mlflow.db", "logger.mlflow.tracking_uri='/tmp/elsewhere/mlflow.db'")])
+    ("logger.mlflow.tracking_uri=sqlite:////tmp/elsewhere/mlflow.db", "logger.mlflow.tracking_uri='/tmp/elsewhere/mlflow.db'"),
+    ("logger.wandb.save_dir=/tmp/elsewhere", "logger.wandb.save_dir='/tmp/elsewhere'"),
+    ("+logger.wandb.dir=/tmp/elsewhere", "logger.wandb.dir='/tmp/elsewhere'")])
 def test_a_logger_writing_outside_the_run_folder_is_refused_in_one_line(override, key, tmp_path, cli):
-    done = cli("nnlab.train", "data=spiral", "logger=[csv,mlflow]", override, cwd=tmp_path)
+    done = cli("nnlab.train", "data=spiral", "logger=[csv,mlflow,wandb]", override, cwd=tmp_path)
     one_line_refusal(done, f"{key} is outside the run folder")
     assert not (tmp_path / "runs").exists()
 

@@ -242,7 +242,7 @@ def check(cfg: DictConfig) -> DictConfig:
 # Where a run writes, besides what Hydra writes into the run folder itself (conf/train.yaml), and in
 # each logger's node (conf/logger/) the keys that name a folder or a file store
 WRITES = ("callbacks.checkpoint.dirpath", "callbacks.interrupt.dirpath", "callbacks.figures.run_dir")
-LOGGER_WRITES = ("save_dir", "artifact_location", "tracking_uri")
+LOGGER_WRITES = ("save_dir", "dir", "artifact_location", "tracking_uri")  # dir: W&B's save_dir, by its own name
 
 
 def writes(cfg: DictConfig) -> list[tuple[str, str]]:

@@ -14,7 +14,7 @@ from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger
+from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nnlab import cores
@@ -34,7 +34,7 @@ FIGURES = ("none", "best", "all")
 # (its `vmap_on_cpu`): on this 2-core CPU vmapped convolutions are slower than the members' own
 # (8 CNN members: 0.62x; docs/population.md).
 VECTORIZE = ("auto", "vmap", "loop")
-LOGGERS = (TensorBoardLogger, CSVLogger, MLFlowLogger)  # conf/logger/'s: a member writes to each as a run does
+LOGGERS = (TensorBoardLogger, CSVLogger, MLFlowLogger, WandbLogger)  # conf/logger/'s: a member writes to each as a run does
 # conf/train.yaml's callbacks (any may be left out): what the population does in their place
 CALLBACKS = {"checkpoint": ModelCheckpoint, "interrupt": Interrupt, "rng": RNGState, "epoch_log": EpochLog,
              "figures": Figures}

@@ -20,15 +20,11 @@ from torch import Tensor
 
 from nnlab import runs, steps
 from nnlab.callbacks import Figures, tensorboard
-from nnlab.checkpoint import (
-    AtomicCheckpointIO,
-    UnreadableCheckpoint,
-    read_checkpoint,
-)
+from nnlab.checkpoint import AtomicCheckpointIO, UnreadableCheckpoint, read_checkpoint
 from nnlab.data.loader import TensorLoader
 from nnlab.population.grouping import Job
+from nnlab.train import end_loggers, parts
 from nnlab.train import loggers as train_loggers
-from nnlab.train import parts
 
 log = logging.getLogger("nnlab")
 
@@ -198,22 +194,10 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
             # A resumed member's events file holds its points from where it continued: TensorBoard
             # reads the folder's files as one run, every step once.
             loggers = train_loggers(m.cfg)  # as a run alone makes them
-            trainer = SimpleNamespace(is_global_zero=True, datamodule=m.data, loggers=loggers, global_step=m.step)
-            for logger in loggers:
-                logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
-                for values, step in m.points:
-                    logger.log_metrics(values, step)
-            board = tensorboard(trainer)
-            if board is not None and m.first_batch is not None and not m.logged:  # a resumed run's has it
-                board.add_text("data/first_batch", Figures.describe(*m.first_batch))
-            if m.metrics["status"] in (runs.OK, runs.DIVERGED):
-                runs.hparams(loggers, m.cfg, m.metrics, m.step)
-                if draw:
-                    m.figures.on_fit_end(trainer, m.module)
-                    if m.first_batch is not None:
-                        m.figures.draw_batch(trainer, *m.first_batch)
-            for logger in loggers:
-                logger.finalize("success")
+            try:
+                log_member(m, loggers, draw)
+            finally:
+                end_loggers(loggers, m.run_dir, m.metrics["status"] in runs.FINISHED)
             if "checkpoint" in m.cfg.callbacks:
                 save_member(m, m.boundary if m.metrics["status"] == runs.INTERRUPTED else None)
     finally:
@@ -225,6 +209,26 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
         if m.metrics["status"] == runs.DIVERGED:
             m.note(f"nnlab: {m.metrics['error']}")
         m.handler.close()
+
+
+def log_member(m: Member, loggers: list, draw: bool) -> None:
+    """The member's points, hyperparameters and figures, to each logger as its run alone gives them."""
+    trainer = SimpleNamespace(is_global_zero=True, datamodule=m.data, loggers=loggers, global_step=m.step)
+    for logger in loggers:
+        logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
+        for values, step in m.points:
+            logger.log_metrics(values, step)
+    board = tensorboard(trainer)
+    if board is not None and m.first_batch is not None and not m.logged:  # a resumed run's has it
+        board.add_text("data/first_batch", Figures.describe(*m.first_batch))
+    if m.metrics["status"] in (runs.OK, runs.DIVERGED):
+        runs.hparams(loggers, m.cfg, m.metrics, m.step)
+        if draw:
+            m.figures.on_fit_end(trainer, m.module)
+            if m.first_batch is not None:
+                m.figures.draw_batch(trainer, *m.first_batch)
+    for logger in loggers:
+        logger.finalize("success")
 
 
 def save_member(m: Member, place: tuple | None = None, points: list | None = None) -> None:
