@@ -127,35 +127,9 @@ class Population:
         outer = HydraConfig.instance().cfg
         with contextlib.ExitStack() as locks:
             def enlist(job: Job, cfg: DictConfig, run_dir: Path, log_file: Path) -> None:
-                """A member's task function: its folder and .hydra/ exist by now. A bad value is
-                invalid_config; a good one joins the population."""
-                try:
-                    locks.enter_context(runs.hold(run_dir))
-                except runs.FolderBusy as e:
-                    log.info(f"{run_dir.name}: {e}, skipped")
-                    return None
-                status = runs.run_status(run_dir)  # an earlier attempt's, if any (make sweep RESUME=)
-                try:
-                    checked = check(cfg)
-                except ConfigError as e:
-                    if status is not None:
-                        runs.set_aside(run_dir)  # the old outputs kept in attempt-<n>/
-                    runs.write_json(run_dir / "metrics.json", {"status": runs.INVALID_CONFIG, "error": str(e)})
-                    handler = file_handler(log_file)
-                    handler.handle(logging.LogRecord("nnlab", logging.ERROR, __file__, 0, "nnlab: %s", (e,), None))
-                    handler.close()
-                    return None
-                # interrupted, or killed (no metrics.json) after an epoch's checkpoint: it continues from there
-                stopped = status == runs.INTERRUPTED or status is None and (run_dir / "checkpoints" / "last.ckpt").exists()
-                saved, why = saved_state(run_dir, checked) if stopped else (None, None)
-                if saved is None and status is not None:  # it starts over, the old outputs kept in attempt-<n>/
-                    runs.set_aside(run_dir)
-                member = Member(job, checked, run_dir, log_file, saved)
-                if why:
-                    why = f"{run_dir.name} trains again from its start, its earlier outputs kept in attempt-<n>/: {why}"
-                    print(f"nnlab: {why}", flush=True)
-                    member.note(f"nnlab: {why}")
-                members.append(member)
+                """A member's task function: its folder and .hydra/ exist by now."""
+                if (member := enlisted(job, cfg, run_dir, log_file, locks)) is not None:
+                    members.append(member)
             try:
                 self.start_group(jobs, base, returns, enlist)
             finally:
@@ -221,3 +195,36 @@ class Population:
                 handler.close()
         self.hydra_context.callbacks.on_job_end(config=cfg, job_return=ret)
         return ret
+
+
+def enlisted(job: Job, cfg: DictConfig, run_dir: Path, log_file: Path, locks: contextlib.ExitStack) -> Member | None:
+    """The member a job's folder becomes, its lock held in `locks`; None for a folder another process
+    holds, or a bad value (its record: invalid_config). A member stopped earlier (make sweep RESUME=)
+    continues from its checkpoint where it can, and starts over where it cannot, saying why."""
+    try:
+        locks.enter_context(runs.hold(run_dir))
+    except runs.FolderBusy as e:
+        log.info(f"{run_dir.name}: {e}, skipped")
+        return None
+    status = runs.run_status(run_dir)  # an earlier attempt's, if any (make sweep RESUME=)
+    try:
+        checked = check(cfg)
+    except ConfigError as e:
+        if status is not None:
+            runs.set_aside(run_dir)  # the old outputs kept in attempt-<n>/
+        runs.write_json(run_dir / "metrics.json", {"status": runs.INVALID_CONFIG, "error": str(e)})
+        handler = file_handler(log_file)
+        handler.handle(logging.LogRecord("nnlab", logging.ERROR, __file__, 0, "nnlab: %s", (e,), None))
+        handler.close()
+        return None
+    # interrupted, or killed (no metrics.json) after an epoch's checkpoint: it continues from there
+    stopped = status == runs.INTERRUPTED or status is None and (run_dir / "checkpoints" / "last.ckpt").exists()
+    saved, why = saved_state(run_dir, checked) if stopped else (None, None)
+    if saved is None and status is not None:  # it starts over, the old outputs kept in attempt-<n>/
+        runs.set_aside(run_dir)
+    member = Member(job, checked, run_dir, log_file, saved)
+    if why:
+        why = f"{run_dir.name} trains again from its start, its earlier outputs kept in attempt-<n>/: {why}"
+        print(f"nnlab: {why}", flush=True)
+        member.note(f"nnlab: {why}")
+    return member

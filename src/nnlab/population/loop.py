@@ -11,6 +11,7 @@ import math
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -155,28 +156,8 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap", c
     per_epoch = steps_per_epoch(members[0])
     every, epochs = cfg.trainer.log_every_n_steps, cfg.trainer.max_epochs
     k = math.gcd(per_epoch, every or per_epoch)
-    sums = EpochSums()  # every member's training sums of the epoch, one row each: (members, 2)
-    sums.loss, sums.hits = sums.loss.repeat(len(members), 1), sums.hits.repeat(len(members), 1)
-    for slot, m in enumerate(members):
-        m.slot, m.sums = slot, sums
-    stack = Stack(members)  # before the optimizers: they take the members' views of it
-    for m in members:
-        m.configure(epochs * per_epoch)
-        if m.saved is not None:
-            # its run's first batch for first_batch.png, drawn again from its RNG as build left it
-            m.first_batch = next(epoch_batches(m))
-            restore(m, per_epoch)  # into the stack's rows
-        m.epoch_rng = m.rng  # before an epoch's draw of its data order (a stopped member's: its last)
-    template = members[0].module.net  # the architecture; the stacked weights go in
-    if how == "vmap":
-        vmapped = vmap(lambda params, x: functional_call(template, params, (x,)))
-        forward = lambda params, xs: vmapped(params, torch.stack(xs)).unbind(0)  # noqa: E731
-    else:
-        def forward(params: dict, xs: list[Tensor]) -> list[Tensor]:
-            """Each member's own forward in turn, on its rows of the stack and its batch: the same ops
-            as its run. The rows are views (unbind), whose backward stacks their gradients."""
-            rows = zip(*(t.unbind(0) for t in params.values()))
-            return [functional_call(template, dict(zip(params, row)), (x,)) for row, x in zip(rows, xs)]
+    stack, sums = set_up(members, epochs, per_epoch)
+    forward = forward_of(members[0].module.net, how)
     first, done = members[0].start  # every member's (a population continues from one place)
     for epoch in range(first, epochs):
         active = [m for m in members if not m.stopped]
@@ -209,6 +190,39 @@ def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap", c
                 for m in members:
                     m.boundary = (epoch + 1, 0, m.rng) if last else (epoch, i + 1, m.epoch_rng)
                 raise Stopped(f"{stop['signal']} at step {going[0].step}")
+
+
+def set_up(members: list[Member], epochs: int, per_epoch: int) -> tuple["Stack", EpochSums]:
+    """The members' stack and epoch sums, their optimizers and schedules over it, and a stopped
+    member's state restored into its row."""
+    sums = EpochSums()  # every member's training sums of the epoch, one row each: (members, 2)
+    sums.loss, sums.hits = sums.loss.repeat(len(members), 1), sums.hits.repeat(len(members), 1)
+    for slot, m in enumerate(members):
+        m.slot, m.sums = slot, sums
+    stack = Stack(members)  # before the optimizers: they take the members' views of it
+    for m in members:
+        m.configure(epochs * per_epoch)
+        if m.saved is not None:
+            # its run's first batch for first_batch.png, drawn again from its RNG as build left it
+            m.first_batch = next(epoch_batches(m))
+            restore(m, per_epoch)  # into the stack's rows
+        m.epoch_rng = m.rng  # before an epoch's draw of its data order (a stopped member's: its last)
+    return stack, sums
+
+
+def forward_of(template: nn.Module, how: str) -> Callable[[dict, list[Tensor]], list[Tensor]]:
+    """The population's forward of the architecture `template` on the stack (its weights go in): one
+    vmapped call for all members (vmap), or each member's own forward in turn (loop)."""
+    if how == "vmap":
+        vmapped = vmap(lambda params, x: functional_call(template, params, (x,)))
+        return lambda params, xs: vmapped(params, torch.stack(xs)).unbind(0)
+
+    def forward(params: dict, xs: list[Tensor]) -> list[Tensor]:
+        """Each member's own forward in turn, on its rows of the stack and its batch: the same ops as its
+        run. The rows are views (unbind), whose backward stacks their gradients."""
+        rows = zip(*(t.unbind(0) for t in params.values()))
+        return [functional_call(template, dict(zip(params, row)), (x,)) for row, x in zip(rows, xs)]
+    return forward
 
 
 def train_loader(m: Member) -> TensorLoader:

@@ -11,10 +11,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hydra.core.utils import (
-    JobReturn,
-    JobStatus,
-)
+from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import runs
@@ -38,28 +35,50 @@ def train_shares(pop: "Population", n: int, group: list[Job], base: DictConfig, 
     together, those starting afresh after them), and each part's best member, whose figures the
     worker holding it draws. Signals reach the workers through this process (each is its own
     process group): Ctrl-C or SIGTERM stops each at its step boundary, as one process stops."""
-    # Data members share (MNIST: one split for every seed) is loaded here, once: the workers inherit
-    # it, and its pages stay shared as nothing writes to them. The data's own generator draws it
-    # (the spiral's, from data.seed), not the run's RNG, so loading it here changes nothing.
-    shared: dict = {}
-    try:
-        data = lambda cfg: OmegaConf.to_yaml(cfg.data, resolve=True)  # noqa: E731
-        if data(base) == data(derive(base, group[-1])):  # as the first job's, so the rest's (MNIST's)
-            shared_data(base, shared).setup("fit")
-    except (NnlabError, OSError, ValueError):  # the workers meet it again, and fail their members as one
-        shared = {}                               # process does
+    shared = preload(base, group)
     ctx = multiprocessing.get_context("fork")
     links = []
     for i in range(k):
         mine, theirs = ctx.Pipe()
         proc = ctx.Process(target=share_worker, args=(pop, n, group[i::k], base, shared, theirs), daemon=False)
         links.append((proc, mine, group[i::k]))
-    enlisted: dict[int, list] = {}  # pid -> its members' (job idx, start, run folder)
-    parts, holders, asked, results, exits = None, {}, {}, {}, []
+    talk = Talk()
     with forward_signals([proc for proc, _, _ in links]):
         for proc, _, _ in links:
             proc.start()
-        running = {proc.sentinel: (proc, conn) for proc, conn, _ in links}
+        talk.run({proc.sentinel: (proc, conn) for proc, conn, _ in links})
+    returns = job_returns(links, talk, base)
+    if talk.exits:
+        raise Interrupted(talk.exits[0])
+    return returns
+
+
+def preload(base: DictConfig, group: list[Job]) -> dict:
+    """Data members share (MNIST: one split for every seed), loaded here, once: the workers inherit it,
+    and its pages stay shared as nothing writes to them. The data's own generator draws it (the
+    spiral's, from data.seed), not the run's RNG, so loading it here changes nothing."""
+    shared: dict = {}
+    try:
+        data = lambda cfg: OmegaConf.to_yaml(cfg.data, resolve=True)  # noqa: E731
+        if data(base) == data(derive(base, group[-1])):  # as the first job's, so the rest's (MNIST's)
+            shared_data(base, shared).setup("fit")
+    except (NnlabError, OSError, ValueError):  # the workers meet it again, and fail their members as one
+        return {}                                 # process does
+    return shared
+
+
+class Talk:
+    """This process's side of the workers' pipes while they train: what each share enlisted; the parts
+    of the population, sent to all once every share is set up; each part's best member, chosen once
+    every share still running that holds some of the part has asked; the jobs' results; and the line
+    an interrupted share ends the sweep with."""
+
+    def __init__(self):
+        self.enlisted: dict[int, list] = {}  # pid -> its members' (job idx, start, run folder)
+        self.parts, self.holders, self.asked, self.results, self.exits = None, {}, {}, {}, []
+
+    def run(self, running: dict) -> None:
+        """Until every worker has ended: `running`, {its sentinel: (process, connection)}."""
         while running:
             ready = mp_connection.wait([*running, *(conn for _, conn in running.values())])
             for key, (proc, conn) in list(running.items()):
@@ -68,53 +87,65 @@ def train_shares(pop: "Population", n: int, group: list[Job], base: DictConfig, 
                         kind, *value = conn.recv()
                     except EOFError:
                         break
-                    if kind == "enlisted":
-                        enlisted[proc.pid] = value[0]
-                    elif kind == "best":  # (part, its candidates)
-                        asked.setdefault(value[0], {})[proc.pid] = (conn, value[1])
-                    elif kind == "done":  # job idx -> (completed, why not)
-                        results.update(value[0])
-                    else:  # interrupted: this process ends the sweep with the same line, once
-                        exits.append(value[0])
+                    self.take(proc.pid, conn, kind, value)
                 if key in ready:
                     proc.join()
                     del running[key]
             alive = {proc.pid: conn for proc, conn in running.values()}
-            if parts is None and set(alive) <= set(enlisted):  # every share set up: the parts, to all
-                parts = parts_of([e for share in enlisted.values() for e in share])
-                holders = {i: {pid for pid, share in enlisted.items() if any(e[0] in index for e in share)}
-                           for i, (_, index) in enumerate(parts)}
-                for conn in alive.values():
-                    conn.send(parts)
-            for part, asks in list(asked.items()):
-                if set(alive) & holders[part] <= set(asks):  # all still running that hold some asked
-                    candidates = [c for _, cands in asks.values() for c in cands]
-                    # the first best in job order, as best() picks it in one process
-                    chosen = max(sorted(candidates), key=lambda c: c[1])[0] if candidates else None
-                    for conn, _ in asks.values():
-                        with contextlib.suppress(OSError):  # one that died since
-                            conn.send(chosen)
-                    del asked[part]
+            self.send_parts(alive)
+            self.choose(alive)
+
+    def take(self, pid: int, conn, kind: str, value: list) -> None:
+        if kind == "enlisted":
+            self.enlisted[pid] = value[0]
+        elif kind == "best":  # (part, its candidates)
+            self.asked.setdefault(value[0], {})[pid] = (conn, value[1])
+        elif kind == "done":  # job idx -> (completed, why not)
+            self.results.update(value[0])
+        else:  # interrupted: this process ends the sweep with the same line, once
+            self.exits.append(value[0])
+
+    def send_parts(self, alive: dict) -> None:
+        if self.parts is None and set(alive) <= set(self.enlisted):  # every share set up: the parts, to all
+            self.parts = parts_of([e for share in self.enlisted.values() for e in share])
+            self.holders = {i: {pid for pid, share in self.enlisted.items() if any(e[0] in index for e in share)}
+                            for i, (_, index) in enumerate(self.parts)}
+            for conn in alive.values():
+                conn.send(self.parts)
+
+    def choose(self, alive: dict) -> None:
+        for part, asks in list(self.asked.items()):
+            if set(alive) & self.holders[part] <= set(asks):  # all still running that hold some asked
+                candidates = [c for _, cands in asks.values() for c in cands]
+                # the first best in job order, as best() picks it in one process
+                chosen = max(sorted(candidates), key=lambda c: c[1])[0] if candidates else None
+                for conn, _ in asks.values():
+                    with contextlib.suppress(OSError):  # one that died since
+                        conn.send(chosen)
+                del self.asked[part]
+
+
+def job_returns(links: list, talk: Talk, base: DictConfig) -> dict[int, JobReturn]:
+    """Each job's JobReturn from its worker's results. A dead worker's members are runs like any other
+    (their metrics.json says failed, and the sweep's report lists them); a job it never set up is a
+    failed job."""
     returns = {}
     for proc, _, jobs in links:
-        members = {idx: Path(run_dir) for idx, _, run_dir in enlisted.get(proc.pid, [])}
+        members = {idx: Path(run_dir) for idx, _, run_dir in talk.enlisted.get(proc.pid, [])}
         if proc.exitcode != 0:  # a worker that died (killed, out of memory): its unfinished members failed
             for run_dir in members.values():
                 if runs.run_status(run_dir) is None:
                     runs.write_json(run_dir / "metrics.json",
-                               {"status": runs.FAILED, "error": f"its worker process ended with code {proc.exitcode}"})
+                                    {"status": runs.FAILED, "error": f"its worker process ended with code {proc.exitcode}"})
         for job in jobs:
-            # a dead worker's members are runs like any other (their metrics.json says failed, and the
-            # sweep's report lists them); a job it never set up is a failed job
-            completed, why = results.get(job.idx, (job.idx in members, f"its worker process ended with code "
-                                                                       f"{proc.exitcode} before setting the job up"))
+            completed, why = talk.results.get(job.idx, (job.idx in members, f"its worker process ended with code "
+                                                                            f"{proc.exitcode} before setting the job up"))
             returns[job.idx] = JobReturn(overrides=list(job.overrides), working_dir=os.getcwd(),
                                          task_name=base.hydra.job.name,
                                          status=JobStatus.COMPLETED if completed else JobStatus.FAILED)
             returns[job.idx].return_value = None if completed else RuntimeError(why)
-    if exits:
-        raise Interrupted(exits[0])
     return returns
+
 
 def share_worker(pop: "Population", n: int, jobs: list[Job], base: DictConfig, shared: dict, conn) -> None:
     """A worker process of train_shares: its share of the population's jobs, set up and trained."""
