@@ -5,7 +5,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 ARGS   ?=
 # make sweep: SWEEP names a grid in conf/sweep/, ARGS goes on top of it; without SWEEP, ARGS alone is
-# the multirun, and with neither (or ARGS only choosing the launcher: hydra/launcher=, hydra.launcher.*)
+# the multirun, and with neither (or ARGS only saying how and where: hydra/launcher=, hydra.*, threads=)
 # the default grid DEFAULT_SWEEP runs. Jobs that differ only in numbers
 # train together through hydra/launcher=population (docs/population.md; ARGS="hydra/launcher=basic": one
 # by one). JOBS runs at once through Hydra's joblib launcher, each with cores/JOBS torch threads; RESUME
@@ -44,7 +44,7 @@ train: install  ## one run into runs/<overrides>/<time>/ (ARGS="experiment=seed_
 sweep: install  ## a multirun into runs/sweeps/<time>/: SWEEP=<grid in conf/sweep/>, ARGS="k=a,b ...", JOBS=N, RESUME=<sweep folder>
 	$(if $(RESUME),$(if $(wildcard $(RESUME)/multirun.yaml),,$(error RESUME=$(RESUME) is not a sweep folder (it holds no multirun.yaml): give one under runs/sweeps/)))
 	$(PY) -m nnlab.train --multirun $(if $(SWEEP),sweep=$(SWEEP),$(if $(strip \
-	  $(filter-out hydra/launcher=% hydra.launcher.%,$(ARGS))),,sweep=$(DEFAULT_SWEEP))) \
+	  $(filter-out hydra/launcher=% hydra.% threads=%,$(ARGS))),,sweep=$(DEFAULT_SWEEP))) \
 	  $(if $(RESUME),hydra.sweep.dir=$(RESUME)) \
 	  $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS) \
 	  threads=$(shell echo $$(( $(CORES) / $(JOBS) > 0 ? $(CORES) / $(JOBS) : 1 ))),$(if \

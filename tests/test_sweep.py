@@ -183,6 +183,9 @@ def test_make_sweep_runs_the_default_grid_alone_exactly_args_without_sweep_and_a
     # choosing the launcher alone is no grid of its own: the default grid, through that launcher
     assert make_sweep_line("ARGS=hydra/launcher=basic") == ["sweep=mnist_grid", "hydra/launcher=basic"]
     assert make_sweep_line("ARGS=hydra.launcher.workers=1") == ["sweep=mnist_grid", population, "hydra.launcher.workers=1"]
+    # where it goes and on how many threads choose no runs: the default grid still runs
+    assert make_sweep_line("ARGS=hydra.sweep.dir=/tmp/s threads=1") == ["sweep=mnist_grid", population,
+                                                                       "hydra.sweep.dir=/tmp/s", "threads=1"]
     assert population not in make_sweep_line("SWEEP=spiral_grid", "JOBS=2")
 
 
