@@ -315,6 +315,17 @@ def test_glob_sweeps_a_groups_options_and_its_mistakes_are_one_line(tmp_path):
     assert "sweep: 2 jobs from experiment=glob(spiral_*)" in done.stdout
     runs = sorted(p.parent.name for p in (tmp_path / sweep_folder(done.stdout)).glob("*/metrics.json"))
     assert runs == ["experiment=spiral_linear,trainer.max_epochs=1", "experiment=spiral_mlp,trainer.max_epochs=1"]
-    # the sweep's base config is composed without the swept experiments (Hydra's multirun): data=mnist
+    # the sweep's base config is composed without the swept experiments (Hydra's multirun): data=mnist,
+    # which has no steps_per_epoch; ++ sets it in every job
     one_line_refusal(sweep("experiment=glob(spiral_*)", "data.steps_per_epoch=2", cwd=tmp_path),
-                     "the config does not compose: Could not override 'data.steps_per_epoch'")
+                     "data.steps_per_epoch is a key of every job, but not of the sweep's base config (Hydra composes "
+                     "it first, with the swept groups' defaults): write ++data.steps_per_epoch=..., which sets it")
+    done = sweep("experiment=glob(spiral_*)", "++data.steps_per_epoch=2", "trainer.max_epochs=1", cwd=tmp_path)
+    assert done.returncode == 0 and "(2 runs: 2 ok)" in done.stdout, done.stderr[-2000:]
+    one_line_refusal(sweep("experiment=glob(spiral_*)", "model.hidden=10", cwd=tmp_path),
+                     "model.hidden is a key of some of the sweep's jobs only: experiment=spiral_linear has none")
+    before = sorted((tmp_path / "runs" / "sweeps").iterdir())
+    one_line_refusal(sweep("experiment=glob(nomatch_*)", cwd=tmp_path),
+                     "experiment=glob(nomatch_*) sweeps no value: it matches no option of experiment, which is one "
+                     "of mnist_cnn_fast, mnist_mlp")
+    assert sorted((tmp_path / "runs" / "sweeps").iterdir()) == before  # no sweep folder for no job

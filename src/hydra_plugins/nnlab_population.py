@@ -44,9 +44,9 @@ class GroupedBasicSweeper(BasicSweeper):
         from nnlab import progress
         from nnlab.runs import hold_sweep
         from nnlab.sweep import jobs
+        mine = jobs(dict(self.config.hydra.sweeper.get("params") or {}), arguments)  # none: refused here
         folder = Path(self.config.hydra.sweep.dir)  # resolving it claims a new sweep's folder
         folder.mkdir(parents=True, exist_ok=True)  # as Hydra's sweep makes it, before its first batch
-        mine = jobs(dict(self.config.hydra.sweeper.get("params") or {}), arguments)
         with hold_sweep(folder), progress.shown(folder, len(mine), mine):
             return super().sweep(arguments)
 

@@ -215,12 +215,23 @@ def composition_error(src: Sources, error: Exception) -> ConfigError:
         elif o.type is OverrideType.CHANGE and not key.startswith("hydra"):
             plain.append(key)
     if plain:
-        known = set()
-        for i in range(max((len(v) for v in choices.values()), default=1)):
-            known.update(_known_keys(src, [v[min(i, len(v) - 1)] for v in choices.values()]))
+        combos = [[v[min(i, len(v) - 1)] for v in choices.values()]
+                  for i in range(max((len(v) for v in choices.values()), default=1))]
+        keysets = [(combo, set(_known_keys(src, combo))) for combo in combos]
+        known = set().union(*(keys for _, keys in keysets))
+        has = lambda keys, key: key in keys or any(k.startswith(f"{key}.") for k in keys)  # noqa: E731
         for key in plain if known else []:  # nothing composed: the error is elsewhere
-            if key not in known and not any(k.startswith(f"{key}.") for k in known):
+            if not has(known, key):
                 return unknown_key(key, sorted(known), f" (a key the config lacks takes a +: +{key}=...)")
+            if lacking := [combo for combo, keys in keysets if keys and not has(keys, key)]:
+                return ConfigError(f"{key} is a key of some of the sweep's jobs only: {' '.join(lacking[0])} has "
+                                   f"none; sweep {key} in a sweep of the jobs that have it")
+            if combos != [[]] and f"'{key}'" in str(error):
+                # every job has it, but Hydra composes a multirun's base config first, without the swept
+                # groups: the defaults' choices there may lack it
+                return ConfigError(f"{key} is a key of every job, but not of the sweep's base config (Hydra composes "
+                                   f"it first, with the swept groups' defaults): write ++{key}=..., which sets it where "
+                                   "it is and adds it where it is not")
     return ConfigError("the config does not compose: " +
                        " ".join(line.strip() for line in str(error).strip().splitlines()[:2]))
 

@@ -37,6 +37,10 @@ def jobs(params: dict, overrides: list[str]) -> list[list[str]]:
         key = o.get_key_element()
         values = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
         axes[key] = [f"{key}={v}" for v in values]
+        if not axes[key]:  # Hydra would launch no job, into a new empty sweep folder
+            raise ConfigError(f"{o.input_line} sweeps no value" + (f": it matches no option of {key}, which is one of "
+                              f"{', '.join(o.config_loader.get_group_options(key))}" if o.config_loader and "glob(" in
+                              o.input_line else ""))
     return [list(job) for job in itertools.product(*axes.values())]
 
 
