@@ -100,6 +100,23 @@ def test_every_member_is_its_separate_run_bit_for_bit(sweeps, scalars):
     assert sorted(statuses.values()) == ["diverged"] * 4 + ["invalid_config"] * 4 + ["ok"] * 4
 
 
+def test_a_spiral_run_is_the_same_bits_on_one_thread_and_on_two(tmp_path, cli):
+    # A sweep's runs take one thread, make train's torch's default (2 here): on the spiral that changes no
+    # number, so a member's numbers are those of its run made alone (docs/population.md, Threads)
+    out = {}
+    for threads in (1, 2):
+        done = cli("nnlab.train", "data=spiral", "model=mlp", "optimizer.lr=1.0", "data.steps_per_epoch=50",
+                   "trainer.max_epochs=2", f"threads={threads}", f"hydra.run.dir={tmp_path / str(threads)}", cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+        run = tmp_path / str(threads)
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["threads"] == threads
+        out[threads] = ({k: v for k, v in metrics.items() if "/" in k},
+                        torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"])
+    assert out[1][0] == out[2][0]
+    assert all(torch.equal(t, out[2][1][k]) for k, t in out[1][1].items())
+
+
 def test_a_members_checkpoint_rescores_to_its_reported_accuracy(sweeps):
     for run in runs(sweeps["population"][0]).values():
         metrics = json.loads((run / "metrics.json").read_text())
