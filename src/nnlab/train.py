@@ -325,30 +325,11 @@ def task(cfg: DictConfig) -> dict | None:
     run_dir = Path(HydraConfig.get().runtime.output_dir)  # the folder Hydra made (cfg.run_dir is checked against it)
     # DDP's other ranks run this too, in the same folder: rank 0 holds the lock for them
     lock = hold(run_dir) if rank_zero_only.rank == 0 else contextlib.nullcontext()
-    member = False
     try:
         with lock:  # one writer per run folder; a sweep resumed twice at once shares out its jobs
-            ckpt_path, pruning, go_on, resuming = None, None, False, cfg.resume
-            if resuming:
-                cfg, ckpt_path = resume_config(run_dir, [o for o in HydraConfig.get().overrides.task
-                                                         if not o.startswith("resume=")])
-                member = is_member(ckpt_path)  # an interrupted population member's: it continues alone
-            sweeper = HydraConfig.get().sweeper
-            if sweeping and getattr(get_class(sweeper._target_), "study", False):  # a trial of a study
-                from nnlab.search import FINISH, job_trial  # Optuna: imported by a study's jobs only
-                pruning = Pruning(job_trial(cfg), sweeper.metric)
-                go_on = FINISH in pruning.trial.user_attrs  # a pruned leader run on to the end (Search.leader)
-            if sweeping and not resuming:  # a resumed sweep skips finished runs, continues interrupted ones
-                status, ckpt_path = resumable(run_dir, go_on)
-                if status in FINISHED and ckpt_path is None:
-                    log.info(f"{run_dir.name}: {status} already, skipped")
-                    return None
-            with ddp.job_scope():  # the next job of a multirun in this process starts clean
-                if member:
-                    from nnlab.population.loop import continue_alone
-                    metrics = continue_alone(cfg, run_dir)
-                else:
-                    metrics = train(cfg, ckpt_path, pruning)
+            metrics, member = job(cfg, run_dir, sweeping)
+            if metrics is None:
+                return None
     except FolderBusy as e:
         if not sweeping:
             raise
@@ -375,15 +356,46 @@ def task(cfg: DictConfig) -> dict | None:
         log.exception("nnlab: %s failed; the sweep goes on", run_dir.name)  # into the run's train.log
         return None
     if rank_zero_only.rank == 0:  # DDP: one report, from rank 0
-        if member:  # its train.log has the lines (nnlab.population.member.finish): the console's
-            print(summary(run_dir, metrics, ", the population's"), flush=True)
-        else:
-            log.info(summary(run_dir, metrics))
-        if metrics["status"] == DIVERGED and not sweeping:  # a result, not a crash (a sweep's report counts it)
-            print(f"nnlab: {metrics['error']}", file=sys.stderr)
-        elif member and metrics["status"] == FAILED:  # continue_alone logged why, into train.log too
-            raise NnlabError(f"{run_dir.name} failed: {metrics['error']}")
+        report(run_dir, metrics, member, sweeping)
     return {**metrics, "run_dir": str(run_dir)}
+
+
+def job(cfg: DictConfig, run_dir: Path, sweeping: bool) -> tuple[dict | None, bool]:
+    """The run of a job, its folder's lock held: a resume (a population member's continues alone), a
+    study's trial, a resumed sweep's finished run skipped (None), else `train`. Returns its metrics,
+    and whether it was a population member's continued alone."""
+    ckpt_path, pruning, go_on, resuming, member = None, None, False, cfg.resume, False
+    if resuming:
+        cfg, ckpt_path = resume_config(run_dir, [o for o in HydraConfig.get().overrides.task
+                                                 if not o.startswith("resume=")])
+        member = is_member(ckpt_path)  # an interrupted population member's: it continues alone
+    sweeper = HydraConfig.get().sweeper
+    if sweeping and getattr(get_class(sweeper._target_), "study", False):  # a trial of a study
+        from nnlab.search import FINISH, job_trial  # Optuna: imported by a study's jobs only
+        pruning = Pruning(job_trial(cfg), sweeper.metric)
+        go_on = FINISH in pruning.trial.user_attrs  # a pruned leader run on to the end (Search.leader)
+    if sweeping and not resuming:  # a resumed sweep skips finished runs, continues interrupted ones
+        status, ckpt_path = resumable(run_dir, go_on)
+        if status in FINISHED and ckpt_path is None:
+            log.info(f"{run_dir.name}: {status} already, skipped")
+            return None, False
+    with ddp.job_scope():  # the next job of a multirun in this process starts clean
+        if member:
+            from nnlab.population.loop import continue_alone
+            return continue_alone(cfg, run_dir), True
+        return train(cfg, ckpt_path, pruning), False
+
+
+def report(run_dir: Path, metrics: dict, member: bool, sweeping: bool) -> None:
+    """The run's last lines: its summary, a divergence's advice, a continued member's failure."""
+    if member:  # its train.log has the lines (nnlab.population.member.finish): the console's
+        print(summary(run_dir, metrics, ", the population's"), flush=True)
+    else:
+        log.info(summary(run_dir, metrics))
+    if metrics["status"] == DIVERGED and not sweeping:  # a result, not a crash (a sweep's report counts it)
+        print(f"nnlab: {metrics['error']}", file=sys.stderr)
+    elif member and metrics["status"] == FAILED:  # continue_alone logged why, into train.log too
+        raise NnlabError(f"{run_dir.name} failed: {metrics['error']}")
 
 
 def main(argv: list[str]):
