@@ -231,8 +231,8 @@ def train(cfg: DictConfig, ckpt_path: str | None = None, pruning: Pruning | None
                        seconds=round(time.perf_counter() - start, 2), device=str(module.device),
                        threads=torch.get_num_threads(), torch=torch.__version__)
         if trainer.is_global_zero:  # DDP: every rank holds the same synced metrics; one file
+            record(run_dir, metrics)  # first: a logger that fails to end loses the run no number
             end_loggers(trainer.loggers, run_dir, metrics["status"] in FINISHED)
-            record(run_dir, metrics)
     return metrics
 
 
