@@ -40,8 +40,6 @@ from nnlab.population.member import (
 from nnlab.train import threads as run_threads
 
 log = logging.getLogger("nnlab")
-
-
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)'s parameters, from glibc's malloc.h
 
 

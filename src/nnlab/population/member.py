@@ -27,8 +27,6 @@ from nnlab.train import end_loggers, parts
 from nnlab.train import loggers as train_loggers
 
 log = logging.getLogger("nnlab")
-
-
 STATE_VERSION = 1  # of the "population" entry of an interrupted member's checkpoint
 
 
