@@ -201,12 +201,19 @@ def searchpath_overrides(src: Sources) -> list[str]:
                                             for p in src.searchpath) + "]"]
 
 
+def sweep_parser() -> OverridesParser:
+    """Hydra's override parser with the running Hydra command's config loader, where there is one: the
+    loader lists a group's options for glob() (experiment='glob(spiral_*)'), as Hydra's sweeper has it."""
+    from hydra.core.global_hydra import GlobalHydra
+    hydra = GlobalHydra.instance()
+    return OverridesParser.create(config_loader=hydra.config_loader() if hydra.is_initialized() else None)
+
+
 def composition_error(src: Sources, error: Exception) -> ConfigError:
     """Why the command's config does not compose, in one line. A key the config lacks (Hydra says so
     in six lines and lists no key) gets the closest keys there are: found by composing the config with
     each of the command line's group choices in turn (a key may exist in one option only)."""
-    from hydra.core.global_hydra import GlobalHydra  # its loader lists a group's options for glob()
-    parser, choices, plain = OverridesParser.create(config_loader=GlobalHydra.instance().config_loader()), {}, []
+    parser, choices, plain = sweep_parser(), {}, []
     for o in parser.parse_overrides([o for o in src.overrides if not o.startswith("~")]):
         key = o.key_or_group
         if key in GROUPS and o.type is OverrideType.CHANGE:

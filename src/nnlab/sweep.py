@@ -8,12 +8,12 @@ import itertools
 import sys
 from pathlib import Path
 
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 
 from nnlab import CONF_DIR
+from nnlab.cli import sweep_parser
 from nnlab.compat import hydra_basic
 from nnlab.config import ConfigError
 from nnlab.errors import NnlabError
@@ -29,11 +29,8 @@ def jobs(params: dict, overrides: list[str]) -> list[list[str]]:
     `hydra.sweeper.params` and the command line's overrides, a key on the command line replacing the
     grid's (`make sweep SWEEP=spiral_grid ARGS="seed=0"`: 24 jobs, not 72). Within a Hydra command its
     config loader lists a group's options for `glob()` (`experiment='glob(spiral_*)'`), as Hydra's does."""
-    from hydra.core.global_hydra import GlobalHydra
-    hydra = GlobalHydra.instance()
-    parser = OverridesParser.create(config_loader=hydra.config_loader() if hydra.is_initialized() else None)
     axes = {}
-    for o in parser.parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides)):
+    for o in sweep_parser().parse_overrides([f"{k}={v}" for k, v in params.items()] + list(overrides)):
         key = o.get_key_element()
         values = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
         axes[key] = [f"{key}={v}" for v in values]
