@@ -314,6 +314,43 @@ def test_an_interrupted_population_continues_to_the_uninterrupted_numbers(tmp_pa
             assert (run / figure).read_bytes() == (cut_runs[name] / figure).read_bytes(), (name, figure)
 
 
+@pytest.mark.parametrize("stop_after", [6, 8])  # groups of 5 steps, 4 an epoch: mid-epoch 2, and its last group
+def test_a_population_stopped_after_any_group_continues_to_the_unbroken_numbers(stop_after, tmp_path, monkeypatch,
+                                                                                scalars, cli):
+    # SIGTERM as Lightning's loop takes a group of steps: every member stops there, `interrupted`; RESUME=
+    # continues from Lightning's state in the members' files (ckpt_path) to the numbers, weights and
+    # TensorBoard scalars of the population never stopped. The diverging member rides along, stopped.
+    from nnlab.population.module import Population
+    sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.workers=1", "hydra.launcher.figures=none",
+             "data=spiral", "model=mlp", "optimizer.lr=0.3,1.0,1e20", "seed=0", "data.steps_per_epoch=20",
+             "log_interval=5", "trainer.max_epochs=3"]
+    whole = cli("nnlab.train", *sweep, f"hydra.sweep.dir={tmp_path / 'whole'}", cwd=tmp_path)
+    assert whole.returncode == 0, whole.stderr[-2000:]
+    take, taken = Population.training_step, []
+
+    def stopping(self, group: int, batch_idx: int) -> None:
+        take(self, group, batch_idx)
+        taken.append(group)
+        if len(taken) == stop_after:
+            signal.raise_signal(signal.SIGTERM)  # Lightning's handler: a flag its loop reads after the batch
+    monkeypatch.setattr(Population, "training_step", stopping)
+    cut = cli("nnlab.train", *sweep, f"hydra.sweep.dir={tmp_path / 'cut'}", cwd=tmp_path)
+    assert cut.returncode == 1 and "make sweep RESUME=" in cut.stderr, cut.stderr[-2000:]
+    stopped = {json.loads((run / "metrics.json").read_text())["steps"] for name, run in runs(tmp_path / "cut").items()
+               if "1e+20" not in name}
+    assert stopped == {stop_after * 5}, stopped
+    done = cli("nnlab.train", *sweep, f"hydra.sweep.dir={tmp_path / 'cut'}", cwd=tmp_path)
+    assert done.returncode == 0 and "3 runs continue from where they stopped" in done.stdout, done.stderr[-2000:]
+    for name, run in runs(tmp_path / "whole").items():
+        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, tmp_path / "cut" / name))
+        assert {k: v for k, v in a.items() if "/" in k or k in RESULTS} == \
+               {k: v for k, v in b.items() if "/" in k or k in RESULTS}, name
+        wa, wb = (torch.load(r / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
+                  for r in (run, tmp_path / "cut" / name))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa), name
+        assert repr(sorted(scalars(run).items())) == repr(sorted(scalars(tmp_path / "cut" / name).items())), name
+
+
 def sweep_into(folder: Path, command: list[str], *extra: str) -> None:
     """The sweep `command` run into `folder` (again: its RESUME=), to a good end."""
     done = subprocess.run([*command, *extra, f"hydra.sweep.dir={folder}"], cwd=folder.parent, capture_output=True,

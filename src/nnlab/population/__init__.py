@@ -10,18 +10,21 @@ a stub; the work is here, one module a responsibility, each read top to bottom:
 - launcher.py: Hydra's side: compose a group, print the grouping, give each member what Hydra's
   run_job gives a job (its folder, .hydra/, callbacks), and run everything else as the basic launcher;
 - shares.py: a population split over forked worker processes (one a core), signals forwarded;
-- loop.py: the training of a population: the stack of the members' parameters, epochs of
-  nnlab.steps.step, stops at a step boundary;
-- member.py: one member: what Lightning's hooks do around its steps (logging, validation, test) and
-  the run folder it leaves (metrics.json, TensorBoard events, train.log, checkpoints/last.ckpt), and
-  the checkpoint a stopped member continues from.
+- loop.py: a population's parts (the stack of the members' parameters, their forward and data)
+  and train_population, which builds the members and has Lightning's Trainer fit and test them;
+- module.py: the population as a LightningModule: a Lightning batch is k steps of every member,
+  Lightning's validation and test loops score each member, Lightning's checkpoints are split into
+  the members' own files (MemberFiles) and continued from through Lightning's ckpt_path;
+- member.py: one member: its parts, what a run's hooks do around its steps (train/loss points, the
+  epoch's line and means) and the run folder it leaves (metrics.json, TensorBoard events, train.log,
+  checkpoints/last.ckpt).
 
 A group of one, and a group of something the population does not train (`supported`: an allow-list),
 runs through Hydra's own run_job, one job after another, exactly as hydra/launcher=basic runs it; so
 does a resumed sweep's (make sweep RESUME=) finished run or run with a resumable Lightning checkpoint
 (nnlab.train.main skips or continues it). SIGTERM or Ctrl-C stops a population at a step boundary:
-its members are interrupted, each one's checkpoint holding what continues it (`checkpoint`: the
-population's place, the member's RNG before that epoch's data order, its epoch sums, losses, logged
+its members are interrupted, each one's checkpoint holding what continues it (`member_checkpoint`: the
+population's place and Lightning's loop state, the member's RNG before that epoch's data order, its epoch sums, losses, logged
 metrics and figure curves); a resumed sweep regroups them and continues from there (`restore`) to the
 numbers of the sweep never interrupted. A member that cannot continue (`saved_state` says why) trains
 again from its start.
@@ -46,8 +49,8 @@ claimed; the group trains:
   gradients (a member going non-finite stops alone, status diverged, its weights the last finite
   ones), the optimizer's step (plain SGD's for all such members at once: Stack.sgd_step) and a
   per-step schedule's step;
-- around the steps what Lightning's loop does around fused steps: train/loss and lr every
-  log_interval steps, the epoch's schedule step and validation every epoch, test at the end.
+- around the steps Lightning's loop (module.py): train/loss and lr every log_interval steps, the
+  epoch's schedule step and validation every epoch, test at the end.
 - with hydra.launcher.workers > 1 (null: one a core), the group's config composed, the sweep's process
   forks that many workers, each setting up and training a share of its jobs as above
   (Population.train_shares), signals forwarded to them, the figures' best member chosen over all shares.

@@ -1,14 +1,11 @@
-"""The training of a population: its members' parameters stacked, and epochs of their steps.
+"""A population's parts: its members' parameters stacked, their forward and data, and its training.
 
-Each step is nnlab.steps.step over every member's own batch; validation and the schedule come at each
-epoch's end (member.py), the test at the end. SIGTERM or Ctrl-C stop it at a step boundary, each
-member checkpointed to continue."""
-import contextlib
+train_population builds the members and has Lightning's Trainer fit and test them (module.py);
+each step is nnlab.steps.step over every member's own batch. SIGTERM or Ctrl-C stop it at a step
+boundary, as a run: Lightning's flag, nnlab.checkpoint.Interrupt's checkpoint."""
 import ctypes
 import itertools
 import logging
-import math
-import signal
 import sys
 import time
 from collections.abc import Callable
@@ -19,52 +16,30 @@ from omegaconf import DictConfig
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from nnlab import runs, steps
+from nnlab import runs
 from nnlab.callbacks import Figures
+from nnlab.checkpoint import stops_outside_fit
 from nnlab.classifier import EpochSums
 from nnlab.config import ConfigError, check
 from nnlab.data.loader import TensorLoader
 from nnlab.errors import Interrupted
 from nnlab.population.grouping import Job, vectorized
-from nnlab.population.member import (
-    Member,
-    best,
-    end_epoch,
-    end_group,
-    finish,
-    restore,
-    save_member,
-    saved_state,
-    test_member,
-)
+from nnlab.population.member import Member, best, finish, restore, saved_state, tested
+from nnlab.train import lightning_logs_to_hydras
 from nnlab.train import threads as run_threads
 
 log = logging.getLogger("nnlab")
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)'s parameters, from glibc's malloc.h
 
 
-@contextlib.contextmanager
-def signals_to(handler):
-    """SIGTERM and SIGINT go to `handler` within the block, to what they went to before after it.
-    Outside the main thread signals are left alone."""
-    previous = {}
-    try:
-        for s in (signal.SIGTERM, signal.SIGINT):
-            previous[s] = signal.signal(s, handler)
-    except ValueError:  # not the main thread
-        pass
-    try:
-        yield
-    finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
 def train_population(members: list[Member], group: int, figures: str, how: str = "vmap", choose=None,
                      shared: dict | None = None, checkpoint_every: int = 1) -> None:
-    """Population `group` trained, tested and its members' outputs written; `checkpoint_every`: epochs
-    between each member's checkpoints (0: only when it ends or stops)."""
-    start, stop, threads = time.perf_counter(), {"signal": None}, torch.get_num_threads()
+    """Population `group` trained and tested by Lightning's Trainer (module.py), and its members'
+    outputs written; `checkpoint_every`: epochs between each member's checkpoints (0: only when it ends
+    or stops)."""
+    from nnlab.population.module import Population, trainer_for  # it imports this module's parts
+
+    start, threads = time.perf_counter(), torch.get_num_threads()
     try:
         cfg = members[0].cfg
         # One thread unless threads= says otherwise, as every sweep's run (nnlab.train.threads): a
@@ -72,20 +47,25 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         # core the next op needs (a step took 50x longer on a loaded 2-core VM).
         torch.set_num_threads(run_threads(cfg) or 1)
         keep_freed_memory()
-        torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # what the Trainer sets
+        lightning_logs_to_hydras()  # its notes (devices found, "fit stopped") left out, as a run's
         shared = {} if shared is None else shared  # data modules by their resolved config (shared_data)
         for m in members:  # their "population" entries are the whole population's (run_share)
             m.build(shared)
-        with stop_signals(stop):
-            fit(members, cfg, stop, how, checkpoint_every)
-            for m in members:  # a signal now waits for the tests (short), then ends the sweep
-                test_member(m)
+        module = Population(members, how, checkpoint_every)
+        trainer = trainer_for(module)
+        resumed = members[0].saved is not None  # they continue together, from Lightning's state in their files
+        with stops_outside_fit(trainer):  # a signal in the test pass or as fit ends: interrupted
+            trainer.fit(module, ckpt_path=members[0].run_dir / "checkpoints" / "last.ckpt" if resumed else None,
+                        weights_only=True)
+            trainer.test(module, verbose=False)
+        for m in members:
+            tested(m)
     except BaseException as e:
-        interrupted = isinstance(e, Stopped | KeyboardInterrupt | SystemExit)
+        interrupted = isinstance(e, KeyboardInterrupt | SystemExit)  # SIGTERM: Lightning's SIGTERMException
         for m in members:
             if m.metrics["status"] not in (runs.OK, runs.DIVERGED):
                 m.metrics["status"] = runs.INTERRUPTED if interrupted else runs.FAILED
-                m.metrics["error"] = str(e) if isinstance(e, Stopped) else repr(e)
+                m.metrics["error"] = f"SIGTERM at step {m.step}" if interrupted and m.boundary else repr(e)
         if not interrupted:  # a bug or a resource, not the person's mistake: its traceback, in each train.log
             log.exception("nnlab: population %d failed; the sweep goes on", group)
             for m in members:
@@ -97,7 +77,7 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
             draw = "figures" in m.cfg.callbacks and (figures == "all" or m is chosen)
             finish(m, seconds, draw)
         torch.set_num_threads(threads)  # as this process had it: the next job in it starts the same
-    if stop["signal"] or any(m.metrics["status"] == runs.INTERRUPTED for m in members):
+    if any(m.metrics["status"] == runs.INTERRUPTED for m in members):
         raise Interrupted(runs.resume_line(members[0].run_dir.parent, sweep=True))
 
 
@@ -131,63 +111,6 @@ def keep_freed_memory() -> None:
     if mallopt is not None:
         mallopt(M_MMAP_THRESHOLD, 32 << 20)  # where glibc's own sliding threshold stops on 64-bit systems
         mallopt(M_TRIM_THRESHOLD, 256 << 20)
-
-
-class Stopped(Exception):
-    """SIGTERM or Ctrl-C reached a population: it stopped at the end of the step."""
-
-
-def stop_signals(stop: dict):
-    """SIGTERM and Ctrl-C set stop["signal"], which fit reads after every step (a step boundary:
-    nothing half done); a second Ctrl-C stops at once."""
-    def handler(signum, frame):
-        if stop["signal"] is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        stop["signal"] = signal.Signals(signum).name
-    return signals_to(handler)
-
-
-def fit(members: list[Member], cfg: DictConfig, stop: dict, how: str = "vmap", checkpoint_every: int = 1) -> None:
-    """Every member's fit, as Lightning's loop with fused steps takes it (nnlab/fused.py): steps in
-    groups of k = gcd(steps an epoch, log interval), logging at group ends, validation and the
-    epoch's schedule step at the epoch's end. `how`: vmap or loop (see VECTORIZE)."""
-    per_epoch = steps_per_epoch(members[0])
-    every, epochs = cfg.trainer.log_every_n_steps, cfg.trainer.max_epochs
-    k = math.gcd(per_epoch, every or per_epoch)
-    stack, sums = set_up(members, epochs, per_epoch)
-    forward = forward_of(members[0].module.net, how)
-    first, done = members[0].start  # every member's (a population continues from one place)
-    for epoch in range(first, epochs):
-        active = [m for m in members if not m.stopped]
-        if not active:
-            break
-        for m in active:
-            m.epoch_rng = m.rng  # before the epoch's draw: a run stopped within it draws it again
-        start = done if epoch == first else 0
-        batches = {id(m): epoch_batches(m, skip=start) for m in active}
-        if start == 0:
-            for m in active:
-                m.finite_loss = None
-        for i in range(start, per_epoch):
-            going = [m for m in active if not m.stopped]
-            if not going:
-                break
-            taken = [next(batches[id(m)]) for m in going]
-            steps.step(going, taken, forward, stack, sums)
-            for m, (_, y) in zip(going, taken):
-                m.figures.seen += len(y)
-            last = i == per_epoch - 1
-            for m in going:
-                if m.diverged or (i + 1) % k == 0 or last:  # a group's end (or where the member stopped)
-                    end_group(m, every, last_group=i // k == (per_epoch - 1) // k)
-                if m.diverged or last:
-                    end_epoch(m, epochs)
-                if last and checkpoint_every and not m.stopped and m.epoch % checkpoint_every == 0:  # as a run does:
-                    save_member(m, (m.epoch, 0, m.rng), m.points)  # a kill loses the epoch at most
-            if stop["signal"]:  # a step boundary: each member's checkpoint continues it from here
-                for m in members:
-                    m.boundary = (epoch + 1, 0, m.rng) if last else (epoch, i + 1, m.epoch_rng)
-                raise Stopped(f"{stop['signal']} at step {going[0].step}")
 
 
 def set_up(members: list[Member], epochs: int, per_epoch: int) -> tuple["Stack", EpochSums]:

@@ -1,7 +1,7 @@
 """One member of a population: its parts, its hooks around the steps, and the run folder it leaves.
 
-Its parts are its config, data, Classifier, optimizer and schedule; its hooks what Lightning's would
-do (train/loss points, validation, test, epoch lines); its folder what a run of its own leaves, with
+Its parts are its config, data, Classifier, optimizer and schedule; its hooks what a run's Classifier
+and callbacks would do (train/loss points, the epoch's line, means and curves); its folder what a run of its own leaves, with
 the checkpoint it continues from after a stop."""
 import contextlib
 import logging
@@ -12,7 +12,6 @@ from types import SimpleNamespace
 
 import lightning as L
 import torch
-import torch.nn.functional as F
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
@@ -21,13 +20,12 @@ from torch import Tensor
 from nnlab import runs, steps
 from nnlab.callbacks import Figures, tensorboard
 from nnlab.checkpoint import AtomicCheckpointIO, UnreadableCheckpoint, read_checkpoint
-from nnlab.data.loader import TensorLoader
 from nnlab.population.grouping import Job
 from nnlab.train import end_loggers, parts
 from nnlab.train import loggers as train_loggers
 
 log = logging.getLogger("nnlab")
-STATE_VERSION = 1  # of the "population" entry of an interrupted member's checkpoint
+STATE_VERSION = 2  # of the "population" entry of an interrupted member's checkpoint
 
 
 def file_handler(log_file: Path) -> logging.FileHandler:
@@ -133,27 +131,9 @@ def end_group(m: Member, every: int, last_group: bool) -> None:
         m.figures.train_curve.append((m.figures.seen, m.loss.item()))
 
 
-@torch.inference_mode()
-def score(m: Member, stage: str) -> dict:
-    """Validation or test of a member, as the Classifier's hooks log it."""
-    data = m.data
-    x, y = data.val_set if stage == "val" else data.test_set
-    with m.own_rng():  # the loader's draw, as the run's own
-        batches = list(TensorLoader(x, y, data.eval_batch_size))
-    m.module.eval()
-    for bx, by in batches:
-        out = m.module.net(bx)
-        m.module.sums[stage].update(F.cross_entropy(out, by), out, by)
-    m.module.train()
-    loss, acc = m.module.sums[stage].pop(lambda t: t)
-    means = {f"{stage}/acc": acc, f"{stage}/loss": loss}
-    m.callback_metrics.update(means)
-    m.log_point(means, m.step)
-    return means
-
-
 def end_epoch(m: Member, epochs: int) -> None:
-    score(m, "val")
+    """Where Lightning ends a run's epoch, after its validation: the epoch line, the validation curve's
+    point and the epoch's training means."""
     m.epoch += 1
     cb = m.cfg.callbacks
     if "epoch_log" in cb and (m.epoch % cb.epoch_log.every_n_epochs == 0 or m.epoch == epochs):
@@ -173,9 +153,9 @@ def end_epoch(m: Member, epochs: int) -> None:
         m.stopped = True
 
 
-def test_member(m: Member) -> None:
+def tested(m: Member) -> None:
+    """The member's metrics once its test pass has run, as a run records them."""
     m.metrics.update({k: v.item() for k, v in m.callback_metrics.items()})
-    m.metrics.update({k: v.item() for k, v in score(m, "test").items()})
     m.metrics["test/n"] = len(m.data.test_set[1])
     m.metrics["classes"] = m.data.num_classes
     m.metrics["status"] = runs.DIVERGED if m.diverged else runs.OK
@@ -196,8 +176,8 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
                 log_member(m, loggers, draw)
             finally:
                 end_loggers(loggers, m.run_dir, m.metrics["status"] in runs.FINISHED)
-            if "checkpoint" in m.cfg.callbacks:
-                save_member(m, m.boundary if m.metrics["status"] == runs.INTERRUPTED else None)
+            if "checkpoint" in m.cfg.callbacks and m.metrics["status"] in runs.FINISHED:  # a stop's: Interrupt's
+                AtomicCheckpointIO().save_checkpoint(member_checkpoint(m), m.run_dir / "checkpoints" / "last.ckpt")
     finally:
         m.metrics.update(epochs=getattr(m, "epoch", 0), steps=getattr(m, "step", 0), seconds=seconds,
                          device="cpu", threads=torch.get_num_threads(), torch=torch.__version__)
@@ -229,11 +209,13 @@ def log_member(m: Member, loggers: list, draw: bool) -> None:
         logger.finalize("success")
 
 
-def save_member(m: Member, place: tuple | None = None, points: list | None = None) -> None:
-    """checkpoints/last.ckpt with what make evaluate and a reader of Lightning checkpoints use, and at
-    a step boundary `place` ((epoch, steps done in it, its RNG there): where it stopped, or an epoch's
-    end), what the population needs to continue it exactly; `points`: its TensorBoard points not yet
-    in its events file (an epoch's checkpoint: they are written when it ends)."""
+def member_checkpoint(m: Member, place: tuple | None = None, points: list | None = None,
+                      loops: dict | None = None) -> dict:
+    """The member's checkpoint: what make evaluate and a reader of Lightning checkpoints use, and at a
+    step boundary `place` ((epoch, steps done in it, its RNG there): where it stopped, or an epoch's
+    end), what the population needs to continue it exactly, with Lightning's `loops` state there;
+    `points`: its TensorBoard points not yet in its events file (an epoch's checkpoint: they are
+    written when it ends)."""
     # clones: a member's parameters are views of the population's stack (Stack), and torch.save
     # writes a view's whole storage
     state = {k: v.clone() for k, v in m.module.state_dict().items()}
@@ -249,8 +231,9 @@ def save_member(m: Member, place: tuple | None = None, points: list | None = Non
             "loss": m.loss, "finite_loss": m.finite_loss, "diverged": m.diverged, "stopped": m.stopped,
             "sums": {"loss": m.sums.loss[m.slot].clone(), "hits": m.sums.hits[m.slot].clone()},  # the epoch's so far
             "callback_metrics": dict(m.callback_metrics), "figures": m.figures.state_dict(),
-            "points": list(points or []), "events": points is None}  # events: its earlier points are on disk
-    AtomicCheckpointIO().save_checkpoint(ckpt, m.run_dir / "checkpoints" / "last.ckpt")
+            "points": list(points or []), "events": points is None,  # events: its earlier points are on disk
+            "loops": loops}
+    return ckpt
 
 
 def saved_state(run_dir: Path, cfg: DictConfig) -> tuple[dict | None, str | None]:

@@ -7,6 +7,7 @@ import contextlib
 import multiprocessing
 import multiprocessing.connection as mp_connection
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +18,6 @@ from omegaconf import DictConfig, OmegaConf
 from nnlab import runs
 from nnlab.errors import Interrupted, NnlabError
 from nnlab.population.grouping import Job, derive
-from nnlab.population.loop import signals_to
 from nnlab.population.member import Member, best, finished, shared_data
 
 if TYPE_CHECKING:
@@ -205,6 +205,17 @@ class Link:
         self.conn.send(("best", part, [(m.job.idx, m.metrics["val/acc"]) for m in finished(members)]))
         idx = self.conn.recv()
         return next((m for m in members if m.job.idx == idx), None)
+
+
+@contextlib.contextmanager
+def signals_to(handler):
+    """SIGTERM and SIGINT go to `handler` within the block, to what they went to before after it."""
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
 
 
 def interrupt(signum, frame):

@@ -1,0 +1,203 @@
+"""The population as a LightningModule: Lightning's Trainer runs its epochs, validation, test and stops.
+
+Each Lightning batch is a group of k steps of every member (k divides the steps an epoch and the log
+interval, as a fused run's groups: nnlab/fused.py), each step nnlab.steps.step over the members' own
+batches; Lightning's validation and test loops score every member on its own data. Lightning's
+checkpoints (an epoch's, ModelCheckpoint; a stop's, nnlab.checkpoint.Interrupt) are split by
+MemberFiles into each member's checkpoints/last.ckpt, and a stopped population continues through
+Lightning's own ckpt_path from them."""
+import math
+import warnings
+
+import lightning as L
+import torch.nn.functional as F
+
+from nnlab import compat, steps
+from nnlab.checkpoint import AtomicCheckpointIO, Interrupt, read_checkpoint
+from nnlab.data.loader import TensorLoader
+from nnlab.population.loop import epoch_batches, forward_of, set_up, steps_per_epoch
+from nnlab.population.member import Member, end_epoch, end_group, member_checkpoint
+
+# The members' optimizers are their own (nnlab.steps.step steps them), not Lightning's
+warnings.filterwarnings("ignore", ".*configure_optimizers` returned `None`")
+
+
+class Population(L.LightningModule):
+    """Members of one architecture, each with its own config, data, Classifier, optimizer and schedule;
+    their parameters views of the rows of one Stack (loop.py). `how`: vmap or loop (grouping.VECTORIZE)."""
+
+    def __init__(self, members: list[Member], how: str = "vmap", checkpoint_every: int = 1):
+        super().__init__()
+        self.checkpoint_every = checkpoint_every  # epochs between the members' checkpoints (0: none)
+        self.automatic_optimization = False
+        self.members, cfg = members, members[0].cfg
+        self.per_epoch = steps_per_epoch(members[0])
+        self.every, self.epochs = cfg.trainer.log_every_n_steps, cfg.trainer.max_epochs
+        self.k = math.gcd(self.per_epoch, self.every or self.per_epoch)
+        self.stack, self.sums = set_up(members, self.epochs, self.per_epoch)
+        self.step_forward = forward_of(members[0].module.net, how)
+        self.start = members[0].start  # every member's (a population continues from one place)
+        self.active: list[Member] = []  # the members training this epoch (a stopped one stops stepping)
+        self.judged: list[Member] = []  # the members a validation or test pass scores
+
+    def configure_optimizers(self) -> None:
+        return None  # each member's own optimizer and schedule, made and restored by set_up
+
+    # -- training: Lightning's batches are groups of k steps of every member -----------------------
+    def train_dataloader(self) -> "Groups":
+        return Groups(self)
+
+    def begin_epoch(self) -> int:
+        """Each active member's batches of this epoch, in its own data order; returns the first group
+        (a stopped population goes on mid-epoch at its place)."""
+        done, self.start = self.start[1], (None, 0)
+        self.active = [m for m in self.members if not m.stopped]
+        for m in self.active:
+            m.epoch_rng = m.rng  # before the epoch's draw: a run stopped within it draws it again
+            m.batches = epoch_batches(m, skip=done)
+            if done == 0:
+                m.finite_loss = None
+        if not self.active:
+            self.trainer.should_stop = True
+        return done // self.k
+
+    def training_step(self, group: int, batch_idx: int) -> None:
+        last_group = (self.per_epoch - 1) // self.k
+        for i in range(group * self.k, min((group + 1) * self.k, self.per_epoch)):
+            going = [m for m in self.active if not m.stopped]
+            if not going:
+                break
+            taken = [next(m.batches) for m in going]
+            steps.step(going, taken, self.step_forward, self.stack, self.sums)
+            last = i == self.per_epoch - 1
+            for m, (_, y) in zip(going, taken):
+                m.figures.seen += len(y)
+                if m.diverged or (i + 1) % self.k == 0 or last:  # a group's end (or where the member stopped)
+                    end_group(m, self.every, last_group=group == last_group)
+                m.stopped = m.stopped or m.diverged is not None  # its epoch ends with the others'
+        if all(m.stopped for m in self.active):
+            self.trainer.should_stop = True
+
+    def on_train_epoch_end(self) -> None:
+        for m in self.active:
+            end_epoch(m, self.epochs)
+        # Lightning's checkpoint, split into the members' files (MemberFiles): a kill loses an epoch at
+        # most. (ModelCheckpoint would skip it: it saves only after optimizer steps Lightning counted.)
+        every, epoch = self.checkpoint_every, self.trainer.current_epoch + 1
+        if every and epoch % every == 0:
+            self.trainer.save_checkpoint(self.members[0].run_dir / "checkpoints" / "last.ckpt")
+
+    # -- validation and test: each member on its own data -------------------------------------------
+    def val_dataloader(self) -> "Scoring":
+        return Scoring(self, "val")
+
+    def test_dataloader(self) -> "Scoring":
+        return Scoring(self, "test")
+
+    def begin_scoring(self, stage: str) -> int:
+        """Each judged member's batches of the stage (its loader draws from its own RNG, as its run's
+        does); returns how many batches the pass has."""
+        self.judged = self.active if stage == "val" else self.members
+        for m in self.judged:
+            x, y = m.data.val_set if stage == "val" else m.data.test_set
+            with m.own_rng():
+                m.scored = list(TensorLoader(x, y, m.data.eval_batch_size))
+            m.module.eval()
+        return max((len(m.scored) for m in self.judged), default=0)
+
+    def score(self, i: int, stage: str) -> None:
+        for m in self.judged:
+            if i < len(m.scored):
+                x, y = m.scored[i]
+                out = m.module.net(x)
+                m.module.sums[stage].update(F.cross_entropy(out, y), out, y)
+
+    def end_scoring(self, stage: str) -> None:
+        for m in self.judged:
+            m.module.train()
+            loss, acc = m.module.sums[stage].pop(lambda t: t)
+            means = {f"{stage}/acc": acc, f"{stage}/loss": loss}
+            m.callback_metrics.update(means)
+            m.log_point(means, m.step)
+
+    def validation_step(self, i: int, batch_idx: int) -> None:
+        self.score(i, "val")
+
+    def on_validation_epoch_end(self) -> None:
+        self.end_scoring("val")
+
+    def test_step(self, i: int, batch_idx: int) -> None:
+        self.score(i, "test")
+
+    def on_test_epoch_end(self) -> None:
+        self.end_scoring("test")
+
+    # -- checkpoints: one file a member (MemberFiles) ------------------------------------------------
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        """Each member's checkpoint, with the place it continues from: a stop's (every member, where it
+        stopped) or an epoch's (the members still training, with their points not yet in their events)."""
+        trainer, stop = self.trainer, self.trainer.received_sigterm
+        epoch, done = trainer.current_epoch, compat.batches_done(trainer) * self.k
+        if not stop or done >= self.per_epoch:  # an epoch's end
+            epoch, done = epoch + 1, 0
+        own = []
+        for m in self.members if stop else [m for m in self.members if not m.stopped]:
+            place = (epoch, done, m.rng if done == 0 else m.epoch_rng)
+            if stop:
+                m.boundary = place
+            own.append((m, member_checkpoint(m, place, None if stop else m.points, checkpoint["loops"])))
+        checkpoint["members"] = own
+
+
+class Groups:
+    """The training loader: an epoch's group numbers (a group: k steps of every member, taken by
+    training_step on the members' own batches)."""
+
+    def __init__(self, module: Population):
+        self.module = module
+
+    def __len__(self) -> int:
+        return math.ceil(self.module.per_epoch / self.module.k)
+
+    def __iter__(self):  # the epoch begins at the first group taken (Lightning calls iter() to check a loader)
+        yield from range(self.module.begin_epoch(), len(self))
+
+
+class Scoring:
+    """The validation or test loader: batch numbers, each member scoring its own batch of that number."""
+
+    def __init__(self, module: Population, stage: str):
+        self.module, self.stage = module, stage
+
+    def __len__(self) -> int:
+        m = self.module.members[0]
+        x, y = m.data.val_set if self.stage == "val" else m.data.test_set
+        return math.ceil(len(y) / m.data.eval_batch_size)
+
+    def __iter__(self):
+        yield from range(self.module.begin_scoring(self.stage))
+
+
+class MemberFiles(AtomicCheckpointIO):
+    """Lightning's checkpoint of a population as its members' own files: each member's
+    checkpoints/last.ckpt in a single run's format (make evaluate scores it) plus a "population" entry
+    with its place and Lightning's loop state; read back, the first member's file gives Lightning its
+    loops (the members restore their own state, set_up)."""
+
+    def save_checkpoint(self, checkpoint: dict, path, storage_options=None) -> None:
+        for m, own in checkpoint["members"]:
+            super().save_checkpoint(own, m.run_dir / "checkpoints" / "last.ckpt")
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        saved = read_checkpoint(path)
+        return {"state_dict": {}, "optimizer_states": [], "lr_schedulers": [], "loops": saved["population"]["loops"],
+                **{k: saved[k] for k in ("epoch", "global_step", "pytorch-lightning_version")}}
+
+
+def trainer_for(module: Population) -> L.Trainer:
+    """Lightning's Trainer for a population on the CPU: no logger (each member writes its own); a stop
+    at a step boundary checkpointed by nnlab.checkpoint.Interrupt, as a run's."""
+    cfg, folder = module.members[0].cfg, module.members[0].run_dir / "checkpoints"
+    return L.Trainer(accelerator="cpu", devices=1, max_epochs=module.epochs, deterministic=cfg.trainer.deterministic,
+                     logger=False, callbacks=[Interrupt(str(folder))], enable_checkpointing=False, plugins=[MemberFiles()], enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=module.every or 1)
