@@ -13,7 +13,7 @@ def tiny(tiny_mnist):
     return [f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=20"]  # 100 training images: 5 batches
 
 
-@pytest.mark.parametrize("case", ["mnist", "spiral"])
+@pytest.mark.parametrize("case", ["mnist", "spiral", "population"])
 def test_the_plain_loop_gets_nnlabs_numbers_bit_for_bit(case, tiny):
     nnlab = bench.measure(case, "nnlab", 20, tiny)["results"]
     plain = bench.measure(case, "plain", 20, tiny)["results"]
@@ -26,7 +26,8 @@ def test_bench_prints_and_writes_every_row_ratio_and_machine_fact(tiny, tmp_path
     bench.run(repeats=2, spiral_steps=20, out=str(tmp_path / "bench.json"), mnist_overrides=tiny)
     report = json.loads((tmp_path / "bench.json").read_text())
     assert [(r["case"], r["way"]) for r in report["rows"]] == [
-        ("mnist", "nnlab"), ("mnist", "plain"), ("mnist", "notebook"), ("spiral", "nnlab"), ("spiral", "plain")]
+        ("mnist", "nnlab"), ("mnist", "plain"), ("mnist", "notebook"), ("spiral", "nnlab"), ("spiral", "plain"),
+        ("population", "nnlab"), ("population", "plain")]
     for row in report["rows"]:
         assert len(row["seconds"]) == 2 and all(s > 0 for s in row["seconds"]) and row["peak_mib"] > 0
         assert 0 <= row["results"]["test/acc"] <= 1
@@ -36,11 +37,13 @@ def test_bench_prints_and_writes_every_row_ratio_and_machine_fact(tiny, tmp_path
         assert r["value"] == pytest.approx(median[r["case"], a] / median[r["case"], b])
         assert r["same_repeat_min"] <= r["value"] * (1 + 1e-9) and r["value"] <= r["same_repeat_max"] * (1 + 1e-9)
     assert [(r["case"], r["ratio"]) for r in report["ratios"]] == [
-        ("mnist", "nnlab / plain"), ("mnist", "nnlab / notebook"), ("spiral", "nnlab / plain")]
+        ("mnist", "nnlab / plain"), ("mnist", "nnlab / notebook"), ("spiral", "nnlab / plain"),
+        ("population", "nnlab / plain")]
     assert {"cpu", "cores", "threads", "torch", "device"} <= set(report["machine"])
     out = capsys.readouterr().out
     assert out.count("| MNIST epoch") == 3 and out.count("| spiral MLP, 20 full-batch steps") == 2
-    assert out.count("nnlab / plain = ") == 2 and out.count("nnlab / notebook = ") == 1
+    assert out.count("| 36 spiral MLPs, 2 full-batch steps each") == 2
+    assert out.count("nnlab / plain = ") == 3 and out.count("nnlab / notebook = ") == 1
 
 
 @pytest.mark.slow

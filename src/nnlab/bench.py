@@ -10,8 +10,11 @@
      notebook  the notebook's own loop: torchvision MNIST with ToTensor, DataLoader(batch_size=64,
                shuffle=True, num_workers=1), on the same images
 2. 10,000 full-batch gradient steps of the spiral MLP (experiment=spiral_mlp): nnlab and plain.
+3. A population of spiral_grid's 36 MLPs (lr x gamma x seed), 1,000 full-batch steps each (an epoch), built as
+   the population launcher builds it: nnlab (Lightning's Trainer fits and tests the population
+   module) and plain (the module's own steps, validation and test in a plain loop, no Lightning).
 
-3. `sweep=<grid>` instead (e.g. sweep=spiral_grid): the whole `make sweep SWEEP=<grid>`, from the
+4. `sweep=<grid>` instead (e.g. sweep=spiral_grid): the whole `make sweep SWEEP=<grid>`, from the
    command to its end (imports, composition, every run and its outputs), once through
    hydra/launcher=population and once through hydra/launcher=basic, both with threads=1 (on a busy
    CPU a second thread per run only waits), and the fixed cost a 1-step run adds to a population
@@ -27,6 +30,7 @@ machine facts to bench.json. The ratios' targets are in docs/speed.md (never in 
 """
 import contextlib
 import io
+import itertools
 import json
 import logging
 import multiprocessing as mp
@@ -41,31 +45,38 @@ import time
 import warnings
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import torch
 from hydra import compose, initialize_config_dir
-from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
-from torch.utils.data import DataLoader, Subset
-from torchvision import datasets, transforms
 
 from nnlab import CONF_DIR
 from nnlab.classifier import Classifier
+from nnlab.config import check
 from nnlab.errors import NnlabError, command
+from nnlab.notebook import run_notebook
+from nnlab.population.grouping import Job
+from nnlab.population.member import Member, tested
+from nnlab.population.module import Groups, Population, Scoring, trainer_for
 from nnlab.runs import OK, run_status
 from nnlab.train import parts, train
 
-CASES = {"mnist": ("nnlab", "plain", "notebook"), "spiral": ("nnlab", "plain")}
-RATIOS = [("mnist", "nnlab", "plain"), ("mnist", "nnlab", "notebook"), ("spiral", "nnlab", "plain")]  # targets: docs/speed.md
+CASES = {"mnist": ("nnlab", "plain", "notebook"), "spiral": ("nnlab", "plain"), "population": ("nnlab", "plain")}
+RATIOS = [("mnist", "nnlab", "plain"), ("mnist", "nnlab", "notebook"), ("spiral", "nnlab", "plain"),
+          ("population", "nnlab", "plain")]  # targets: docs/speed.md
 RESULTS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
-TITLES = {"mnist": "MNIST epoch, CNN, batch 64", "spiral": "spiral MLP, {steps:,} full-batch steps"}
+TITLES = {"mnist": "MNIST epoch, CNN, batch 64", "spiral": "spiral MLP, {steps:,} full-batch steps",
+          "population": "36 spiral MLPs, {steps_each:,} full-batch steps each"}
+GRID = {"optimizer.lr": (0.3, 1.0, 3.0, 10.0), "scheduler.gamma": (0.7, 0.9, 1.0), "seed": (0, 1, 2)}  # spiral_grid's
 
 
 def config(case: str, run_dir: str, spiral_steps: int, mnist_overrides: list[str]) -> DictConfig:
     overrides = (["trainer.max_epochs=1", *mnist_overrides] if case == "mnist" else  # spiral_mlp: 10 epochs
-                 ["experiment=spiral_mlp", f"data.steps_per_epoch={spiral_steps // 10}"])
+                 ["experiment=spiral_mlp", f"data.steps_per_epoch={spiral_steps // 10}"] if case == "spiral" else
+                 ["sweep=spiral_grid", "model=mlp", "trainer.max_epochs=1", f"data.steps_per_epoch={spiral_steps // 10}"])
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=[f"run_dir={run_dir}", *overrides])
 
@@ -120,62 +131,62 @@ def evaluate(module: Classifier, loader, stage: str) -> tuple[Tensor, Tensor]:
     return module.sums[stage].pop(lambda t: t)  # (mean loss, accuracy)
 
 
-def run_notebook(cfg: DictConfig) -> dict:
-    """The notebook's cells (its train_one_epoch as written; its test pass on the validation images
-    after each epoch, then on the test set), on nnlab's split of the same training images."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    torch.manual_seed(cfg.seed)
-    transform = transforms.Compose([transforms.ToTensor()])
-    root, val_size = Path(cfg.data.root), cfg.data.val_size
-    train_data = datasets.MNIST(root, train=True, download=False, transform=transform)
-    test_data = datasets.MNIST(root, train=False, download=False, transform=transform)
-    order = torch.randperm(len(train_data), generator=torch.Generator().manual_seed(cfg.data.split_seed)).tolist()
-    val_data = Subset(train_data, order[:val_size]) if val_size else test_data
-    loader = lambda ds, shuffle: DataLoader(ds, batch_size=cfg.data.batch_size, shuffle=shuffle,  # noqa: E731
-                                            num_workers=1)
-    train_loader = loader(Subset(train_data, order[val_size:]), True)
-    val_loader, test_loader = loader(val_data, False), loader(test_data, False)
-    model = instantiate(cfg.model).to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optimizer.lr)
-    for epoch in range(cfg.trainer.max_epochs):
-        train_one_epoch(train_loader, model, device, optimizer, cfg.log_interval, epoch)
-        val = test_one_epoch(val_loader, model, device)
-    test = test_one_epoch(test_loader, model, device)
-    return {"val/loss": val[0], "val/acc": val[1], "test/loss": test[0], "test/acc": test[1]}
+def population(cfg: DictConfig) -> Population:
+    """spiral_grid's MLP members, each its config with its numbers set, built as the launcher builds them."""
+    members, shared = [], {}
+    for i, numbers in enumerate(itertools.product(*GRID.values())):
+        own = cfg.copy()
+        for key, value in zip(GRID, numbers):
+            OmegaConf.update(own, key, value)
+        folder = Path(cfg.run_dir, str(i))
+        folder.mkdir()
+        members.append(Member(Job(i, [], {}, ()), check(own), folder, folder / "train.log"))
+        members[-1].build(shared)
+    torch.set_num_threads(1)  # as a sweep's population
+    return Population(members, "vmap", checkpoint_every=0)
 
 
-def train_one_epoch(train_loader, model, device, optimizer, log_interval, epoch):  # the notebook's, verbatim
-    model.train()
-    losses = []
-    counter = []
-    for i, (img, label) in enumerate(train_loader):
-        img, label = img.to(device), label.to(device)
-        optimizer.zero_grad()
-        output = model(img)
-        criterion = torch.nn.CrossEntropyLoss()
-        loss = criterion(output, label)
-        loss.backward()
-        optimizer.step()
-        if (i + 1) % log_interval == 0:
-            losses.append(loss.item())
-            counter.append((i * train_loader.batch_size) + img.size(0) + epoch * len(train_loader.dataset))
-    return losses, counter
+def run_population(cfg: DictConfig) -> dict:
+    module = population(cfg)
+    trainer = trainer_for(module)
+    trainer.fit(module)
+    trainer.test(module, verbose=False)
+    return members_mean(module)
 
 
-def test_one_epoch(test_loader, model, device) -> tuple[float, float]:  # mean loss, accuracy
-    model.eval()
-    criterion = torch.nn.CrossEntropyLoss(reduction="sum")
-    test_loss, num_correct = 0.0, 0
-    with torch.no_grad():
-        for img, label in test_loader:
-            img, label = img.to(device), label.to(device)
-            output = model(img)
-            test_loss += criterion(output, label).item()
-            num_correct += (output.argmax(1) == label).sum().item()
-    return test_loss / len(test_loader.dataset), num_correct / len(test_loader.dataset)
+def run_population_plain(cfg: DictConfig) -> dict:
+    """The population module's own steps, validation and test in a plain loop, in Lightning's order: what
+    Lightning's loop adds is the difference. The module reads a trainer's should_stop and current_epoch."""
+    module = population(cfg)
+    module.trainer = SimpleNamespace(should_stop=False, current_epoch=0)
+    torch.use_deterministic_algorithms(cfg.trainer.deterministic)  # as the Trainer sets it
+    for epoch in range(module.epochs):
+        module.trainer.current_epoch = epoch
+        for group in Groups(module):
+            module.training_step(group, group)
+        score(module, "val")
+        module.on_train_epoch_end()
+        if module.trainer.should_stop:
+            break
+    score(module, "test")
+    return members_mean(module)
 
 
-WAYS = {"nnlab": run_nnlab, "plain": run_plain, "notebook": run_notebook}
+@torch.inference_mode()  # as Lightning's evaluation loops
+def score(module: Population, stage: str) -> None:
+    for i in Scoring(module, stage):
+        module.score(i, stage)
+    module.end_scoring(stage)
+
+
+def members_mean(module: Population) -> dict:
+    for m in module.members:
+        tested(m)
+    return {k: statistics.mean(m.metrics[k] for m in module.members) for k in RESULTS}
+
+
+WAYS = {"nnlab": run_nnlab, "plain": run_plain, "notebook": run_notebook,
+        ("population", "nnlab"): run_population, ("population", "plain"): run_population_plain}
 
 
 def measure(case: str, way: str, spiral_steps: int, mnist_overrides: list[str]) -> dict:
@@ -189,7 +200,7 @@ def measure(case: str, way: str, spiral_steps: int, mnist_overrides: list[str]) 
     with tempfile.TemporaryDirectory() as run_dir:
         cfg = config(case, run_dir, spiral_steps, mnist_overrides)
         start = time.perf_counter()
-        results = WAYS[way](cfg)
+        results = WAYS.get((case, way), WAYS[way])(cfg)
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         seconds = time.perf_counter() - start
@@ -253,7 +264,7 @@ def run(repeats: int = 3, spiral_steps: int = 10_000, out: str = "bench.json", m
         plain = statistics.median(seconds[row["case"], "plain"])
         res = row["results"]
         memory = f"{row['peak_mib']} | {row['gpu_peak_mib']}" if gpu else f"{row['peak_mib']}"
-        print(f"| {TITLES[row['case']].format(steps=spiral_steps)} | {row['way']} | {spread(row['seconds'])} | "
+        print(f"| {TITLES[row['case']].format(steps=spiral_steps, steps_each=spiral_steps // 10)} | {row['way']} | {spread(row['seconds'])} | "
               f"{row['median_s'] / plain:.2f} | {memory} | {res['val/acc']:.4f} | {res['test/acc']:.4f} |")
     print()
     for r in ratios:

@@ -36,7 +36,7 @@ from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from nnlab import search, stats
+from nnlab import search, stats, study
 from nnlab.errors import NnlabError, command
 from nnlab.figures import FIGURES, plot_best_curves, plot_best_seeds, plot_val_vs_lr
 from nnlab.runs import OK, MetricsError, RunFolderError, read_metrics, read_yaml, sweep_folder
@@ -330,7 +330,7 @@ def compare(folders: Path | list[Path], out: Path | None = None) -> str:
     figures = [f"![{name}]({name})  \n{what}" for name, what in FIGURES.items() if (out / name).exists()]
     (out / "summary.md").write_text(f"# {' + '.join(map(str, folders))}\n\n{text}\n" + "\n\n".join(figures) + "\n")
     for folder in folders:  # a study's folder (make sweep SWEEP=spiral_search): its trials and history too
-        if search.storage_file(folder):
+        if study.storage_file(folder):
             text += "\n" + search.report(folder)
     return text
 
@@ -345,7 +345,7 @@ def main(argv: list[str]) -> None:
     print(compare(folders, out))
     print(f"written: {out}/" + ", ".join(["summary.csv", "summary.md", *(f for f in FIGURES if (out / f).exists())]))
     for folder in folders:
-        if search.storage_file(folder):
+        if study.storage_file(folder):
             print(f"written: {folder}/" + ", ".join(f for f in search.REPORT if (folder / f).exists()))
 
 

@@ -10,9 +10,7 @@ tensorboard/ (events), checkpoints/last.ckpt, train.log and metrics.json (final 
 """
 import contextlib
 import gc
-import hashlib
 import logging
-import os
 import sys
 import time
 import warnings
@@ -34,7 +32,6 @@ from hydra.errors import InstantiationException
 from hydra.types import RunMode
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
@@ -47,6 +44,7 @@ from nnlab.classifier import Classifier
 from nnlab.cli import check_argv
 from nnlab.config import ConfigError, check, check_size, scheduler_parts
 from nnlab.errors import Interrupted, NnlabError
+from nnlab.loggers import end_loggers, loggers
 from nnlab.runs import (
     DIVERGED,
     FAILED,
@@ -76,11 +74,6 @@ warnings.filterwarnings("ignore", ".*is smaller than the logging interval.*")
 # study's pruned leader), which is what the checkpoint is for
 warnings.filterwarnings("ignore", "Checkpoint directory .* exists and is not empty")
 log = logging.getLogger("nnlab")
-# logger=mlflow: MLflow and Lightning say how they set up each run folder's new store (its tables, the
-# experiment "nnlab"), the same lines for every run; its warnings still show
-os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-logging.getLogger("lightning.pytorch.loggers.mlflow").addFilter(lambda r: "not found. Creating it" not in r.getMessage())
-logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def parts(cfg: DictConfig, data: L.LightningDataModule | None = None) -> tuple[L.LightningDataModule, Classifier]:
@@ -102,48 +95,6 @@ def parts(cfg: DictConfig, data: L.LightningDataModule | None = None) -> tuple[L
     except InstantiationException as e:  # Hydra's multi-line wrapper: keep the cause's one line
         raise ConfigError(str(e.__cause__ or e).splitlines()[0]) from e
     return data, module
-
-
-def loggers(cfg: DictConfig) -> list:
-    """The run's loggers, one a node of the `logger` group (logger=[tensorboard,mlflow]: two). A
-    `run_name: null` (MLflow's) or W&B's `name: null` is the run folder's name, what tells a sweep's
-    runs apart; W&B's `id: null` is one id a run folder (a resumed run goes on in its own W&B run)."""
-    made, folder = [], Path(cfg.run_dir)
-    for node in (cfg.get("logger") or {}).values():
-        names = {"run_name": folder.name} if node.get("run_name", "") is None else {}
-        if get_class(node._target_) is WandbLogger:
-            names.update(wandb_names(node, folder))
-        made.append(instantiate(node, **names))
-    return made
-
-
-def wandb_names(node: DictConfig, folder: Path) -> dict:
-    """W&B's name and id where the config leaves them null, with wandb set up quiet: its lines (a run's
-    start, where it saved, how to sync) would be a dozen a run in a sweep, whose console has the
-    progress line; docs/configuration.md says how to sync. Lightning passes wandb an `anonymous`
-    setting wandb warns of once a process; set up silent, it does not."""
-    import wandb  # logger=wandb only: ~1 s to import
-    wandb.setup(wandb.Settings(silent=True, mode="offline" if node.get("offline") else "online"))
-    names = {"name": folder.name} if node.get("name", "") is None else {}
-    if node.get("id", "") is None:
-        names["id"] = hashlib.sha1(str(folder.absolute()).encode()).hexdigest()[:16]
-    return names
-
-
-def end_loggers(made: list, run_dir: Path, ok: bool) -> None:
-    """End a W&B run with wandb's own finish, so that the next run of a sweep in this process starts its
-    own, and remove the shortcut links wandb makes in its folder (latest-run, debug.log, ...): nnlab
-    follows no link in a run folder (docs/reliability.md); the files they name stay in
-    wandb/offline-run-*/, but for wandb's core log, which it keeps in its cache (~/.cache/wandb/logs)."""
-    if not any(isinstance(logger, WandbLogger) for logger in made):
-        return
-    import wandb
-    if wandb.run is not None:
-        wandb.run.finish(exit_code=0 if ok else 1)
-    for root, dirs, files in os.walk(run_dir / "wandb"):  # links to folders are listed, not followed
-        for name in (*dirs, *files):
-            if (path := Path(root, name)).is_symlink():
-                path.unlink()
 
 
 def build(cfg: DictConfig) -> tuple[L.LightningDataModule, Classifier, L.Trainer]:

@@ -58,8 +58,9 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
             trainer.fit(module, ckpt_path=members[0].run_dir / "checkpoints" / "last.ckpt" if resumed else None,
                         weights_only=True)
             trainer.test(module, verbose=False)
-        for m in members:
-            tested(m)
+            for m in members:
+                tested(m)
+            trainer.save_checkpoint(members[0].run_dir / "checkpoints" / "last.ckpt")  # each member's own file
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt | SystemExit)  # SIGTERM: Lightning's SIGTERMException
         for m in members:

@@ -19,10 +19,11 @@ from torch import Tensor
 
 from nnlab import runs, steps
 from nnlab.callbacks import Figures, tensorboard
-from nnlab.checkpoint import AtomicCheckpointIO, UnreadableCheckpoint, read_checkpoint
+from nnlab.checkpoint import UnreadableCheckpoint, read_checkpoint
+from nnlab.loggers import end_loggers
+from nnlab.loggers import loggers as train_loggers
 from nnlab.population.grouping import Job
-from nnlab.train import end_loggers, parts
-from nnlab.train import loggers as train_loggers
+from nnlab.train import parts
 
 log = logging.getLogger("nnlab")
 STATE_VERSION = 2  # of the "population" entry of an interrupted member's checkpoint
@@ -31,7 +32,8 @@ STATE_VERSION = 2  # of the "population" entry of an interrupted member's checkp
 def file_handler(log_file: Path) -> logging.FileHandler:
     """A run's train.log, opened when first written, its lines as Hydra's job logging formats them."""
     handler = logging.FileHandler(log_file, delay=True)
-    fmt = OmegaConf.select(HydraConfig.get(), "job_logging.formatters.timed.format", default="%(message)s")
+    hydra = HydraConfig.get() if HydraConfig.initialized() else {}  # none: a population built in Python (bench)
+    fmt = OmegaConf.select(OmegaConf.create(hydra), "job_logging.formatters.timed.format", default="%(message)s")
     handler.setFormatter(logging.Formatter(fmt))
     return handler
 
@@ -165,8 +167,9 @@ def tested(m: Member) -> None:
 
 def finish(m: Member, seconds: float, draw: bool) -> None:
     """The member's outputs, as a run of its own leaves them: TensorBoard events, figures,
-    checkpoint, metrics.json, train.log's last lines. A member interrupted other than at a step
-    boundary (a second Ctrl-C) writes no events or checkpoint: the folder keeps the last boundary's."""
+    metrics.json, train.log's last lines (its checkpoints are Lightning's: module.MemberFiles). A member
+    interrupted other than at a step boundary (a second Ctrl-C) writes no events: the folder keeps the
+    last boundary's."""
     try:
         if hasattr(m, "points") and (m.metrics["status"] != runs.INTERRUPTED or m.boundary is not None):
             # A resumed member's events file holds its points from where it continued: TensorBoard
@@ -176,8 +179,6 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
                 log_member(m, loggers, draw)
             finally:
                 end_loggers(loggers, m.run_dir, m.metrics["status"] in runs.FINISHED)
-            if "checkpoint" in m.cfg.callbacks and m.metrics["status"] in runs.FINISHED:  # a stop's: Interrupt's
-                AtomicCheckpointIO().save_checkpoint(member_checkpoint(m), m.run_dir / "checkpoints" / "last.ckpt")
     finally:
         m.metrics.update(epochs=getattr(m, "epoch", 0), steps=getattr(m, "step", 0), seconds=seconds,
                          device="cpu", threads=torch.get_num_threads(), torch=torch.__version__)

@@ -135,8 +135,12 @@ class Population(L.LightningModule):
     # -- checkpoints: one file a member (MemberFiles) ------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         """Each member's checkpoint, with the place it continues from: a stop's (every member, where it
-        stopped) or an epoch's (the members still training, with their points not yet in their events)."""
+        stopped) or an epoch's (the members still training, with their points not yet in their events);
+        after the test, the last one, without."""
         trainer, stop = self.trainer, self.trainer.received_sigterm
+        if trainer.state.fn == "test":  # the end: the members' last weights, for make evaluate
+            checkpoint["members"] = [(m, member_checkpoint(m)) for m in self.members if "checkpoint" in m.cfg.callbacks]
+            return
         epoch, done = trainer.current_epoch, compat.batches_done(trainer) * self.k
         if not stop or done >= self.per_epoch:  # an epoch's end
             epoch, done = epoch + 1, 0
