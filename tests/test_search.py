@@ -347,3 +347,61 @@ def test_a_grid_study_ends_when_every_point_is_tried(tmp_path):
     points = {(t.params["optimizer.lr"], t.params["scheduler.gamma"]) for t in trials}
     assert points == {(0.3, 0.5), (0.3, 1), (3.0, 0.5), (3.0, 1)} and len(trials) == 4  # each once, typed
     assert all(t.state.name == "COMPLETE" for t in trials) and (tmp_path / folder_of(done.stdout) / "best.yaml").exists()
+
+
+def test_a_batch_of_trials_trains_as_one_population_each_trial_its_own_run(tmp_path):
+    # hydra.sweeper.batch=4 through the population launcher: the 4 trials of a batch train together, in
+    # one process (hydra.launcher.workers=2 notwithstanding: the pruner's order of reports stays the
+    # same), each still exactly its own run (no pruner: the basic launcher gives every trial the same value)
+    values, out = {}, {}
+    for launcher in ("population", "basic"):
+        done = study_sweep(f"hydra/launcher={launcher}", "hydra.sweeper.pruner=none", "hydra.sweeper.n_trials=4",
+                           "hydra.sweeper.batch=4", f"hydra.sweep.dir={tmp_path / launcher}",
+                           *(["hydra.launcher.workers=2"] if launcher == "population" else []), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+        values[launcher] = [(t.params, t.value) for t in load(tmp_path / launcher).trials]
+        out[launcher] = done.stdout
+    assert "population 0: 4 runs differing in l2, optimizer.lr, scheduler.gamma, vmapped\n" in out["population"]
+    assert values["population"] == values["basic"] and len(values["basic"]) == 4
+
+
+def test_a_study_prunes_members_of_its_population_and_the_rest_train_on(tmp_path):
+    done = study_sweep("hydra/launcher=population", "hydra.launcher.workers=1", "hydra.sweeper.n_trials=6",
+                       "hydra.sweeper.batch=6", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "population 0: 6 runs differing in l2, optimizer.lr, scheduler.gamma, vmapped" in done.stdout
+    folder = tmp_path / folder_of(done.stdout)
+    states = {t.user_attrs["run_dir"]: t for t in load(folder).trials}
+    assert len(states) == 6
+    pruned = 0
+    for run_dir, trial in states.items():
+        metrics = json.loads((Path(run_dir) / "metrics.json").read_text())
+        assert metrics["population"]["size"] == 6
+        if trial.state == optuna.trial.TrialState.PRUNED:
+            pruned += 1
+            epoch = metrics["pruned_epoch"]
+            assert metrics["status"] == "pruned" and metrics["steps"] == 5 * epoch < 15
+            assert max(trial.intermediate_values) == epoch
+        else:
+            assert trial.state == optuna.trial.TrialState.COMPLETE and metrics["status"] == "ok"
+            assert metrics["steps"] == 15 and sorted(trial.intermediate_values) == [1, 2, 3]
+    assert 1 <= pruned < 6
+
+
+def test_a_leader_pruned_in_a_population_trains_again_from_its_start_to_the_end(tmp_path):
+    # all 4 trials of one population pruned at epoch 1 (bootstrap 4): the leader's last.ckpt is its
+    # member's, which Lightning cannot continue, so the leader's trial trains again from its start,
+    # unpruned, to the numbers of the same run never pruned; its pruned attempt is kept
+    done = study_sweep("hydra/launcher=population", "hydra.launcher.workers=1", "hydra.sweeper.n_trials=4",
+                       "hydra.sweeper.batch=4", "hydra.sweeper.bootstrap=4", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    folder = tmp_path / folder_of(done.stdout)
+    trials = load(folder).trials
+    assert [t.state.name for t in trials] == ["PRUNED"] * 4 + ["COMPLETE"]
+    assert sorted(trials[4].intermediate_values) == [1, 2, 3]  # from its start
+    run = Path(trials[4].user_attrs["run_dir"])
+    metrics = json.loads((run / "metrics.json").read_text())
+    assert metrics["status"] == "ok" and metrics["epochs"] == 3 and (run / "attempt-1" / "metrics.json").exists()
+    rerun = in_process("nnlab.train", *OmegaConf.load(folder / "best.yaml").overrides, cwd=tmp_path)
+    again = tmp_path / re.search(r"run folder: (.+)", rerun.stderr + rerun.stdout).group(1).strip()
+    assert json.loads((again / "metrics.json").read_text())["val/acc"] == metrics["val/acc"]

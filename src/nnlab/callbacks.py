@@ -172,21 +172,27 @@ class Pruning(L.Callback):
         self.trial, self.metric, self.pruned_epoch = trial, metric, None
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
-        value = trainer.callback_metrics.get(self.metric)
-        if trainer.sanity_checking or value is None:
+        if trainer.sanity_checking or self.metric not in trainer.callback_metrics:
             return
-        value = value.item()
-        if self.metric == "val/acc" and "val/loss" in trainer.callback_metrics:
+        epoch = trainer.current_epoch + 1  # the rung: epochs trained so far
+        prune = trainer.is_global_zero and self.judge(trainer.callback_metrics, epoch, trainer.max_epochs)
+        if trainer.strategy.broadcast(prune, src=0):  # DDP: every rank stops after the same epoch
+            self.pruned_epoch = epoch
+            trainer.should_stop = True
+
+    def judge(self, metrics: dict, epoch: int, epochs: int) -> bool:
+        """Report this epoch's `metrics` (tensors) to the trial; whether the pruner stops it here (never
+        after its last epoch), noted as its pruned_epoch. A population's members are judged so too."""
+        value = metrics[self.metric].item()
+        if self.metric == "val/acc" and "val/loss" in metrics:
             # Ties broken by val/loss: accuracy comes in steps of 1/(validation examples), and on the
             # spiral (300 points) many trials tie at 0.9933 by epoch 4, where successive halving would
             # promote every trial that ties its cut. loss/(1+loss) < 1, so the shift is below 1e-6,
             # under a step of accuracy for up to 10^6 validation examples: it only orders equal ones.
-            loss = trainer.callback_metrics["val/loss"].item()
+            loss = metrics["val/loss"].item()
             value -= 1e-6 * loss / (1 + loss) if math.isfinite(loss) else 1e-6
-        epoch, prune = trainer.current_epoch + 1, False  # the rung: epochs trained so far
-        if trainer.is_global_zero:
-            self.trial.report(value, epoch)
-            prune = epoch < trainer.max_epochs and self.trial.should_prune()  # the last epoch finishes it
-        if trainer.strategy.broadcast(prune, src=0):  # DDP: every rank stops after the same epoch
+        self.trial.report(value, epoch)
+        if epoch < epochs and self.trial.should_prune():
             self.pruned_epoch = epoch
-            trainer.should_stop = True
+            return True
+        return False

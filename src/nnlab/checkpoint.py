@@ -82,17 +82,20 @@ def checkpoint_problem(path: Path, member: bool = False) -> str | None:
 
 def resumable(run_dir: Path, go_on: bool = False) -> tuple[str | None, str | None]:
     """A sweep job whose folder has been used before (RESUME=): (its status, the checkpoint it resumes
-    from). Finished runs are skipped by the caller; an interrupted run continues from its last.ckpt
+    from), or (None, None) for a fresh start. Finished runs are skipped by the caller; an interrupted run continues from its last.ckpt
     (a step boundary, so exactly), and so does a pruned one if `go_on` (a study runs its pruned leader
-    on to the end); anything else starts over, its old outputs set aside in attempt-<n>/."""
+    on to the end; one trained in a population, whose last.ckpt Lightning cannot continue, trains
+    again from its start); anything else starts over, its old outputs set aside in attempt-<n>/."""
     status, ckpt = run_status(run_dir), run_dir / "checkpoints" / "last.ckpt"
     usable = lambda: ckpt.exists() and checkpoint_problem(ckpt) is None  # noqa: E731 (read only when needed)
-    if status in FINISHED:
-        return status, str(ckpt) if status == PRUNED and go_on and usable() else None
+    if status in FINISHED and not (status == PRUNED and go_on):
+        return status, None
+    if status == PRUNED and usable():
+        return status, str(ckpt)
     if status == INTERRUPTED and usable():
         return status, str(ckpt)
     set_aside(run_dir)
-    return status, None
+    return None, None  # a fresh start
 
 
 def is_member(path: Path) -> bool:

@@ -12,7 +12,7 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import InstantiationException
-from hydra.utils import instantiate
+from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -100,13 +100,28 @@ def stackable(cfg: DictConfig) -> bool:
     return not any(True for _ in net.buffers())
 
 
+def sweeper_class(cfg: DictConfig) -> type | None:
+    """The class of the sweeper a composed job config names (Hydra's own choice, which Hydra has built
+    already: not a class nnlab's allow-list builds), or None."""
+    target = OmegaConf.select(cfg, "hydra.sweeper._target_", default=None)
+    try:
+        return get_class(target) if target else None
+    except (ImportError, ValueError):
+        return None
+
+
+def study(cfg: DictConfig) -> bool:
+    """Whether a composed job config is a trial of nnlab's study (nnlab.search): its sweeper says so."""
+    return getattr(sweeper_class(cfg), "study", False)
+
+
 def supported(cfg: DictConfig) -> str | None:
     """Why the population cannot train this (composed) config, or None when it can. An allow-list of
     classes and capabilities: anything not named here, and any app that is not an nnlab run (no
     trainer, model or data), takes the basic launcher's path."""
     if not all(OmegaConf.select(cfg, k, default=None) is not None for k in ("model", "data", "trainer", "callbacks")):
         return "the population trains nnlab runs only (a config with model, data, trainer and callbacks)"
-    trainer, sweeper = cfg.trainer, built_class(cfg, "hydra.sweeper") if "hydra" in cfg else None
+    trainer, sweeper = cfg.trainer, sweeper_class(cfg)
     data = built_class(cfg, "data")
     checks = [
         (data is not None and issubclass(data, TensorDataModule), "data other than tensors in memory (TensorDataModule)"),
@@ -121,7 +136,8 @@ def supported(cfg: DictConfig) -> str | None:
          "callbacks other than conf/train.yaml's"),
         (all(built_class(cfg, f"logger.{k}") in LOGGERS for k in cfg.get("logger") or {}),
          "loggers other than conf/logger/'s"),
-        (sweeper is None or hydra_basic("sweeper", sweeper), "sweepers other than the basic one")]
+        (sweeper is None or hydra_basic("sweeper", sweeper) or getattr(sweeper, "study", False),
+         "sweepers other than the basic one and nnlab's study")]
     return next((f"the population does not train {why}" for ok, why in checks if not ok), None)
 
 

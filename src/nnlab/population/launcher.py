@@ -19,9 +19,11 @@ from hydra.core.utils import (
     run_job,
     setup_globals,
 )
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nnlab import runs
+from nnlab.callbacks import Pruning
 from nnlab.checkpoint import (
     checkpoint_problem,
 )
@@ -223,6 +225,10 @@ def enlisted(job: Job, cfg: DictConfig, run_dir: Path, log_file: Path, locks: co
     if saved is None and status is not None:  # it starts over, the old outputs kept in attempt-<n>/
         runs.set_aside(run_dir)
     member = Member(job, checked, run_dir, log_file, saved)
+    sweeper = HydraConfig.get().sweeper  # the job's own (Population.start_job set it)
+    if getattr(get_class(sweeper._target_), "study", False):  # a trial of a study: judged after each epoch
+        from nnlab.search import job_trial  # Optuna: imported by studies only
+        member.pruning = Pruning(job_trial(checked), sweeper.metric)
     if why:
         why = f"{run_dir.name} trains again from its start, its earlier outputs kept in attempt-<n>/: {why}"
         print(f"nnlab: {why}", flush=True)

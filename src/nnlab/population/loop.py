@@ -55,12 +55,11 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         trainer = trainer_for(module)
         resumed = members[0].saved is not None  # they continue together, from Lightning's state in their files
         with stops_outside_fit(trainer):  # a signal in the test pass or as fit ends: interrupted
-            trainer.fit(module, ckpt_path=members[0].run_dir / "checkpoints" / "last.ckpt" if resumed else None,
-                        weights_only=True)
+            trainer.fit(module, ckpt_path=module.path if resumed else None, weights_only=True)
             trainer.test(module, verbose=False)
             for m in members:
                 tested(m)
-            trainer.save_checkpoint(members[0].run_dir / "checkpoints" / "last.ckpt")  # each member's own file
+            trainer.save_checkpoint(module.path, weights_only=False)  # each member's own file (MemberFiles)
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt | SystemExit)  # SIGTERM: Lightning's SIGTERMException
         for m in members:

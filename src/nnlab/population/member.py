@@ -52,6 +52,7 @@ class Member:
         self.start = tuple(saved["population"]["place"]) if saved else (0, 0)
         self.boundary: tuple | None = None  # where fit stopped it cleanly: (epoch, steps done, its RNG there)
         self.logged = False  # its events file holds its first points (a member resumed after a stop)
+        self.pruning = None  # a study's trial: nnlab.callbacks.Pruning, judging it after each validation
 
     def note(self, message: str, error: bool = False) -> None:
         """A line in the member's train.log; `error`: with the traceback of the exception being handled."""
@@ -160,7 +161,10 @@ def tested(m: Member) -> None:
     m.metrics.update({k: v.item() for k, v in m.callback_metrics.items()})
     m.metrics["test/n"] = len(m.data.test_set[1])
     m.metrics["classes"] = m.data.num_classes
-    m.metrics["status"] = runs.DIVERGED if m.diverged else runs.OK
+    pruned = m.pruning is not None and m.pruning.pruned_epoch
+    m.metrics["status"] = runs.DIVERGED if m.diverged else runs.PRUNED if pruned else runs.OK
+    if pruned:
+        m.metrics["pruned_epoch"] = pruned
     if m.diverged:
         m.metrics["error"] = f"{m.diverged}: lower optimizer.lr"
 
@@ -230,6 +234,7 @@ def member_checkpoint(m: Member, place: tuple | None = None, points: list | None
             "version": STATE_VERSION, "place": [epoch, done],  # the population's epoch, steps done in it
             "rng": rng,  # torch's RNG as the member's run had it before that epoch's data order was drawn
             "loss": m.loss, "finite_loss": m.finite_loss, "diverged": m.diverged, "stopped": m.stopped,
+            "pruned_epoch": m.pruning.pruned_epoch if m.pruning is not None else None,
             "sums": {"loss": m.sums.loss[m.slot].clone(), "hits": m.sums.hits[m.slot].clone()},  # the epoch's so far
             "callback_metrics": dict(m.callback_metrics), "figures": m.figures.state_dict(),
             "points": list(points or []), "events": points is None,  # events: its earlier points are on disk
@@ -268,6 +273,8 @@ def restore(m: Member, per_epoch: int) -> None:
     m.step, m.epoch = saved["global_step"], saved["epoch"]
     m.rng, m.loss, m.finite_loss = state["rng"], state["loss"], state["finite_loss"]
     m.diverged, m.stopped, m.callback_metrics = state["diverged"], state["stopped"], dict(state["callback_metrics"])
+    if m.pruning is not None:
+        m.pruning.pruned_epoch = state["pruned_epoch"]
     m.sums.loss[m.slot], m.sums.hits[m.slot] = state["sums"]["loss"], state["sums"]["hits"]
     m.figures.load_state_dict(state["figures"])
     m.points, m.logged = list(state.get("points", [])), state.get("events", True)  # killed: none on disk

@@ -37,6 +37,8 @@ class Population(L.LightningModule):
         self.stack, self.sums = set_up(members, self.epochs, self.per_epoch)
         self.step_forward = forward_of(members[0].module.net, how)
         self.start = members[0].start  # every member's (a population continues from one place)
+        # the path Lightning saves to and resumes from: MemberFiles writes each member's own, reads the first's
+        self.path = members[0].run_dir / "checkpoints" / "last.ckpt"
         self.active: list[Member] = []  # the members training this epoch (a stopped one stops stepping)
         self.judged: list[Member] = []  # the members a validation or test pass scores
 
@@ -85,7 +87,7 @@ class Population(L.LightningModule):
         # most. (ModelCheckpoint would skip it: it saves only after optimizer steps Lightning counted.)
         every, epoch = self.checkpoint_every, self.trainer.current_epoch + 1
         if every and epoch % every == 0:
-            self.trainer.save_checkpoint(self.members[0].run_dir / "checkpoints" / "last.ckpt")
+            self.trainer.save_checkpoint(self.path, weights_only=False)
 
     # -- validation and test: each member on its own data -------------------------------------------
     def val_dataloader(self) -> "Scoring":
@@ -119,6 +121,8 @@ class Population(L.LightningModule):
             means = {f"{stage}/acc": acc, f"{stage}/loss": loss}
             m.callback_metrics.update(means)
             m.log_point(means, m.step)
+            if stage == "val" and m.pruning is not None and m.pruning.judge(m.callback_metrics, m.epoch + 1, self.epochs):
+                m.stopped = True  # a study's pruner stopped its trial: its epoch ends with the others'
 
     def validation_step(self, i: int, batch_idx: int) -> None:
         self.score(i, "val")
@@ -201,7 +205,7 @@ class MemberFiles(AtomicCheckpointIO):
 def trainer_for(module: Population) -> L.Trainer:
     """Lightning's Trainer for a population on the CPU: no logger (each member writes its own); a stop
     at a step boundary checkpointed by nnlab.checkpoint.Interrupt, as a run's."""
-    cfg, folder = module.members[0].cfg, module.members[0].run_dir / "checkpoints"
+    cfg = module.members[0].cfg
     return L.Trainer(accelerator="cpu", devices=1, max_epochs=module.epochs, deterministic=cfg.trainer.deterministic,
-                     logger=False, callbacks=[Interrupt(str(folder))], enable_checkpointing=False, plugins=[MemberFiles()], enable_progress_bar=False,
+                     logger=False, callbacks=[Interrupt(str(module.path.parent))], enable_checkpointing=False, plugins=[MemberFiles()], enable_progress_bar=False,
                      enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=module.every or 1)

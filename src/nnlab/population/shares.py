@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hydra.core.utils import JobReturn, JobStatus
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nnlab import runs
 from nnlab.errors import Interrupted, NnlabError
-from nnlab.population.grouping import Job, derive
+from nnlab.population.grouping import Job, derive, study
 from nnlab.population.member import Member, best, finished, shared_data
 
 if TYPE_CHECKING:
@@ -141,10 +141,20 @@ def job_returns(links: list, talk: Talk, base: DictConfig) -> dict[int, JobRetur
             completed, why = talk.results.get(job.idx, (job.idx in members, f"its worker process ended with code "
                                                                             f"{proc.exitcode} before setting the job up"))
             returns[job.idx] = JobReturn(overrides=list(job.overrides), working_dir=os.getcwd(),
-                                         task_name=base.hydra.job.name,
+                                         task_name=base.hydra.job.name, hydra_cfg=hydra_of(base, job),
                                          status=JobStatus.COMPLETED if completed else JobStatus.FAILED)
             returns[job.idx].return_value = None if completed else RuntimeError(why)
     return returns
+
+
+def hydra_of(base: DictConfig, job: Job) -> DictConfig:
+    """The job's Hydra config as run_job leaves it in a JobReturn (its runtime.output_dir: the run folder),
+    for a sweeper that reads it (a study finds each trial's metrics.json so)."""
+    cfg = derive(base, job)
+    run_dir = Path(str(OmegaConf.select(cfg, "hydra.sweep.dir")), str(OmegaConf.select(cfg, "hydra.sweep.subdir")))
+    with read_write(cfg.hydra.runtime), open_dict(cfg.hydra.runtime):
+        cfg.hydra.runtime.output_dir = os.path.abspath(run_dir)
+    return OmegaConf.create({"hydra": cfg.hydra})
 
 
 def share_worker(pop: "Population", n: int, jobs: list[Job], base: DictConfig, shared: dict, conn) -> None:
@@ -169,8 +179,10 @@ def share_worker(pop: "Population", n: int, jobs: list[Job], base: DictConfig, s
 def processes(size: int, cfg: DictConfig, workers: int) -> int:
     """How many processes set up and train a population of `size` (Population.train_shares). One where
     forking cannot help or is not safe: a population of one, threads > 1 (a forked OpenMP pool), or
-    not Linux (macOS forks badly under some of the libraries torch loads)."""
-    return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 else 1
+    not Linux (macOS forks badly under some of the libraries torch loads); and a study's trials, which
+    its pruner judges in the order they report each epoch: one process keeps that order, so a study
+    is reproducible."""
+    return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 and not study(cfg) else 1
 
 
 def parts_of(enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
