@@ -449,7 +449,7 @@ def test_a_sweep_resume_redoes_a_run_whose_metrics_file_was_cut_short(tmp_path):
     run = tmp_path / "model=mlp,seed=0"
     (run / ".hydra").mkdir(parents=True)
     (run / "metrics.json").write_text('{"status": "ok", "val/a')
-    assert resumable(run) == ("?", None)  # not a finished run: trained again, the old file kept aside
+    assert resumable(run) == (None, None)  # not a finished run: a fresh start, the old file kept aside
     assert (run / "attempt-1" / "metrics.json").read_text() == '{"status": "ok", "val/a'
     assert not (run / "metrics.json").exists()
 
