@@ -110,9 +110,11 @@ def sweeper_class(cfg: DictConfig) -> type | None:
         return None
 
 
-def study(cfg: DictConfig) -> bool:
-    """Whether a composed job config is a trial of nnlab's study (nnlab.search): its sweeper says so."""
-    return getattr(sweeper_class(cfg), "study", False)
+def one_process(cfg: DictConfig) -> bool:
+    """Whether a composed job config's sweeper judges its jobs against each other as they train (a
+    study's pruner, PBT's ranking): its class says so, and its population then trains in one process,
+    in job order."""
+    return getattr(sweeper_class(cfg), "one_process", False)
 
 
 def supported(cfg: DictConfig) -> str | None:
@@ -136,8 +138,8 @@ def supported(cfg: DictConfig) -> str | None:
          "callbacks other than conf/train.yaml's"),
         (all(built_class(cfg, f"logger.{k}") in LOGGERS for k in cfg.get("logger") or {}),
          "loggers other than conf/logger/'s"),
-        (sweeper is None or hydra_basic("sweeper", sweeper) or getattr(sweeper, "study", False),
-         "sweepers other than the basic one and nnlab's study")]
+        (sweeper is None or hydra_basic("sweeper", sweeper) or getattr(sweeper, "one_process", False),
+         "sweepers other than the basic one, nnlab's study and PBT")]
     return next((f"the population does not train {why}" for ok, why in checks if not ok), None)
 
 

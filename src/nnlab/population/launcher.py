@@ -35,6 +35,7 @@ from nnlab.population.grouping import (
     job_of,
     launcher_settings,
     supported,
+    sweeper_class,
     vectorized,
 )
 from nnlab.population.loop import train_population
@@ -148,7 +149,8 @@ class Population:
                           f"after {done} of its steps; each run's train.log says more)", flush=True)
                 if mine:
                     train_population(mine, n, self.figures, vectorized(base, self.vectorize),
-                                     lambda done, part=part: link.choose(part, done), link.shared, self.every)
+                                     lambda done, part=part: link.choose(part, done), link.shared, self.every,
+                                     exploit(base))
 
     def start_group(self, jobs: list[Job], base: DictConfig, returns: dict, enlist) -> None:
         """Each job's folder and .hydra/, and its place: alone (a resumed sweep's finished or resumable
@@ -197,6 +199,14 @@ class Population:
                 handler.close()
         self.hydra_context.callbacks.on_job_end(config=cfg, job_return=ret)
         return ret
+
+
+def exploit(base: DictConfig):
+    """Population-based training's exploit-and-explore step where the sweeper is nnlab's PBT, else None."""
+    if not getattr(sweeper_class(base), "pbt", False):
+        return None
+    from nnlab.pbt import Exploit, pbt_space  # Optuna's distributions: imported by PBT sweeps only
+    return Exploit(base.hydra.sweeper, pbt_space(base.hydra.sweeper, [])[1])
 
 
 def enlisted(job: Job, cfg: DictConfig, run_dir: Path, log_file: Path, locks: contextlib.ExitStack) -> Member | None:

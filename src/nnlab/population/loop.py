@@ -33,7 +33,7 @@ M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # mallopt(3)'s parameters, from gli
 
 
 def train_population(members: list[Member], group: int, figures: str, how: str = "vmap", choose=None,
-                     shared: dict | None = None, checkpoint_every: int = 1) -> None:
+                     shared: dict | None = None, checkpoint_every: int = 1, pbt=None) -> None:
     """Population `group` trained and tested by Lightning's Trainer (module.py), and its members'
     outputs written; `checkpoint_every`: epochs between each member's checkpoints (0: only when it ends
     or stops)."""
@@ -51,7 +51,7 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         shared = {} if shared is None else shared  # data modules by their resolved config (shared_data)
         for m in members:  # their "population" entries are the whole population's (run_share)
             m.build(shared)
-        module = Population(members, how, checkpoint_every)
+        module = Population(members, how, checkpoint_every, pbt)
         trainer = trainer_for(module)
         resumed = members[0].saved is not None  # they continue together, from Lightning's state in their files
         with stops_outside_fit(trainer):  # a signal in the test pass or as fit ends: interrupted

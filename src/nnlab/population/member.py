@@ -4,6 +4,7 @@ Its parts are its config, data, Classifier, optimizer and schedule; its hooks wh
 and callbacks would do (train/loss points, the epoch's line, means and curves); its folder what a run of its own leaves, with
 the checkpoint it continues from after a stop."""
 import contextlib
+import copy
 import logging
 import math
 import sys
@@ -53,6 +54,7 @@ class Member:
         self.boundary: tuple | None = None  # where fit stopped it cleanly: (epoch, steps done, its RNG there)
         self.logged = False  # its events file holds its first points (a member resumed after a stop)
         self.pruning = None  # a study's trial: nnlab.callbacks.Pruning, judging it after each validation
+        self.pbt: dict | None = None  # population-based training: its numbers and lineage (nnlab.pbt)
 
     def note(self, message: str, error: bool = False) -> None:
         """A line in the member's train.log; `error`: with the traceback of the exception being handled."""
@@ -77,15 +79,19 @@ class Member:
     def configure(self, total_steps: int) -> None:
         module = self.module
         self.optimizer = module.make_optimizer(module.parameters())
-        group = self.optimizer.param_groups
-        # plain SGD's step is taken for all such members at once (Stack.sgd_step), not by the optimizer
-        self.plain_sgd = (type(self.optimizer) is torch.optim.SGD and len(group) == 1 and group[0]["momentum"] == 0
-                          and group[0]["weight_decay"] == 0 and not group[0]["maximize"]
-                          and not group[0]["differentiable"] and not isinstance(group[0]["lr"], Tensor))
+        self.plain_sgd = self.is_plain_sgd()
         self.scheduler, self.scheduled = None, False  # scheduled: its schedule has stepped (schedule)
         if module.make_scheduler is not None:
             per_step = module.hparams.scheduler_interval == "step"
             self.scheduler = module.make_scheduler(self.optimizer, **({"total_steps": total_steps} if per_step else {}))
+
+    def is_plain_sgd(self) -> bool:
+        """Whether its step is plain SGD's, taken for all such members at once (Stack.sgd_step), not by
+        its optimizer."""
+        group = self.optimizer.param_groups
+        return (type(self.optimizer) is torch.optim.SGD and len(group) == 1 and group[0]["momentum"] == 0
+                and group[0]["weight_decay"] == 0 and not group[0]["maximize"]
+                and not group[0]["differentiable"] and not isinstance(group[0]["lr"], Tensor))
 
     @contextlib.contextmanager
     def own_rng(self):
@@ -161,6 +167,8 @@ def tested(m: Member) -> None:
     m.metrics.update({k: v.item() for k, v in m.callback_metrics.items()})
     m.metrics["test/n"] = len(m.data.test_set[1])
     m.metrics["classes"] = m.data.num_classes
+    if m.pbt is not None:
+        m.metrics["pbt"] = m.pbt
     pruned = m.pruning is not None and m.pruning.pruned_epoch
     m.metrics["status"] = runs.DIVERGED if m.diverged else runs.PRUNED if pruned else runs.OK
     if pruned:
@@ -234,7 +242,7 @@ def member_checkpoint(m: Member, place: tuple | None = None, points: list | None
             "version": STATE_VERSION, "place": [epoch, done],  # the population's epoch, steps done in it
             "rng": rng,  # torch's RNG as the member's run had it before that epoch's data order was drawn
             "loss": m.loss, "finite_loss": m.finite_loss, "diverged": m.diverged, "stopped": m.stopped,
-            "pruned_epoch": m.pruning.pruned_epoch if m.pruning is not None else None,
+            "pruned_epoch": m.pruning.pruned_epoch if m.pruning is not None else None, "pbt": copy.deepcopy(m.pbt),
             "sums": {"loss": m.sums.loss[m.slot].clone(), "hits": m.sums.hits[m.slot].clone()},  # the epoch's so far
             "callback_metrics": dict(m.callback_metrics), "figures": m.figures.state_dict(),
             "points": list(points or []), "events": points is None,  # events: its earlier points are on disk
@@ -275,6 +283,9 @@ def restore(m: Member, per_epoch: int) -> None:
     m.diverged, m.stopped, m.callback_metrics = state["diverged"], state["stopped"], dict(state["callback_metrics"])
     if m.pruning is not None:
         m.pruning.pruned_epoch = state["pruned_epoch"]
+    m.pbt = state["pbt"]
+    if m.pbt is not None and "l2" in m.pbt["numbers"]:  # the objective's, as PBT last set it
+        m.module.hparams.l2 = m.pbt["numbers"]["l2"]
     m.sums.loss[m.slot], m.sums.hits[m.slot] = state["sums"]["loss"], state["sums"]["hits"]
     m.figures.load_state_dict(state["figures"])
     m.points, m.logged = list(state.get("points", [])), state.get("events", True)  # killed: none on disk

@@ -26,8 +26,9 @@ class Population(L.LightningModule):
     """Members of one architecture, each with its own config, data, Classifier, optimizer and schedule;
     their parameters views of the rows of one Stack (loop.py). `how`: vmap or loop (grouping.VECTORIZE)."""
 
-    def __init__(self, members: list[Member], how: str = "vmap", checkpoint_every: int = 1):
+    def __init__(self, members: list[Member], how: str = "vmap", checkpoint_every: int = 1, pbt=None):
         super().__init__()
+        self.pbt = pbt  # population-based training's exploit-and-explore step (nnlab.pbt.Exploit), or None
         self.checkpoint_every = checkpoint_every  # epochs between the members' checkpoints (0: none)
         self.automatic_optimization = False
         self.members, cfg = members, members[0].cfg
@@ -41,6 +42,8 @@ class Population(L.LightningModule):
         self.path = members[0].run_dir / "checkpoints" / "last.ckpt"
         self.active: list[Member] = []  # the members training this epoch (a stopped one stops stepping)
         self.judged: list[Member] = []  # the members a validation or test pass scores
+        if pbt is not None:
+            pbt.start(members)
 
     def configure_optimizers(self) -> None:
         return None  # each member's own optimizer and schedule, made and restored by set_up
@@ -83,6 +86,8 @@ class Population(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         for m in self.active:
             end_epoch(m, self.epochs)
+        if self.pbt is not None and self.trainer.current_epoch + 1 < self.epochs:
+            self.pbt(self.members, self.trainer.current_epoch + 1, self.stack)
         # Lightning's checkpoint, split into the members' files (MemberFiles): a kill loses an epoch at
         # most. (ModelCheckpoint would skip it: it saves only after optimizer steps Lightning counted.)
         every, epoch = self.checkpoint_every, self.trainer.current_epoch + 1

@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nnlab import runs
 from nnlab.errors import Interrupted, NnlabError
-from nnlab.population.grouping import Job, derive, study
+from nnlab.population.grouping import Job, derive, one_process
 from nnlab.population.member import Member, best, finished, shared_data
 
 if TYPE_CHECKING:
@@ -179,10 +179,10 @@ def share_worker(pop: "Population", n: int, jobs: list[Job], base: DictConfig, s
 def processes(size: int, cfg: DictConfig, workers: int) -> int:
     """How many processes set up and train a population of `size` (Population.train_shares). One where
     forking cannot help or is not safe: a population of one, threads > 1 (a forked OpenMP pool), or
-    not Linux (macOS forks badly under some of the libraries torch loads); and a study's trials, which
-    its pruner judges in the order they report each epoch: one process keeps that order, so a study
-    is reproducible."""
-    return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 and not study(cfg) else 1
+    not Linux (macOS forks badly under some of the libraries torch loads); and a study's trials or PBT's
+    members, judged against each other each epoch: one process keeps their order, so the sweep is
+    reproducible."""
+    return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 and not one_process(cfg) else 1
 
 
 def parts_of(enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
