@@ -332,7 +332,14 @@ def compare(folders: Path | list[Path], out: Path | None = None) -> str:
     for folder in folders:  # a study's folder (make sweep SWEEP=spiral_search): its trials and history too
         if study.storage_file(folder):
             text += "\n" + search.report(folder)
+        elif (folder / "best.yaml").exists() and (pbt := pbt_report(folder)):  # PBT's: its winner and lineage
+            text += "\n" + pbt
     return text
+
+
+def pbt_report(folder: Path) -> str | None:
+    from nnlab import pbt  # Optuna's distributions: imported for PBT folders only
+    return pbt.report(folder)
 
 
 def main(argv: list[str]) -> None:
@@ -347,6 +354,8 @@ def main(argv: list[str]) -> None:
     for folder in folders:
         if study.storage_file(folder):
             print(f"written: {folder}/" + ", ".join(f for f in search.REPORT if (folder / f).exists()))
+        elif (folder / "lineage.png").exists():
+            print(f"written: {folder}/lineage.png")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ Ray Tune's PBT). A perturbed lr scales the learning rate the member trains with 
 from random.Random(seed, epoch): the same sweep gives the same members and numbers, bit for bit on the
 CPU. Each member stays a run folder; its metrics.json holds its lineage (at which epoch and step it
 copied whom, and the numbers it switched to) and TensorBoard its numbers as pbt/<key> scalars over steps.
-The sweep writes best.yaml: the winner (best val/acc at the end) and its schedule."""
+The sweep writes best.yaml: the winner (best val/acc at the end), its schedule, and the command that
+trains one run on that schedule from scratch (scheduler=replay: nnlab/replay.py)."""
 import copy
 import math
 import random
@@ -158,11 +159,12 @@ class PBT:
             print("pbt: no member finished: no winner")
             return
         acc, run, metrics = max(ended, key=lambda e: e[0])
-        OmegaConf.save(OmegaConf.create({"member": run.name, "val/acc": acc, "fixed": fixed,
+        command = f'make train ARGS="{" ".join(fixed)} scheduler=replay scheduler.schedule={folder / "best.yaml"}"'
+        OmegaConf.save(OmegaConf.create({"member": run.name, "val/acc": acc, "fixed": fixed, "command": command,
                                          "schedule": schedule(pbt, metrics["pbt"]["member"], math.inf)}),
                        folder / "best.yaml")
-        print(f"pbt: winner {run.name}, val/acc {acc:.4f} ({len(ended)} members ended); its schedule: "
-              f"{folder / 'best.yaml'}")
+        print(f"pbt: winner {run.name}, val/acc {acc:.4f} ({len(ended)} members ended); its schedule is in "
+              f"{folder / 'best.yaml'}; one run of its own on it (add seed= for another):\n{command}")
 
 
 def schedule(pbt: dict, member: int, until: float) -> list[dict]:
@@ -173,6 +175,45 @@ def schedule(pbt: dict, member: int, until: float) -> list[dict]:
         return [{"epoch": 0, "numbers": pbt[member]["start"]}]
     last = copies[-1]
     return schedule(pbt, last["copied"], last["epoch"]) + [{"epoch": last["epoch"], "numbers": last["numbers"]}]
+
+
+def report(folder: Path) -> str | None:
+    """make compare on a PBT sweep's folder: the winner, its schedule's replay command, and lineage.png
+    (each member's learning rate over the epochs, on the schedule its weights trained on, coloured by its
+    val/acc at the end; the winner drawn thick). None for a folder that is not a PBT sweep's."""
+    import matplotlib.pyplot as plt
+
+    from nnlab.replay import rates
+    runs = [(run, read_metrics(run, unusable={})) for run in sorted(folder.glob("*/")) if (run / "metrics.json").exists()]
+    runs = [(run, m) for run, m in runs if m and "pbt" in m]
+    best = folder / "best.yaml"
+    if not runs or not best.exists():
+        return None
+    winner = OmegaConf.load(best)
+    pbt = {m["pbt"]["member"]: m["pbt"] for _, m in runs}
+    epochs = max(m.get("epochs", 0) for _, m in runs)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    accs = [m.get("val/acc", 0.0) for _, m in runs]
+    norm = plt.Normalize(min(accs), max(accs) if max(accs) > min(accs) else min(accs) + 1e-6)
+    # the best drawn last, on top; the winner last of all, thick
+    for (run, m), acc in sorted(zip(runs, accs), key=lambda r: (r[0][0].name == winner.member, r[1])):
+        entries = schedule(pbt, m["pbt"]["member"], math.inf)
+        if not all("optimizer.lr" in e["numbers"] for e in entries):
+            continue
+        path = [(e["epoch"], e["numbers"]["optimizer.lr"], e["numbers"].get("scheduler.gamma", 1.0)) for e in entries]
+        lr = rates(path, epochs)
+        ax.step(range(epochs + 1), [*lr, lr[-1]], where="post", color=plt.get_cmap("viridis")(norm(acc)),
+                linewidth=3 if run.name == winner.member else 1)
+    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="val/acc at the end")
+    ax.set(xlabel="epoch", ylabel="learning rate", yscale="log",
+           title=f"{len(runs)} members' lr, on the schedule their weights trained on; thick: the winner")
+    fig.savefig(folder / "lineage.png", dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    steps = " -> ".join(f"epoch {e.epoch}: lr {e.numbers['optimizer.lr']:.3g}" for e in winner.schedule)
+    return (f"## Population-based training: {len(runs)} members\n\nWinner: {winner.member}, val/acc "
+            f"{winner['val/acc']:.4f} (the best of {len(runs)} on one draw: optimistic). Its schedule: {steps}.\n"
+            f"One run of its own on it, on a fresh seed: {winner.command.rstrip(chr(34))} seed=1\"\n\n"
+            f"![lineage.png](lineage.png)\n")
 
 
 def pbt_space(s: DictConfig, arguments: list[str]) -> tuple[list[str], dict[str, BaseDistribution]]:

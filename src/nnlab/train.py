@@ -90,7 +90,10 @@ def parts(cfg: DictConfig, data: L.LightningDataModule | None = None) -> tuple[L
         if cfg.get("compile"):  # in place: the state dict's names stay net.*, checkpoints load into eager models
             net.compile(mode=None if cfg.compile is True else cfg.compile)
         scheduler, interval = scheduler_parts(cfg.get("scheduler"))
-        module = Classifier(net, instantiate(cfg.optimizer), instantiate(scheduler), l2=cfg.l2,
+        scheduler = instantiate(scheduler)
+        if check := getattr(getattr(scheduler, "func", None), "check", None):  # what it reads, before any work
+            check(**scheduler.keywords)
+        module = Classifier(net, instantiate(cfg.optimizer), scheduler, l2=cfg.l2,
                             scheduler_interval=interval, config=OmegaConf.to_container(cfg, resolve=True))
     except InstantiationException as e:  # Hydra's multi-line wrapper: keep the cause's one line
         raise ConfigError(str(e.__cause__ or e).splitlines()[0]) from e
