@@ -153,11 +153,20 @@ def study(base) -> bool:
     return getattr(get_class(base.hydra.sweeper._target_), "study", False)
 
 
+def pbt(base) -> bool:
+    """Whether a composed sweep's sweeper is population-based training (nnlab.pbt)."""
+    return getattr(get_class(base.hydra.sweeper._target_), "pbt", False)
+
+
 def sweep_jobs(shown: Shown, overrides: list[str], tmp_path: Path) -> list[list[str]]:
     parsed = OverridesParser.create().parse_overrides(overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     base = compose_job(fixed, tmp_path)
     params = dict(base.hydra.sweeper.get("params") or {})
+    if pbt(base):  # its members: points of its space
+        from nnlab.pbt import pbt_space
+        fixed, space = pbt_space(base.hydra.sweeper, overrides)
+        return [fixed + [f"{k}={d.low}" for k, d in space.items()]] * base.hydra.sweeper.members
     if study(base):  # a study: n_trials jobs, points of its space
         from nnlab.search import search_space
         fixed, space = search_space(params, overrides)
@@ -214,11 +223,13 @@ def test_shown_command_does_what_its_line_says(shown: Shown, tmp_path, monkeypat
             for job in {tuple(group[0]), tuple(group[-1])}:
                 checked(shown, list(job), tmp_path)
         base = compose_job([o for o in overrides if "," not in o and "(" not in o], tmp_path)
-        if study(base) and base.hydra.runtime.choices.get("data") == "spiral":  # it runs, shrunk, to a best.yaml
+        if (study(base) or pbt(base)) and base.hydra.runtime.choices.get("data") == "spiral":  # shrunk, to a best.yaml
             folder = tmp_path / "study"
-            trials = min(12, base.hydra.sweeper.n_trials)  # the first 12 trials show it ends: best.yaml
-            done = conftest.in_process("nnlab.train", "--multirun", *overrides, "data.steps_per_epoch=2",
-                                       f"hydra.sweeper.n_trials={trials}", f"hydra.sweep.dir={folder}", cwd=tmp_path)
+            # a study's first 12 trials show it ends; PBT's members for 3 epochs, exploiting twice
+            shrink = [f"hydra.sweeper.n_trials={min(12, base.hydra.sweeper.n_trials)}"] if study(base) else \
+                ["trainer.max_epochs=3"]
+            done = conftest.in_process("nnlab.train", "--multirun", *overrides, "data.steps_per_epoch=2", *shrink,
+                                       f"hydra.sweep.dir={folder}", cwd=tmp_path)
             assert done.returncode == 0, f"{shown.where}: `{command}` fails: {done.stderr[-2000:]}"
             assert (folder / "best.yaml").is_file(), f"{shown.where}: `{command}` ends with no best.yaml"
         return
