@@ -291,13 +291,16 @@ def test_resume_asks_a_failed_trials_parameters_again_in_place_of_it(tmp_path, m
     assert done.returncode == 0 and "(3 of 3 trials done;" in done.stdout and len(load(folder).trials) == 4
 
 
-def test_mnist_search_composes_and_runs_its_first_trials(tiny_mnist, tmp_path):
+@pytest.mark.parametrize("launcher", ["basic", "population"])
+def test_mnist_search_composes_and_runs_its_first_trials(launcher, tiny_mnist, tmp_path):
     """conf/sweep/mnist_search.yaml as written, in process on the tiny idx files: 3 trials of 2 epochs of
-    5 batches, each with the optimizer the study chose, its lr and gamma in the file's intervals."""
+    5 batches, each with the optimizer the study chose, its lr and gamma in the file's intervals; through
+    the population launcher (make sweep's) the 3 trials are one batch, a population for each optimizer."""
     done = in_process("nnlab.train", "--multirun", "sweep=mnist_search", f"data.root={tiny_mnist}", "data.val_size=20",
                       "data.batch_size=20", "trainer.max_epochs=2", "hydra.sweeper.n_trials=3",
-                      "hydra.sweep.dir=runs/sweeps/mnist_search", cwd=tmp_path)
+                      f"hydra/launcher={launcher}", "hydra.sweep.dir=runs/sweeps/mnist_search", cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
+    assert ("population: 3 jobs" in done.stdout) == (launcher == "population"), done.stdout[-2000:]
     folder = tmp_path / "runs" / "sweeps" / "mnist_search"
     study = load(folder)
     assert len(study.trials) == 3 and all(t.state.name in ("COMPLETE", "PRUNED") for t in study.trials)
