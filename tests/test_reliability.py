@@ -56,6 +56,9 @@ SPIRAL_MLP = ["data=spiral", "model=mlp", "model.init_std=0.01", "optimizer.lr=1
     (["compile=fast"], "compile='fast' is invalid: it must be null or a torch.compile mode: default, reduce-overhead"),
     (["channels_last=maybe"], "channels_last='maybe' is invalid: it must be of type bool"),
     (["trainer.precision=bf17"], "Precision 'bf17' is invalid. Allowed precision values: ("),
+    (["callbacks=0"], "callbacks=0 is invalid: each of callbacks is a node with a _target_"),
+    (["callbacks.figures=null"], "callbacks.figures=None is invalid: each of callbacks is a node with a _target_ "
+                                 "(conf/train.yaml); ~callbacks.<name> removes one"),
     (["data=spiral", "model=mlp", "model.hidden=abc"], "model.hidden='abc' is invalid: it must be of type int"),
     (["+foo=1"], "foo is not a key: the keys there are seed, l2"),
     (["+model.depth=3"], "model.depth is not an option of nnlab.models.CNN: its options are in_shape, num_classes"),
@@ -99,6 +102,8 @@ def test_bad_config_is_one_clear_error_before_any_work(make_cfg, overrides, mess
     (["model=null"], "model=null: a run needs a model; model is one of cnn, linear, mlp"),
     (["--multirun", "scheduler=none,null"], "scheduler=null cannot be one value of a sweep: sweep scheduler=none"),
     (["experiment=nope"], "experiment=nope is not an option: experiment is one of mnist_cnn_fast"),
+    (["logger=0"], "logger=0 is not an option: logger is one of csv, mlflow, tensorboard, wandb, or several"),
+    (["logger=[csv,nope]"], "logger=['csv', 'nope'] is not an option: logger is one of csv, mlflow"),
     (["+hydra.callbacks.x._target_=builtins.exec"], "hydra.callbacks.x._target_='builtins.exec' is not allowed"),
     (["++model._target_=builtins.open"], "model._target_='builtins.open' is not allowed"),
     (["--multirun", "hydra/launcher=submitit_local", "seed=0,1"], "hydra/launcher=submitit_local starts every job "

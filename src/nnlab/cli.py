@@ -326,8 +326,9 @@ def check_argv(argv: list[str]) -> list[str]:
                 raise ConfigError(f"{key}={value!r} is invalid: it must be a whole number >= 1, or null (one per CPU core)")
             for path, leaf in _leaves(key, value):
                 _check_leaf(path, leaf)
-            if key in GROUPS and value is not None:
+            if (key in GROUPS or key == "logger") and value is not None:
                 options = sorted({p.stem for folder in src.dirs() for p in (folder / key).glob("*.yaml")})
-                if value not in options:
-                    raise ConfigError(f"{key}={value} is not an option: {key} is one of {', '.join(options)}")
+                several = ", or several: logger=[tensorboard,csv]" if key == "logger" else ""
+                if any(v not in options for v in (value if key == "logger" and isinstance(value, list) else [value])):
+                    raise ConfigError(f"{key}={value} is not an option: {key} is one of {', '.join(options)}{several}")
     return argv

@@ -228,6 +228,14 @@ def check(cfg: DictConfig) -> DictConfig:
             raise unknown_key(key, [*hints, *sorted(groups - {"hydra"})])
         if key in hints:
             _check_type(key, cfg[key], hints[key])
+    for key in ("callbacks", "logger"):  # each a node of _target_ nodes (an empty one, or null: none)
+        node = cfg.get(key)
+        bad = node if not isinstance(node, DictConfig | None) else next(
+            (k for k, v in (node or {}).items() if not (isinstance(v, DictConfig) and "_target_" in v)), None)
+        if bad is not None:
+            where = f"{key}={bad!r}" if not isinstance(node, DictConfig) else f"{key}.{bad}={node[bad]!r}"
+            raise ConfigError(f"{where} is invalid: each of {key} is a node with a _target_ (conf/train.yaml); "
+                              f"~{key}.<name> removes one")
     for key, ok, want in RANGES:
         value = OmegaConf.select(cfg, key, default=None)
         if not ok(value):
