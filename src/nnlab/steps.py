@@ -25,6 +25,7 @@ for every member, else a tensor of slots), squares(params) (each member's sum of
 matrices and kernels, what L2 adds: (members,)), gradients() ({name: gradient} after the backward,
 where the members' .grad see them) and sgd_step([(row, lr)]).
 """
+import functools
 import re
 import warnings
 from collections.abc import Callable, Collection, Iterable
@@ -83,18 +84,18 @@ def step(members: list, batches: list[tuple[Tensor, Tensor]], forward: Callable,
     stack.zero()
     params = stack.params(rows)
     logits = forward(params, [x for x, _ in batches])
-    losses = torch.stack([F.cross_entropy(out, y) for out, (_, y) in zip(logits, batches)])
-    l2 = [m.module.hparams.l2 for m in members]
+    losses = rows_of([F.cross_entropy(out, y) for out, (_, y) in zip(logits, batches)])
+    l2 = tuple(m.module.hparams.l2 for m in members)
     if all(l2):  # Classifier.step's objective: + 0.5 * l2 * sum(W**2), each member's own sums
-        losses = losses + torch.tensor([0.5 * v for v in l2], device=losses.device) * stack.squares(params)
+        losses = losses + halves(l2, losses.device) * stack.squares(params)
     elif any(l2):
         losses = losses + torch.stack([m.module.l2_penalty() if m.module.hparams.l2 else losses.new_zeros(())
                                        for m in members])
     losses.backward(torch.ones_like(losses))  # each member's loss gradient 1: its own gradients
     gradients = stack.gradients()
     # The epoch sums of EpochSums.update, every member's row at once (the same float32 additions)
-    loss, y = losses.detach(), torch.stack([y for _, y in batches])  # (members,), (members, B)
-    correct = (torch.stack([out.detach() for out in logits]).argmax(-1) == y).sum(-1)
+    loss, y = losses.detach(), rows_of([y for _, y in batches])  # (members,), (members, B)
+    correct = (rows_of([out.detach() for out in logits]).argmax(-1) == y).sum(-1)
     weighted = loss * y.shape[1]
     add = [torch.where(loss.isnan()[:, None], 0.0, torch.stack((weighted, torch.full_like(weighted, y.shape[1])), 1)),
            torch.stack((correct, torch.full_like(correct, y.shape[1])), 1)]
@@ -119,6 +120,17 @@ def step(members: list, batches: list[tuple[Tensor, Tensor]], forward: Callable,
     if plain:
         stack.sgd_step(plain)
     return finite
+
+
+def rows_of(tensors: list[Tensor]) -> Tensor:
+    """torch.stack of the members' tensors; one member's as a view (a population of one: a run)."""
+    return tensors[0][None] if len(tensors) == 1 else torch.stack(tensors)
+
+
+@functools.lru_cache(maxsize=64)
+def halves(l2: tuple[float, ...], device: torch.device) -> Tensor:
+    """0.5 * l2 of each member, as a tensor made once (PBT may change an l2: a new tuple, a new tensor)."""
+    return torch.tensor([0.5 * v for v in l2], device=device)
 
 
 def schedule(m) -> None:

@@ -128,6 +128,11 @@ class TensorDataModule(L.LightningDataModule):
         self._resume_at = None
         return self.train_loader
 
+    def transfer_batch_to_device(self, batch, device: torch.device, dataloader_idx: int):
+        # Every batch is sliced from tensors already on the device (setup). Fused, a batch is a group of
+        # k minibatches, and Lightning's walk over its 2k tensors to move them cost ~20 us a step.
+        return batch if self.fused else super().transfer_batch_to_device(batch, device, dataloader_idx)
+
     def val_dataloader(self) -> TensorLoader:
         return self._loader(self.val_set, self.eval_batch_size)
 
