@@ -59,6 +59,7 @@ from nnlab.config import check
 from nnlab.errors import NnlabError, command
 from nnlab.notebook import run_notebook
 from nnlab.population.grouping import Job
+from nnlab.population.loop import keep_freed_memory
 from nnlab.population.member import Member, tested
 from nnlab.population.module import Groups, Population, Scoring, trainer_for
 from nnlab.runs import OK, run_status
@@ -142,7 +143,8 @@ def population(cfg: DictConfig) -> Population:
         folder.mkdir()
         members.append(Member(Job(i, [], {}, ()), check(own), folder, folder / "train.log"))
         members[-1].build(shared)
-    torch.set_num_threads(1)  # as a sweep's population
+    torch.set_num_threads(1)  # as a sweep's population (nnlab.population.loop.train_population)
+    keep_freed_memory()
     return Population(members, "vmap", checkpoint_every=0)
 
 
