@@ -80,6 +80,7 @@ def test_the_same_sweep_gives_the_same_numbers_and_a_stopped_one_goes_on_to_them
 @pytest.mark.parametrize("extra,says", [
     (["hydra/launcher=basic"], "hydra/sweeper=pbt trains its members as one population"),
     (["hydra.sweeper.members=1"], "hydra.sweeper.members=1 is invalid"),
+    (["hydra.sweeper.interval=4"], "hydra.sweeper.interval=4 is not below trainer.max_epochs=4: no member would"),
     (["+hydra.sweeper.params.seed='range(0,3)'"], "seed cannot change while a member trains"),
     (["optimizer.lr=tag(log,interval(0.1,1.0))"], "PBT searches the space of its sweep file"),
 ])

@@ -132,6 +132,10 @@ class PBT:
 
     def run(self, arguments: list[str]) -> list:
         fixed, space = pbt_space(self.s, arguments)
+        epochs = OmegaConf.select(self.config, "trainer.max_epochs", default=None)
+        if isinstance(epochs, int) and self.s.interval >= epochs:
+            raise ConfigError(f"hydra.sweeper.interval={self.s.interval} is not below trainer.max_epochs={epochs}: no "
+                              "member would ever copy another; lower the interval or train longer")
         if not hasattr(self.launcher, "population"):
             raise ConfigError("hydra/sweeper=pbt trains its members as one population: use "
                               "hydra/launcher=population (make sweep's default)")
