@@ -9,7 +9,8 @@ from nnlab import bench
 
 
 @pytest.fixture
-def tiny(tiny_mnist):
+def tiny(tiny_mnist, monkeypatch):
+    monkeypatch.setattr(bench, "GRID", {"optimizer.lr": (0.3, 1.0), "scheduler.gamma": (0.9,), "seed": (0, 1)})  # 4 members
     return [f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=20"]  # 100 training images: 5 batches
 
 
@@ -42,7 +43,7 @@ def test_bench_prints_and_writes_every_row_ratio_and_machine_fact(tiny, tmp_path
     assert {"cpu", "cores", "threads", "torch", "device"} <= set(report["machine"])
     out = capsys.readouterr().out
     assert out.count("| MNIST epoch") == 3 and out.count("| spiral MLP, 20 full-batch steps") == 2
-    assert out.count("| 36 spiral MLPs, 2 full-batch steps each") == 2
+    assert out.count("| 4 spiral MLPs, 2 full-batch steps each") == 2
     assert out.count("nnlab / plain = ") == 3 and out.count("nnlab / notebook = ") == 1
 
 

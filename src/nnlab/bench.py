@@ -33,6 +33,7 @@ import io
 import itertools
 import json
 import logging
+import math
 import multiprocessing as mp
 import os
 import platform
@@ -70,7 +71,7 @@ RATIOS = [("mnist", "nnlab", "plain"), ("mnist", "nnlab", "notebook"), ("spiral"
           ("population", "nnlab", "plain")]  # targets: docs/speed.md
 RESULTS = ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc")
 TITLES = {"mnist": "MNIST epoch, CNN, batch 64", "spiral": "spiral MLP, {steps:,} full-batch steps",
-          "population": "36 spiral MLPs, {steps_each:,} full-batch steps each"}
+          "population": "{members} spiral MLPs, {steps_each:,} full-batch steps each"}
 GRID = {"optimizer.lr": (0.3, 1.0, 3.0, 10.0), "scheduler.gamma": (0.7, 0.9, 1.0), "seed": (0, 1, 2)}  # spiral_grid's
 
 
@@ -130,6 +131,10 @@ def evaluate(module: Classifier, loader, stage: str) -> tuple[Tensor, Tensor]:
     for batch in loader:
         module.step(batch, stage)
     return module.sums[stage].pop(lambda t: t)  # (mean loss, accuracy)
+
+
+def members() -> int:
+    return math.prod(len(values) for values in GRID.values())
 
 
 def population(cfg: DictConfig) -> Population:
@@ -266,7 +271,7 @@ def run(repeats: int = 3, spiral_steps: int = 10_000, out: str = "bench.json", m
         plain = statistics.median(seconds[row["case"], "plain"])
         res = row["results"]
         memory = f"{row['peak_mib']} | {row['gpu_peak_mib']}" if gpu else f"{row['peak_mib']}"
-        print(f"| {TITLES[row['case']].format(steps=spiral_steps, steps_each=spiral_steps // 10)} | {row['way']} | {spread(row['seconds'])} | "
+        print(f"| {TITLES[row['case']].format(steps=spiral_steps, steps_each=spiral_steps // 10, members=members())} | {row['way']} | {spread(row['seconds'])} | "
               f"{row['median_s'] / plain:.2f} | {memory} | {res['val/acc']:.4f} | {res['test/acc']:.4f} |")
     print()
     for r in ratios:

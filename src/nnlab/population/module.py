@@ -3,9 +3,10 @@
 Each Lightning batch is a group of k steps of every member (k divides the steps an epoch and the log
 interval, as a fused run's groups: nnlab/fused.py), each step nnlab.steps.step over the members' own
 batches; Lightning's validation and test loops score every member on its own data. Lightning's
-checkpoints (an epoch's, ModelCheckpoint; a stop's, nnlab.checkpoint.Interrupt) are split by
-MemberFiles into each member's checkpoints/last.ckpt, and a stopped population continues through
-Lightning's own ckpt_path from them."""
+checkpoints (an epoch's, saved at its end; a stop's, by nnlab.checkpoint.Interrupt as a run's; the
+last, after the test) are split by MemberFiles into each member's checkpoints/last.ckpt, and a stopped
+population continues through Lightning's own ckpt_path from them. A study's pruner (nnlab.search) and
+population-based training (nnlab.pbt) act after each validation."""
 import math
 import warnings
 
