@@ -148,7 +148,7 @@ def population(cfg: DictConfig) -> Population:
         folder.mkdir()
         members.append(Member(Job(i, [], {}, ()), check(own), folder, folder / "train.log"))
         members[-1].build(shared)
-    torch.set_num_threads(1)  # as a sweep's population (nnlab.population.loop.train_population)
+    torch.set_num_threads(1)  # as a sweep's population (nnlab.population.module.train_population)
     keep_freed_memory()
     return Population(members, "vmap", checkpoint_every=0)
 

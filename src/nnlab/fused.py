@@ -8,8 +8,8 @@ end) and the Classifier takes the k steps here (manual optimization). Each is nn
 step a population takes, with the run as a population of one (Solo): zero grads, forward, loss,
 backward, epoch sums, finiteness check, optimizer step, a per-step LR schedule's step, exactly what
 automatic optimization does (tests/test_train.py: bitwise Lightning's own steps). So nnlab steps in
-two ways: Lightning's automatic optimization, and that step (in Lightning's loop here, in the
-population's own loop in nnlab/population/loop.py). The optimizer is the
+two ways: Lightning's automatic optimization, and that step (in Lightning's loop, here and in the
+population's LightningModule, nnlab/population/module.py). The optimizer is the
 LightningOptimizer, whose step() Lightning counts in global_step (and where the module's hook checks
 nothing more): logs, checkpoints, max_steps and a mid-epoch resume see every step.
 

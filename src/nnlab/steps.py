@@ -1,6 +1,6 @@
 """The one training step nnlab takes itself, for many runs at once or for one.
 
-It is a population's step (nnlab/population/loop.py) and a fused run's (nnlab/fused.py, one run as a
+It is a population's step (nnlab/population/module.py) and a fused run's (nnlab/fused.py, one run as a
 population of one). Lightning's automatic optimization (fused=false, or a run fusable() does not
 admit) is the only other way nnlab steps.
 

@@ -335,7 +335,7 @@ def job(cfg: DictConfig, run_dir: Path, sweeping: bool) -> tuple[dict | None, bo
             return None, False
     with ddp.job_scope():  # the next job of a multirun in this process starts clean
         if member:
-            from nnlab.population.loop import continue_alone
+            from nnlab.population.module import continue_alone
             return continue_alone(cfg, run_dir), True
         return train(cfg, ckpt_path, pruning), False
 

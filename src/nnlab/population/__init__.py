@@ -10,11 +10,11 @@ a stub; the work is here, one module a responsibility, each read top to bottom:
 - launcher.py: Hydra's side: compose a group, print the grouping, give each member what Hydra's
   run_job gives a job (its folder, .hydra/, callbacks), and run everything else as the basic launcher;
 - shares.py: a population split over forked worker processes (one a core), signals forwarded;
-- loop.py: a population's parts (the stack of the members' parameters, their forward and data)
-  and train_population, which builds the members and has Lightning's Trainer fit and test them;
-- module.py: the population as a LightningModule: a Lightning batch is k steps of every member,
-  Lightning's validation and test loops score each member, Lightning's checkpoints are split into
-  the members' own files (MemberFiles) and continued from through Lightning's ckpt_path;
+- loop.py: a population's parts: the stack of the members' parameters, their forward and data;
+- module.py: the population as a LightningModule, and train_population, which has Lightning's Trainer
+  fit and test it: a Lightning batch is k steps of every member, Lightning's validation and test
+  loops score each member, Lightning's checkpoints are split into the members' own files
+  (MemberFiles) and continued from through Lightning's ckpt_path;
 - member.py: one member: its parts, what a run's hooks do around its steps (train/loss points, the
   epoch's line and means) and the run folder it leaves (metrics.json, TensorBoard events, train.log,
   checkpoints/last.ckpt).

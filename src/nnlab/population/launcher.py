@@ -1,6 +1,6 @@
 """Hydra's side of hydra/launcher=population: jobs grouped, composed and given their folders.
 
-Each group is composed once; each member gets what Hydra's run_job gives a job, then trains (loop.py)
+Each group is composed once; each member gets what Hydra's run_job gives a job, then trains (module.py)
 here or in worker processes (shares.py). Everything the population does not train runs through
 Hydra's own run_job, one job after another, exactly as hydra/launcher=basic runs it."""
 import contextlib
@@ -38,8 +38,8 @@ from nnlab.population.grouping import (
     sweeper_class,
     vectorized,
 )
-from nnlab.population.loop import train_population
 from nnlab.population.member import Member, file_handler, saved_state
+from nnlab.population.module import train_population
 from nnlab.population.shares import Link, processes, train_shares
 
 log = logging.getLogger("nnlab")

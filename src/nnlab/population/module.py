@@ -7,17 +7,38 @@ checkpoints (an epoch's, saved at its end; a stop's, by nnlab.checkpoint.Interru
 last, after the test) are split by MemberFiles into each member's checkpoints/last.ckpt, and a stopped
 population continues through Lightning's own ckpt_path from them. A study's pruner (nnlab.search) and
 population-based training (nnlab.pbt) act after each validation."""
+import logging
 import math
+import time
 import warnings
+from pathlib import Path
 
 import lightning as L
+import torch
 import torch.nn.functional as F
+from omegaconf import DictConfig
 
-from nnlab import compat, steps
-from nnlab.checkpoint import AtomicCheckpointIO, Interrupt, read_checkpoint
+from nnlab import compat, runs, steps
+from nnlab.checkpoint import AtomicCheckpointIO, Interrupt, read_checkpoint, stops_outside_fit
+from nnlab.config import ConfigError, check
 from nnlab.data.loader import TensorLoader
-from nnlab.population.loop import epoch_batches, forward_of, set_up, steps_per_epoch
-from nnlab.population.member import Member, end_epoch, end_group, member_checkpoint
+from nnlab.errors import Interrupted
+from nnlab.population.grouping import Job, vectorized
+from nnlab.population.loop import epoch_batches, forward_of, keep_freed_memory, set_up, steps_per_epoch
+from nnlab.population.member import (
+    Member,
+    best,
+    end_epoch,
+    end_group,
+    finish,
+    member_checkpoint,
+    saved_state,
+    tested,
+)
+from nnlab.train import lightning_logs_to_hydras
+from nnlab.train import threads as run_threads
+
+log = logging.getLogger("nnlab")
 
 # The members' optimizers are their own (nnlab.steps.step steps them), not Lightning's
 warnings.filterwarnings("ignore", ".*configure_optimizers` returned `None`")
@@ -215,3 +236,66 @@ def trainer_for(module: Population) -> L.Trainer:
     return L.Trainer(accelerator="cpu", devices=1, max_epochs=module.epochs, deterministic=cfg.trainer.deterministic,
                      logger=False, callbacks=[Interrupt(str(module.path.parent))], enable_checkpointing=False, plugins=[MemberFiles()], enable_progress_bar=False,
                      enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=module.every or 1)
+
+
+def train_population(members: list[Member], group: int, figures: str, how: str = "vmap", choose=None,
+                     shared: dict | None = None, checkpoint_every: int = 1, pbt=None) -> None:
+    """Population `group` trained and tested by Lightning's Trainer, and its members' outputs written; `checkpoint_every`: epochs between each member's checkpoints (0: only when it ends
+    or stops)."""
+    start, threads = time.perf_counter(), torch.get_num_threads()
+    try:
+        cfg = members[0].cfg
+        # One thread unless threads= says otherwise, as every sweep's run (nnlab.train.threads): a
+        # population's ops are small, and a second thread woken for one spins on after it, taking the
+        # core the next op needs (a step took 50x longer on a loaded 2-core VM).
+        torch.set_num_threads(run_threads(cfg) or 1)
+        keep_freed_memory()
+        lightning_logs_to_hydras()  # its notes (devices found, "fit stopped") left out, as a run's
+        shared = {} if shared is None else shared  # data modules by their resolved config (shared_data)
+        for m in members:  # their "population" entries are the whole population's (run_share)
+            m.build(shared)
+        module = Population(members, how, checkpoint_every, pbt)
+        trainer = trainer_for(module)
+        resumed = members[0].saved is not None  # they continue together, from Lightning's state in their files
+        with stops_outside_fit(trainer):  # a signal in the test pass or as fit ends: interrupted
+            trainer.fit(module, ckpt_path=module.path if resumed else None, weights_only=True)
+            trainer.test(module, verbose=False)
+            for m in members:
+                tested(m)
+            trainer.save_checkpoint(module.path, weights_only=False)  # each member's own file (MemberFiles)
+    except BaseException as e:
+        interrupted = isinstance(e, KeyboardInterrupt | SystemExit)  # SIGTERM: Lightning's SIGTERMException
+        for m in members:
+            if m.metrics["status"] not in (runs.OK, runs.DIVERGED):
+                m.metrics["status"] = runs.INTERRUPTED if interrupted else runs.FAILED
+                m.metrics["error"] = f"SIGTERM at step {m.step}" if interrupted and m.boundary else repr(e)
+        if not interrupted:  # a bug or a resource, not the person's mistake: its traceback, in each train.log
+            log.exception("nnlab: population %d failed; the sweep goes on", group)
+            for m in members:
+                m.note(f"nnlab: population {group} failed; the sweep goes on", error=True)
+    finally:
+        seconds = round(time.perf_counter() - start, 2)
+        chosen = (choose or best)(members) if figures == "best" else None  # a worker asks its parent
+        for m in members:
+            draw = "figures" in m.cfg.callbacks and (figures == "all" or m is chosen)
+            finish(m, seconds, draw)
+        torch.set_num_threads(threads)  # as this process had it: the next job in it starts the same
+    if any(m.metrics["status"] == runs.INTERRUPTED for m in members):
+        raise Interrupted(runs.resume_line(members[0].run_dir.parent, sweep=True))
+
+
+def continue_alone(cfg: DictConfig, run_dir: Path) -> dict:
+    """make train RESUME=<an interrupted member's folder>: the member continues on its own, a population
+    of one, from where it stopped to the numbers it would have reached in its sweep (a member's numbers
+    do not depend on the members beside it). `cfg` is its saved config. Returns its metrics."""
+    checked = check(cfg)
+    saved, why = saved_state(run_dir, checked)
+    if saved is None:  # it loaded whole (checkpoint_problem): another version's state, or another config
+        raise ConfigError(f"resume={run_dir}: {why}; make sweep RESUME=<its sweep folder> trains it again "
+                          "from its start")
+    before = runs.read_metrics(run_dir, unusable={}) or {}
+    member = Member(Job(0, [], {}, ()), checked, run_dir, run_dir / "train.log", saved)
+    group = before.get("population", {}).get("group", 0)
+    member.metrics["population"] = {"group": group, "size": 1, "index": 0}  # the part that ends it: itself
+    train_population([member], group, "all", vectorized(checked))
+    return member.metrics
