@@ -106,14 +106,14 @@ class Population(L.LightningModule):
             self.trainer.should_stop = True
 
     def on_train_epoch_end(self) -> None:
+        epoch = self.trainer.current_epoch + 1  # epochs done
         for m in self.active:
             end_epoch(m, self.epochs)
-        if self.pbt is not None and self.trainer.current_epoch + 1 < self.epochs:
-            self.pbt(self.members, self.trainer.current_epoch + 1, self.stack)
+        if self.pbt is not None and epoch < self.epochs:
+            self.pbt(self.members, epoch, self.stack)
         # Lightning's checkpoint, split into the members' files (MemberFiles): a kill loses an epoch at
         # most. (ModelCheckpoint would skip it: it saves only after optimizer steps Lightning counted.)
-        every, epoch = self.checkpoint_every, self.trainer.current_epoch + 1
-        if every and epoch % every == 0:
+        if self.checkpoint_every and epoch % self.checkpoint_every == 0:
             self.trainer.save_checkpoint(self.path, weights_only=False)
 
     # -- validation and test: each member on its own data -------------------------------------------
@@ -128,7 +128,7 @@ class Population(L.LightningModule):
         does); returns how many batches the pass has."""
         self.judged = self.active if stage == "val" else self.members
         for m in self.judged:
-            x, y = m.data.val_set if stage == "val" else m.data.test_set
+            x, y = scored_set(m, stage)
             with m.own_rng():
                 m.scored = list(TensorLoader(x, y, m.data.eval_batch_size))
             m.module.eval()
@@ -206,11 +206,16 @@ class Scoring:
 
     def __len__(self) -> int:
         m = self.module.members[0]
-        x, y = m.data.val_set if self.stage == "val" else m.data.test_set
+        x, y = scored_set(m, self.stage)
         return math.ceil(len(y) / m.data.eval_batch_size)
 
     def __iter__(self):
         yield from range(self.module.begin_scoring(self.stage))
+
+
+def scored_set(m: Member, stage: str) -> tuple:
+    """The member's (x, y) that a validation or test pass scores."""
+    return m.data.val_set if stage == "val" else m.data.test_set
 
 
 class MemberFiles(AtomicCheckpointIO):
