@@ -77,6 +77,24 @@ class Callbacks:
         self.notify("on_job_end", True, config=config, **kw)
 
 
+def sweeper_class(node: DictConfig | None) -> type | None:
+    """The class a `hydra.sweeper` node names (Hydra's own choice, built by Hydra already: not a class
+    nnlab's allow-list builds), or None."""
+    target = OmegaConf.select(node, "_target_", default=None) if node is not None else None
+    try:
+        return get_class(target) if target else None
+    except (ImportError, ValueError):
+        return None
+
+
+def sweeper_says(node: DictConfig | None, capability: str) -> bool:
+    """Whether the sweeper of a sweep (its `hydra.sweeper` node) declares `capability` on its class:
+    `study` (its jobs are an Optuna study's trials, nnlab.search), `pbt` (population-based training,
+    nnlab.pbt) or `one_process` (it judges its jobs against each other as they train, so their
+    population trains in one process, in job order). The one place nnlab asks what a sweep is."""
+    return bool(getattr(sweeper_class(node), capability, False))
+
+
 def compose(src: Sources, mode: RunMode) -> DictConfig:
     """The command's config, its hydra node included, as Hydra's main composes it for `mode`."""
     overrides = [*src.overrides, *searchpath_overrides(src), f"hydra.mode={mode.name}"]

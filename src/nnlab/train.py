@@ -30,7 +30,7 @@ import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.types import RunMode
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import SingleDeviceStrategy
 from lightning.pytorch.utilities import rank_zero_only
@@ -324,7 +324,7 @@ def job(cfg: DictConfig, run_dir: Path, sweeping: bool) -> tuple[dict | None, bo
                                                  if not o.startswith("resume=")])
         member = is_member(ckpt_path)  # an interrupted population member's: it continues alone
     sweeper = HydraConfig.get().sweeper
-    if sweeping and getattr(get_class(sweeper._target_), "study", False):  # a trial of a study
+    if sweeping and app.sweeper_says(sweeper, "study"):  # a trial of a study
         from nnlab.search import FINISH, job_trial  # Optuna: imported by a study's jobs only
         pruning = Pruning(job_trial(cfg), sweeper.metric)
         go_on = FINISH in pruning.trial.user_attrs  # a pruned leader run on to the end (Search.leader)

@@ -12,12 +12,13 @@ import torch
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override, OverrideType
 from hydra.errors import InstantiationException
-from hydra.utils import get_class, instantiate
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, MLFlowLogger, TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nnlab import cores
+from nnlab.app import sweeper_class
 from nnlab.callbacks import EpochLog, Figures
 from nnlab.checkpoint import Interrupt, RNGState
 from nnlab.compat import hydra_basic
@@ -100,30 +101,13 @@ def stackable(cfg: DictConfig) -> bool:
     return not any(True for _ in net.buffers())
 
 
-def sweeper_class(cfg: DictConfig) -> type | None:
-    """The class of the sweeper a composed job config names (Hydra's own choice, which Hydra has built
-    already: not a class nnlab's allow-list builds), or None."""
-    target = OmegaConf.select(cfg, "hydra.sweeper._target_", default=None)
-    try:
-        return get_class(target) if target else None
-    except (ImportError, ValueError):
-        return None
-
-
-def one_process(cfg: DictConfig) -> bool:
-    """Whether a composed job config's sweeper judges its jobs against each other as they train (a
-    study's pruner, PBT's ranking): its class says so, and its population then trains in one process,
-    in job order."""
-    return getattr(sweeper_class(cfg), "one_process", False)
-
-
 def supported(cfg: DictConfig) -> str | None:
     """Why the population cannot train this (composed) config, or None when it can. An allow-list of
     classes and capabilities: anything not named here, and any app that is not an nnlab run (no
     trainer, model or data), takes the basic launcher's path."""
     if not all(OmegaConf.select(cfg, k, default=None) is not None for k in ("model", "data", "trainer", "callbacks")):
         return "the population trains nnlab runs only (a config with model, data, trainer and callbacks)"
-    trainer, sweeper = cfg.trainer, sweeper_class(cfg)
+    trainer, sweeper = cfg.trainer, sweeper_class(OmegaConf.select(cfg, "hydra.sweeper"))
     data = built_class(cfg, "data")
     checks = [
         (data is not None and issubclass(data, TensorDataModule), "data other than tensors in memory (TensorDataModule)"),

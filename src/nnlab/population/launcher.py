@@ -19,10 +19,10 @@ from hydra.core.utils import (
     run_job,
     setup_globals,
 )
-from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nnlab import runs
+from nnlab.app import sweeper_says
 from nnlab.callbacks import Pruning
 from nnlab.checkpoint import (
     checkpoint_problem,
@@ -35,7 +35,6 @@ from nnlab.population.grouping import (
     job_of,
     launcher_settings,
     supported,
-    sweeper_class,
     vectorized,
 )
 from nnlab.population.member import Member, file_handler, saved_state
@@ -203,7 +202,7 @@ class Population:
 
 def exploit(base: DictConfig):
     """Population-based training's exploit-and-explore step where the sweeper is nnlab's PBT, else None."""
-    if not getattr(sweeper_class(base), "pbt", False):
+    if not sweeper_says(OmegaConf.select(base, "hydra.sweeper"), "pbt"):
         return None
     from nnlab.pbt import Exploit, pbt_space  # Optuna's distributions: imported by PBT sweeps only
     return Exploit(base.hydra.sweeper, pbt_space(base.hydra.sweeper, [])[1])
@@ -236,7 +235,7 @@ def enlisted(job: Job, cfg: DictConfig, run_dir: Path, log_file: Path, locks: co
         runs.set_aside(run_dir)
     member = Member(job, checked, run_dir, log_file, saved)
     sweeper = HydraConfig.get().sweeper  # the job's own (Population.start_job set it)
-    if getattr(get_class(sweeper._target_), "study", False):  # a trial of a study: judged after each epoch
+    if sweeper_says(sweeper, "study"):  # a trial of a study: judged after each epoch
         from nnlab.search import job_trial  # Optuna: imported by studies only
         member.pruning = Pruning(job_trial(checked), sweeper.metric)
     if why:

@@ -16,8 +16,9 @@ from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from nnlab import runs
+from nnlab.app import sweeper_says
 from nnlab.errors import Interrupted, NnlabError
-from nnlab.population.grouping import Job, derive, one_process
+from nnlab.population.grouping import Job, derive
 from nnlab.population.member import Member, best, finished, shared_data
 
 if TYPE_CHECKING:
@@ -182,7 +183,8 @@ def processes(size: int, cfg: DictConfig, workers: int) -> int:
     not Linux (macOS forks badly under some of the libraries torch loads); and a study's trials or PBT's
     members, judged against each other each epoch: one process keeps their order, so the sweep is
     reproducible."""
-    return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 and not one_process(cfg) else 1
+    judged = sweeper_says(OmegaConf.select(cfg, "hydra.sweeper"), "one_process")
+    return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 and not judged else 1
 
 
 def parts_of(enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
