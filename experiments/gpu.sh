@@ -6,6 +6,9 @@
 #                                     # hydra-core, omegaconf and antlr4, and MNIST's idx files, gzipped
 #   bash experiments/gpu.sh           # then on the GPU machine, with .gpu/ beside the code: the GPU tests,
 #                                     # experiments/gpu.py's recipe timings, make bench; tables last
+#   bash experiments/gpu.sh population  # or, on its own (at most ~9.5 minutes): populations on the GPU,
+#                                     # members against their runs there, then the whole mnist_grid
+#                                     # through the population and one run after another, timed
 # Without a GPU it is a dry run of the same steps: GPU_ARGS="+trainer.limit_train_batches=5"
 # BENCH_ARGS="repeats=1 spiral_steps=100" bash experiments/gpu.sh
 set -uo pipefail
@@ -34,6 +37,24 @@ for f in .gpu/mnist/*.gz; do [[ -e $f ]] && { t=data/MNIST/raw/$(basename "$f" .
 python3 -c "import torch, lightning; print('torch', torch.__version__, 'lightning', lightning.__version__,
   torch.cuda.get_device_name() if torch.cuda.is_available() else 'no GPU')" | tee "$OUT/machine.txt"
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm --format=csv >>"$OUT/machine.txt" 2>&1
+
+if [[ ${1:-} == population ]]; then
+  timeout 120 python3 -m pytest -q -s -p no:cacheprovider tests/test_population.py -k "gpu_members or on_a_gpu" 2>&1 \
+    | grep -E "deviation|passed|failed|Error|assert" | tail -n 20 >"$OUT/population.txt"
+  for way in population basic; do  # the same 54 runs; each way's folder is a sweep make compare reads
+    extra=(); [[ $way == population ]] && extra=(hydra.launcher.gpu=true)
+    start=$(date +%s.%N)
+    timeout $([[ $way == population ]] && echo 150 || echo 300) python3 -m nnlab.train --multirun sweep=mnist_grid \
+      "hydra/launcher=$way" "${extra[@]}" "hydra.sweep.dir=$OUT/mnist_grid_$way" >"$OUT/mnist_grid_$way.log" 2>&1
+    rc=$?
+    ok=$(grep -l '"status": "ok"' "$OUT"/mnist_grid_$way/*/metrics.json 2>/dev/null | wc -l)
+    echo "mnist_grid, $way: exit $rc, $ok of 54 ok, $(python3 -c "import time; print(round(time.time() - $start, 1))") s" \
+      | tee -a "$OUT/population.txt"
+    python3 -m nnlab.compare "$OUT/mnist_grid_$way" 2>&1 | head -n 12 >>"$OUT/population.txt"
+  done
+  cat "$OUT/machine.txt" "$OUT/population.txt"
+  exit
+fi
 
 # 1. End-to-end tests, on the GPU (accelerator=auto picks it): fused steps bitwise Lightning's own, the
 #    once-a-group finiteness read against every step's, divergence, seeds, checkpoints, bf16/channels-last.

@@ -20,8 +20,9 @@ from omegaconf import OmegaConf
 
 from nnlab import CONF_DIR
 from nnlab.evaluate import evaluate
-from nnlab.population.grouping import derive, group_jobs, job_of, supported, vectorized
+from nnlab.population.grouping import derive, device_of, group_jobs, job_of, supported, vectorized
 from nnlab.population.loop import Stack
+from nnlab.population.shares import processes
 
 # 12 jobs: linear and mlp, each with a good lr, one that diverges (1e20) and a bad one (-1), 2 seeds
 SWEEP = ["sweep=spiral_grid", "trainer.max_epochs=2", "data.steps_per_epoch=10", "log_interval=5",
@@ -219,8 +220,49 @@ def test_linear_and_mlp_are_vmapped_and_the_cnn_stepped_in_turn_unless_the_launc
     assert vectorized(compose_job(["data=mnist", f"model={model}"]), setting) == how
 
 
+@pytest.mark.parametrize("accelerator,cuda,device", [("cpu", True, "cpu"), ("auto", False, "cpu"), ("auto", True, "cuda:0"),
+                                                     ("gpu", True, "cuda:0"), ("cuda", True, "cuda:0"), ("mps", False, None)])
+def test_a_population_trains_on_the_device_lightning_would_give_its_runs(accelerator, cuda, device, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    found = device_of(compose_job(["data=mnist", f"trainer.accelerator={accelerator}"]))
+    assert (found and str(found)) == device
+
+
+def test_on_a_gpu_a_population_is_vmapped_in_one_process_where_the_launcher_allows_it(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cnn = ["data=mnist", "model=cnn", "hydra/launcher=population"]
+    assert "hydra.launcher.gpu=true" in supported(compose_job(cnn))  # off by default: jobs one after another
+    on = compose_job([*cnn, "hydra.launcher.gpu=true"])
+    assert supported(on) is None and supported(compose_job([*cnn, "hydra.launcher.gpu=true",
+                                                            "trainer.precision=bf16-mixed"])) is None
+    assert vectorized(on) == "vmap" and processes(18, on, workers=16) == 1  # CUDA does not fork
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # the same sweep on the CPU
+    off = compose_job([*cnn, "hydra.launcher.gpu=true"])
+    assert supported(off) is None and vectorized(off) == "loop"
+    assert processes(18, off, workers=16) == (16 if sys.platform == "linux" else 1)
+    assert supported(compose_job([*cnn, "trainer.precision=bf16-mixed"])) is not None  # bf16 only on a GPU
+
+
+def test_a_population_trains_at_its_runs_precision(tmp_path, monkeypatch, cli):
+    # bf16-mixed, which the population takes on a GPU only, runs (slowly) on the CPU: Lightning's precision
+    # plugin autocasts the population's steps as it does a run's, from the trainer the members' config gives
+    import nnlab.population.launcher
+    from nnlab.population.module import Population
+    monkeypatch.setattr(nnlab.population.launcher, "supported", lambda cfg: None)  # the CPU's refusal, lifted
+    take, autocast = Population.training_step, []
+    monkeypatch.setattr(Population, "training_step", lambda self, group, i: autocast.append(
+        (self.trainer.precision, torch.is_autocast_enabled("cpu"))) or take(self, group, i))
+    done = cli("nnlab.train", "--multirun", "hydra/launcher=population", "hydra.launcher.workers=1", "data=spiral",
+               "model=mlp", "optimizer.lr=0.3,1.0", "trainer.precision=bf16-mixed", "trainer.max_epochs=2",
+               "data.steps_per_epoch=10", f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 0 and "population 0: 2 runs differing in optimizer.lr" in done.stdout, done.stderr[-2000:]
+    assert autocast and set(autocast) == {("bf16-mixed", True)}
+    metrics = [json.loads((run / "metrics.json").read_text()) for run in runs(tmp_path / "sweep").values()]
+    assert [m["status"] for m in metrics] == ["ok", "ok"] and all(m["val/acc"] > 0.4 for m in metrics)
+
+
 @pytest.mark.parametrize("setting", ["hydra.launcher.vectorize=fast", "hydra.launcher.figures=some",
-                                     "hydra.launcher.workers=0"])
+                                     "hydra.launcher.workers=0", "hydra.launcher.gpu=yes"])
 def test_a_bad_launcher_setting_is_one_line_before_anything_starts(setting, tmp_path, cli):
     done = cli("nnlab.train", "--multirun", "hydra/launcher=population", setting, "data=spiral", "seed=0,1",
                f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
@@ -517,6 +559,33 @@ def test_mnist_members_are_their_separate_runs_within_tolerance(tiny_mnist, tmp_
     # products are batched ones (bmm), whose float sums may differ in the last bit (measured: within 3e-7).
     print(f"bitwise (weights and every scalar): {len(bitwise)} of 12: {bitwise}")
     assert [name for name in population if "model=cnn" in name] == [name for name in bitwise if "model=cnn" in name]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="a CUDA GPU (experiments/gpu.sh runs it)")
+def test_gpu_members_are_their_separate_runs_within_tolerance(tiny_mnist, tmp_path, cli, scalars):
+    # The jobs above on the GPU: each population vmapped there (the cnn's too), each job alone there under
+    # hydra/launcher=basic. cuDNN picks its own kernels for a vmapped convolution (TF32 by default, as
+    # for a run): close numbers, not the same bits. Prints the largest train/loss deviation found.
+    grid = ["sweep=mnist_grid", f"data.root={tiny_mnist}", "data.val_size=20", "data.batch_size=10", "log_interval=1",
+            "trainer.max_epochs=10", "model=linear,mlp,cnn", "optimizer.lr=0.01,0.03", "scheduler.gamma=0.9", "seed=0,1",
+            "trainer.accelerator=gpu"]
+    for launcher, extra in (("basic", []), ("population", ["hydra.launcher.gpu=true"])):
+        done = cli("nnlab.train", "--multirun", f"hydra/launcher={launcher}", f"hydra.sweep.dir={tmp_path / launcher}",
+                   *grid, *extra, cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-2000:]
+    assert "population 2: 4 runs differing in optimizer.lr, seed, vmapped, on cuda:0" in done.stdout
+    population, basic = runs(tmp_path / "population"), runs(tmp_path / "basic")
+    assert population.keys() == basic.keys() and len(population) == 12
+    worst = 0.0
+    for name, run in population.items():
+        a, b = (json.loads((r / "metrics.json").read_text()) for r in (run, basic[name]))
+        assert a["status"] == b["status"] == "ok" and a["steps"] == b["steps"] == 100, name
+        assert a["device"] == b["device"] == "cuda:0" and a["population"]["size"] == 4, name
+        assert a["val/acc"] == pytest.approx(b["val/acc"], abs=0.05), name  # a val image of 20
+        la, lb = ([v for _, v in scalars(r)["train/loss"]] for r in (run, basic[name]))
+        assert la == pytest.approx(lb, rel=1e-2), name
+        worst = max(worst, max(abs(x - y) / abs(y) for x, y in zip(la, lb)))
+    print(f"largest train/loss deviation, members against their runs on the GPU: {worst:.2e} relative")
 
 
 @pytest.mark.slow

@@ -33,7 +33,8 @@ FIGURES = ("none", "best", "all")
 # How a population steps its members: vmap (one vectorised forward and backward for all) or loop
 # (each member's own forward in turn, one backward). auto: what the model class says of itself
 # (its `vmap_on_cpu`): on this 2-core CPU vmapped convolutions are slower than the members' own
-# (8 CNN members: 0.62x; docs/population.md).
+# (8 CNN members: 0.62x; docs/population.md). On a GPU auto is vmap for every model: one kernel launch
+# for all members where the loop launches one a member.
 VECTORIZE = ("auto", "vmap", "loop")
 LOGGERS = (TensorBoardLogger, CSVLogger, MLFlowLogger, WandbLogger)  # conf/logger/'s: a member writes to each as a run does
 # conf/train.yaml's callbacks (any may be left out): what the population does in their place
@@ -101,6 +102,16 @@ def stackable(cfg: DictConfig) -> bool:
     return not any(True for _ in net.buffers())
 
 
+def device_of(cfg: DictConfig) -> torch.device | None:
+    """The device a population of this (composed) config trains on, as Lightning would choose it for
+    one of its runs (`trainer.accelerator`: cpu, gpu or cuda, or auto: the GPU where there is one),
+    or None for an accelerator the population does not use (mps, tpu...)."""
+    accelerator = OmegaConf.select(cfg, "trainer.accelerator", default=None)
+    if accelerator in ("gpu", "cuda") or accelerator == "auto" and torch.cuda.is_available():
+        return torch.device("cuda", 0)  # devices: 1, Lightning's first GPU
+    return torch.device("cpu") if accelerator in ("cpu", "auto") else None
+
+
 def supported(cfg: DictConfig) -> str | None:
     """Why the population cannot train this (composed) config, or None when it can. An allow-list of
     classes and capabilities: anything not named here, and any app that is not an nnlab run (no
@@ -108,16 +119,20 @@ def supported(cfg: DictConfig) -> str | None:
     if not all(OmegaConf.select(cfg, k, default=None) is not None for k in ("model", "data", "trainer", "callbacks")):
         return "the population trains nnlab runs only (a config with model, data, trainer and callbacks)"
     trainer, sweeper = cfg.trainer, sweeper_class(OmegaConf.select(cfg, "hydra.sweeper"))
+    device = device_of(cfg)
+    gpu = device is not None and device.type == "cuda"
     data = built_class(cfg, "data")
     checks = [
         (data is not None and issubclass(data, TensorDataModule), "data other than tensors in memory (TensorDataModule)"),
         (stackable(cfg), "models whose class is not stackable, or with buffers (batch norm)"),
         (cfg.get("fused") and not cfg.get("compile") and not cfg.get("channels_last") and cfg.get("resume") is None,
          "fused=false, compile, channels_last or resume"),
-        (set(trainer) <= TRAINER_KEYS and trainer.get("devices") == 1 and str(trainer.get("precision")) in ("32-true", "32")
-         and trainer.get("deterministic") and trainer.get("num_sanity_val_steps") == 0
-         and (trainer.get("accelerator") == "cpu" or trainer.get("accelerator") == "auto" and not torch.cuda.is_available()),
-         "trainer settings other than conf/trainer/default.yaml's on the CPU"),
+        (set(trainer) <= TRAINER_KEYS and trainer.get("devices") == 1 and device is not None
+         and str(trainer.get("precision")) in (("32-true", "32", "bf16-mixed") if gpu else ("32-true", "32"))
+         and trainer.get("deterministic") and trainer.get("num_sanity_val_steps") == 0,
+         "trainer settings other than conf/trainer/default.yaml's (bf16-mixed too on a GPU)"),
+        (not gpu or OmegaConf.select(cfg, "hydra.launcher.gpu", default=False) is True,
+         "on a GPU unless hydra.launcher.gpu=true (docs/population.md)"),
         (all(built_class(cfg, f"callbacks.{k}") is CALLBACKS.get(k) for k in cfg.callbacks),
          "callbacks other than conf/train.yaml's"),
         (all(built_class(cfg, f"logger.{k}") in LOGGERS for k in cfg.get("logger") or {}),
@@ -145,6 +160,9 @@ def launcher_settings(settings) -> tuple[str, str, int, int]:
     if type(every) is not int or every < 0:
         raise ConfigError(f"hydra.launcher.checkpoint_every={every} is not an option: a whole number of epochs >= 0 "
                           "(0: only when a member ends or stops)")
+    if type(settings.get("gpu", False)) is not bool:
+        raise ConfigError(f"hydra.launcher.gpu={settings.get('gpu')} is not an option: true (populations on a GPU) "
+                          "or false (a GPU's jobs one after another)")
     return figures, vectorize, workers, every
 
 
@@ -152,7 +170,8 @@ def vectorized(cfg: DictConfig, setting: str = "auto") -> str:
     """vmap or loop (see VECTORIZE) for a group of this config, `setting` being the launcher's."""
     if setting != "auto":
         return setting
-    return "vmap" if getattr(built_class(cfg, "model"), "vmap_on_cpu", False) else "loop"
+    on_cpu = getattr(device_of(cfg), "type", "cpu") == "cpu"
+    return "vmap" if not on_cpu or getattr(built_class(cfg, "model"), "vmap_on_cpu", False) else "loop"
 
 
 def derive(base: DictConfig, job: Job) -> DictConfig:

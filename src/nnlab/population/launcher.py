@@ -31,6 +31,7 @@ from nnlab.config import ConfigError, check
 from nnlab.population.grouping import (
     Job,
     derive,
+    device_of,
     group_jobs,
     job_of,
     launcher_settings,
@@ -95,6 +96,8 @@ class Population:
             what = f"alone ({why})" if why else f"population {n}: {len(group)} runs differing in {numbers}, {how}"
             if not why and (k := processes(len(group), base, self.workers)) > 1:
                 what += f", in {k} processes"
+            if not why and (device := device_of(base)).type != "cpu":
+                what += f", on {device}"
             print(f"  {ids} {shared}: {what}", flush=True)
 
     def compose(self, job: Job) -> DictConfig:

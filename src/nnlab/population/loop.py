@@ -35,11 +35,23 @@ def keep_freed_memory() -> None:
         mallopt(M_TRIM_THRESHOLD, 256 << 20)
 
 
+def place(members: list[Member], device: torch.device) -> None:
+    """The members' data and Classifiers (weights, epoch sums) on the device they train on, as Lightning
+    puts a run's there after its init: a no-op on the CPU. Members sharing data move it once."""
+    for m in members:
+        m.data.to(device)
+        m.module.to(device)
+        for sums in m.module.sums.values():
+            sums.to(device)
+        m.params = dict(m.module.net.named_parameters())
+
+
 def set_up(members: list[Member], epochs: int, per_epoch: int) -> tuple["Stack", EpochSums]:
     """The members' stack and epoch sums, their optimizers and schedules over it, and a stopped
     member's state restored into its row."""
     sums = EpochSums()  # every member's training sums of the epoch, one row each: (members, 2)
     sums.loss, sums.hits = sums.loss.repeat(len(members), 1), sums.hits.repeat(len(members), 1)
+    sums.to(members[0].module.device)
     for slot, m in enumerate(members):
         m.slot, m.sums = slot, sums
     stack = Stack(members)  # before the optimizers: they take the members' views of it
@@ -130,8 +142,9 @@ class Stack:
         takes for a tensor lr, the same floats on this CPU (tests/test_population.py checks it
         against torch.optim.SGD). One op a parameter, where a step of each member's optimizer cost
         ~25 us a member."""
-        rows = torch.tensor([r for r, _ in plain])
-        lr = torch.tensor([v for _, v in plain])
+        device = next(iter(self.leaves.values())).device
+        rows = torch.tensor([r for r, _ in plain], device=device)
+        lr = torch.tensor([v for _, v in plain], device=device)
         for n, t in self.leaves.items():
             shape = (-1,) + (1,) * (t.ndim - 1)
             if len(plain) == len(t):

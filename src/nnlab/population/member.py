@@ -193,7 +193,7 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
                 end_loggers(loggers, m.run_dir, m.metrics["status"] in runs.FINISHED)
     finally:
         m.metrics.update(epochs=getattr(m, "epoch", 0), steps=getattr(m, "step", 0), seconds=seconds,
-                         device="cpu", threads=torch.get_num_threads(), torch=torch.__version__)
+                         device=str(m.module.device) if hasattr(m, "module") else "cpu", threads=torch.get_num_threads(), torch=torch.__version__)
         runs.write_json(m.run_dir / "metrics.json", m.metrics)
         lines = runs.summary(m.run_dir, m.metrics, ", the population's")
         m.note(lines)  # its train.log's, as a run in a sweep writes it (the console has the sweep's progress)

@@ -23,8 +23,8 @@ from nnlab.checkpoint import AtomicCheckpointIO, Interrupt, read_checkpoint, sto
 from nnlab.config import ConfigError, check
 from nnlab.data.loader import TensorLoader
 from nnlab.errors import Interrupted
-from nnlab.population.grouping import Job, vectorized
-from nnlab.population.loop import epoch_batches, forward_of, keep_freed_memory, set_up, steps_per_epoch
+from nnlab.population.grouping import Job, device_of, vectorized
+from nnlab.population.loop import epoch_batches, forward_of, keep_freed_memory, place, set_up, steps_per_epoch
 from nnlab.population.member import (
     Member,
     best,
@@ -235,12 +235,16 @@ class MemberFiles(AtomicCheckpointIO):
 
 
 def trainer_for(module: Population) -> L.Trainer:
-    """Lightning's Trainer for a population on the CPU: no logger (each member writes its own); a stop
-    at a step boundary checkpointed by nnlab.checkpoint.Interrupt, as a run's."""
-    cfg = module.members[0].cfg
-    return L.Trainer(accelerator="cpu", devices=1, max_epochs=module.epochs, deterministic=cfg.trainer.deterministic,
-                     logger=False, callbacks=[Interrupt(str(module.path.parent))], enable_checkpointing=False, plugins=[MemberFiles()], enable_progress_bar=False,
-                     enable_model_summary=False, num_sanity_val_steps=0, log_every_n_steps=module.every or 1)
+    """Lightning's Trainer for a population, on its members' device and at their precision: no logger
+    (each member writes its own); a stop at a step boundary checkpointed by nnlab.checkpoint.Interrupt,
+    as a run's."""
+    cfg, device = module.members[0].cfg, module.members[0].module.device
+    gpu = device.type == "cuda"
+    return L.Trainer(accelerator="gpu" if gpu else "cpu", devices=[device.index or 0] if gpu else 1,
+                     precision=cfg.trainer.precision, max_epochs=module.epochs, deterministic=cfg.trainer.deterministic,
+                     logger=False, callbacks=[Interrupt(str(module.path.parent))], enable_checkpointing=False,
+                     plugins=[MemberFiles()], enable_progress_bar=False, enable_model_summary=False,
+                     num_sanity_val_steps=0, log_every_n_steps=module.every or 1)
 
 
 def train_population(members: list[Member], group: int, figures: str, how: str = "vmap", choose=None,
@@ -259,6 +263,7 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         shared = {} if shared is None else shared  # data modules by their resolved config (shared_data)
         for m in members:  # their "population" entries are the whole population's (run_share)
             m.build(shared)
+        place(members, device_of(cfg) or torch.device("cpu"))
         module = Population(members, how, checkpoint_every, pbt)
         trainer = trainer_for(module)
         resumed = members[0].saved is not None  # they continue together, from Lightning's state in their files

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from nnlab import runs
 from nnlab.app import sweeper_says
 from nnlab.errors import Interrupted, NnlabError
-from nnlab.population.grouping import Job, derive
+from nnlab.population.grouping import Job, derive, device_of
 from nnlab.population.member import Member, best, finished, shared_data
 
 if TYPE_CHECKING:
@@ -179,12 +179,13 @@ def share_worker(pop: "Population", n: int, jobs: list[Job], base: DictConfig, s
 # -- The training of a population ----------------------------------------------------------------
 def processes(size: int, cfg: DictConfig, workers: int) -> int:
     """How many processes set up and train a population of `size` (Population.train_shares). One where
-    forking cannot help or is not safe: a population of one, threads > 1 (a forked OpenMP pool), or
+    forking cannot help or is not safe: a population of one, a GPU's, threads > 1 (a forked OpenMP pool), or
     not Linux (macOS forks badly under some of the libraries torch loads); and a study's trials or PBT's
     members, judged against each other each epoch: one process keeps their order, so the sweep is
     reproducible."""
     judged = sweeper_says(OmegaConf.select(cfg, "hydra.sweeper"), "one_process")
-    return min(workers, size) if sys.platform == "linux" and (cfg.threads or 1) == 1 and not judged else 1
+    cpu = getattr(device_of(cfg), "type", None) == "cpu"  # a GPU's population: one process (CUDA does not fork)
+    return min(workers, size) if cpu and sys.platform == "linux" and (cfg.threads or 1) == 1 and not judged else 1
 
 
 def parts_of(enlisted: list[tuple]) -> list[tuple[tuple, dict[int, int]]]:
