@@ -78,8 +78,9 @@ def step(members: list, batches: list[tuple[Tensor, Tensor]], forward: Callable,
     each member's logits (B, classes), a (members, B, classes) tensor's rows or a list), per-member
     losses, one backward. Returns whether every loss and gradient was finite (a bool on the device).
     `check`: read that once and, where something was not, check member by member (a diverged
-    member's gradients are dropped, and it stops after this step); without it (a GPU's fused steps,
-    nnlab/fused.py) nothing is read and no member is checked."""
+    member's gradients are dropped, and it stops after this step); without it (on a GPU: fused steps,
+    nnlab/fused.py, and populations, once_a_group in nnlab/population/module.py) nothing is read and no
+    member is checked."""
     rows = None if len(members) == stack.size else torch.tensor([m.slot for m in members])
     stack.zero()
     params = stack.params(rows)

@@ -120,6 +120,7 @@ class Stack:
 
     def __init__(self, members: list[Member]):
         names, self.size = list(members[0].params), len(members)
+        self.device = members[0].module.device
         with torch.no_grad():
             self.leaves = {n: torch.stack([m.params[n] for m in members]).requires_grad_() for n in names}
         self.grads = {n: torch.zeros_like(t) for n, t in self.leaves.items()}
@@ -142,9 +143,8 @@ class Stack:
         takes for a tensor lr, the same floats on this CPU (tests/test_population.py checks it
         against torch.optim.SGD). One op a parameter, where a step of each member's optimizer cost
         ~25 us a member."""
-        device = next(iter(self.leaves.values())).device
-        rows = torch.tensor([r for r, _ in plain], device=device)
-        lr = torch.tensor([v for _, v in plain], device=device)
+        rows = torch.tensor([r for r, _ in plain], device=self.device)
+        lr = torch.tensor([v for _, v in plain], device=self.device)
         for n, t in self.leaves.items():
             shape = (-1,) + (1,) * (t.ndim - 1)
             if len(plain) == len(t):

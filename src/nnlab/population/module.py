@@ -7,6 +7,7 @@ checkpoints (an epoch's, saved at its end; a stop's, by nnlab.checkpoint.Interru
 last, after the test) are split by MemberFiles into each member's checkpoints/last.ckpt, and a stopped
 population continues through Lightning's own ckpt_path from them. A study's pruner (nnlab.search) and
 population-based training (nnlab.pbt) act after each validation."""
+import copy
 import logging
 import math
 import time
@@ -62,6 +63,8 @@ class Population(L.LightningModule):
         self.start = members[0].start  # every member's (a population continues from one place)
         # the path Lightning saves to and resumes from: MemberFiles writes each member's own, reads the first's
         self.path = members[0].run_dir / "checkpoints" / "last.ckpt"
+        # every step's finiteness read on the host: free on the CPU; on a GPU read once a group (once_a_group)
+        self.check_every_step = members[0].module.device.type == "cpu"
         self.active: list[Member] = []  # the members training this epoch (a stopped one stops stepping)
         self.judged: list[Member] = []  # the members a validation or test pass scores
         if pbt is not None:
@@ -89,21 +92,34 @@ class Population(L.LightningModule):
         return done // self.k
 
     def training_step(self, group: int, batch_idx: int) -> None:
-        last_group = (self.per_epoch - 1) // self.k
-        for i in range(group * self.k, min((group + 1) * self.k, self.per_epoch)):
+        span = range(group * self.k, min((group + 1) * self.k, self.per_epoch))
+        last_group = span[-1] == self.per_epoch - 1
+        if self.check_every_step:
+            self.take(span, lambda i, going: [next(m.batches) for m in going], last_group)
+        else:  # a GPU's: nothing read until the group's end (see once_a_group)
+            once_a_group(self, span, last_group)
+        if all(m.stopped for m in self.active):
+            self.trainer.should_stop = True
+
+    def take(self, span: range, draw, last_group: bool, check: bool = True):
+        """The group's steps of the members still going, each on the batch `draw(i, going)` gives it;
+        checked (every step's finiteness read): a member that diverges stops, its group ended there.
+        Unchecked: returns whether every step was finite (a bool on the device, not yet read)."""
+        finite = None if check else torch.ones((), dtype=torch.bool, device=self.stack.device)
+        for i in span:
             going = [m for m in self.active if not m.stopped]
             if not going:
                 break
-            taken = [next(m.batches) for m in going]
-            steps.step(going, taken, self.step_forward, self.stack, self.sums)
-            last = i == self.per_epoch - 1
+            taken = draw(i, going)
+            flag = steps.step(going, taken, self.step_forward, self.stack, self.sums, check=check)
+            if not check:
+                finite &= flag
             for m, (_, y) in zip(going, taken):
                 m.figures.seen += len(y)
-                if m.diverged or (i + 1) % self.k == 0 or last:  # a group's end (or where the member stopped)
-                    end_group(m, self.every, last_group=group == last_group)
+                if check and (m.diverged or i == span[-1]):  # a group's end (or where the member stopped)
+                    end_group(m, self.every, last_group)
                 m.stopped = m.stopped or m.diverged is not None  # its epoch ends with the others'
-        if all(m.stopped for m in self.active):
-            self.trainer.should_stop = True
+        return finite
 
     def on_train_epoch_end(self) -> None:
         epoch = self.trainer.current_epoch + 1  # epochs done
@@ -182,6 +198,54 @@ class Population(L.LightningModule):
                 m.boundary = place
             own.append((m, member_checkpoint(m, place, None if stop else m.points, checkpoint["loops"])))
         checkpoint["members"] = own
+
+
+def once_a_group(module: Population, span: range, last_group: bool) -> None:
+    """A group of steps with one host read, at its end (each read makes the host wait for the GPU's
+    queue). What the steps change is saved first; a group in which any member went non-finite is put
+    back and taken again on the same batches, every step checked, so each member stops exactly where
+    every step's check would have stopped it, and the others' numbers are those of such a run."""
+    saved, drawn = save_group(module), {}
+
+    def draw(i: int, going: list[Member]) -> list:
+        drawn[i] = {m.slot: next(m.batches) for m in going}
+        return list(drawn[i].values())
+    if bool(module.take(span, draw, last_group, check=False)):  # the one host read a group
+        for m in module.active:
+            if not m.stopped:
+                m.finite_loss = m.loss
+                end_group(m, module.every, last_group)
+        return
+    restore_group(module, saved)
+    module.take(span, lambda i, going: [drawn[i][m.slot] for m in going], last_group)
+
+
+def save_group(module: Population) -> dict:
+    """What a group of steps changes: the stack's weights, the epoch sums, and each member's optimizer
+    and schedule state (tensors cloned), step count, losses and samples seen. (Models in a population
+    draw no random numbers, and their data order is drawn at the epoch's start.)"""
+    members = [m for m in module.active if not m.stopped]
+    return {"leaves": {n: t.detach().clone() for n, t in module.stack.leaves.items()},
+            "sums": (module.sums.loss.clone(), module.sums.hits.clone()),
+            "members": [(m, {p: copy.deepcopy(state) for p, state in m.optimizer.state.items()},
+                         [{k: v for k, v in g.items() if k != "params"} for g in m.optimizer.param_groups],
+                         copy.deepcopy(m.scheduler.state_dict()) if m.scheduler is not None else None,
+                         (m.step, m.loss, m.finite_loss, m.scheduled, m.figures.seen)) for m in members]}
+
+
+@torch.no_grad()
+def restore_group(module: Population, saved: dict) -> None:
+    for n, t in module.stack.leaves.items():
+        t.copy_(saved["leaves"][n])
+    module.sums.loss.copy_(saved["sums"][0]), module.sums.hits.copy_(saved["sums"][1])
+    for m, state, groups, scheduler, numbers in saved["members"]:
+        m.optimizer.state.clear()  # in place: the optimizer's own dict
+        m.optimizer.state.update(state)
+        for group, values in zip(m.optimizer.param_groups, groups):
+            group.update(values)
+        if scheduler is not None:
+            m.scheduler.load_state_dict(scheduler)
+        m.step, m.loss, m.finite_loss, m.scheduled, m.figures.seen = numbers
 
 
 class Groups:
