@@ -103,7 +103,7 @@ def test_every_member_is_its_separate_run_bit_for_bit(sweeps, scalars):
 
 def test_a_spiral_run_is_the_same_bits_on_one_thread_and_on_two(tmp_path, cli):
     # A sweep's runs take one thread, make train's torch's default (2 here): on the spiral that changes no
-    # number, so a member's numbers are those of its run made alone (docs/population.md, Threads)
+    # number, so a member's numbers are those of its run made alone (docs/population-evidence.md, Threads)
     out = {}
     for threads in (1, 2):
         done = cli("nnlab.train", "data=spiral", "model=mlp", "optimizer.lr=1.0", "data.steps_per_epoch=50",

@@ -19,7 +19,7 @@ from pathlib import Path
 # The command (python -m nnlab.train, not an import of it) keeps Python's garbage collector off its
 # imports: the ~450k objects torch, Lightning (which imports torchmetrics, torchvision and scipy)
 # and Hydra create live as long as the process, yet collecting while they loaded (~1,100 collections,
-# 7 of them full) took ~1 s of a 4 s import on the 2-core VM of docs/population.md. gc.freeze() below
+# 7 of them full) took ~1 s of a 4 s import on the 2-core VM of docs/population-evidence.md. gc.freeze() below
 # then keeps them out of every later collection, the ones Python makes as it exits included (~1.5 s).
 if __name__ == "__main__":
     gc.disable()

@@ -30,7 +30,7 @@ numbers of the sweep never interrupted. A member that cannot continue (`saved_st
 again from its start.
 
 A group composes one config (a Hydra composition took ~0.5 s on the loaded 2-core VM of
-docs/population.md); each member's config is
+docs/population-evidence.md); each member's config is
 that one with the member's numbers set, and the overrides, folder name and job number Hydra would
 give it (tests/test_population.py: equal to Hydra's own composition of the job). Each member then
 gets what Hydra's run_job gives a job (its folder, .hydra/ with the same bytes, Hydra's job callbacks),
@@ -58,7 +58,7 @@ claimed; the group trains:
 On the spiral on this CPU every number equals the member's separate run bit for bit: the vmapped
 logits and their gradients are the same floats as one model's, and everything else is per member.
 On MNIST the CNN's members (in turn) are bitwise their runs on the same thread count; the vmapped
-linear and mlp members' batched matrix products may differ in the last bit (docs/population.md).
+linear and mlp members' batched matrix products may differ in the last bit (docs/population-evidence.md).
 Members whose data configs resolve alike share one data module (MNIST: read once a population), and
 each gathers its minibatch from the shared tensors when its step takes it.
 Every member leaves a normal run folder (metrics.json plus a "population" entry, TensorBoard events

@@ -33,7 +33,7 @@ FIGURES = ("none", "best", "all")
 # How a population steps its members: vmap (one vectorised forward and backward for all) or loop
 # (each member's own forward in turn, one backward). auto: what the model class says of itself
 # (its `vmap_on_cpu`): on this 2-core CPU vmapped convolutions are slower than the members' own
-# (8 CNN members: 0.62x; docs/population.md). On a GPU auto is vmap for every model: one kernel launch
+# (8 CNN members: 0.62x; docs/population-evidence.md). On a GPU auto is vmap for every model: one kernel launch
 # for all members where the loop launches one a member.
 VECTORIZE = ("auto", "vmap", "loop")
 LOGGERS = (TensorBoardLogger, CSVLogger, MLFlowLogger, WandbLogger)  # conf/logger/'s: a member writes to each as a run does

@@ -24,7 +24,7 @@ def keep_freed_memory() -> None:
     """Have glibc's malloc keep what a step frees for the next step. A population's activations are
     MiBs ((members, 300, 100) float32 a hidden layer: 4 MiB for 36 spiral MLPs), above the sizes
     malloc hands back to the kernel as soon as they are freed (mmap'd blocks; the heap's top trimmed
-    past 128 KiB), so every step faulted its pages in afresh: on the 2-core VM of docs/population.md
+    past 128 KiB), so every step faulted its pages in afresh: on the 2-core VM of docs/population-evidence.md
     spiral_grid's population sweep took 4-6 s of system time, 2 s with these settings (mallopt(3):
     blocks under 32 MiB come from the heap, which keeps up to 256 MiB of freed memory). Elsewhere
     (not glibc) nothing changes."""
