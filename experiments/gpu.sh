@@ -9,6 +9,7 @@
 #   bash experiments/gpu.sh population  # or, on its own (at most ~9.5 minutes): populations on the GPU,
 #                                     # members against their runs there, then the whole mnist_grid
 #                                     # through the population and one run after another, timed
+#   bash experiments/gpu.sh pbt       # or: mnist_pbt with 64 CNN members as one population on the GPU
 # Without a GPU it is a dry run of the same steps: GPU_ARGS="+trainer.limit_train_batches=5"
 # BENCH_ARGS="repeats=1 spiral_steps=100" bash experiments/gpu.sh
 set -uo pipefail
@@ -53,6 +54,17 @@ if [[ ${1:-} == population ]]; then
     python3 -m nnlab.compare "$OUT/mnist_grid_$way" 2>&1 | head -n 12 >>"$OUT/population.txt"
   done
   cat "$OUT/machine.txt" "$OUT/population.txt"
+  exit
+fi
+
+if [[ ${1:-} == pbt ]]; then
+  start=$(date +%s.%N)
+  timeout 500 python3 -m nnlab.train --multirun sweep=mnist_pbt hydra.sweeper.members=64 hydra/launcher=population \
+    hydra.launcher.gpu=true \
+    "hydra.sweep.dir=$OUT/mnist_pbt_64" >"$OUT/mnist_pbt_64.log" 2>&1
+  echo "mnist_pbt, 64 members: exit $?, $(python3 -c "import time; print(round(time.time() - $start, 1))") s" >"$OUT/pbt.txt"
+  python3 -m nnlab.compare "$OUT/mnist_pbt_64" 2>&1 | head -n 20 >>"$OUT/pbt.txt"
+  cat "$OUT/machine.txt" "$OUT/pbt.txt"
   exit
 fi
 
