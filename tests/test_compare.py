@@ -2,17 +2,20 @@
 and the statistics of its verdicts, checked against scipy on the same arrays."""
 import csv
 import json
+import math
 import shutil
 import time
 
 import numpy as np
 import pytest
 from conftest import fresh_process, in_process, one_line_refusal
+from omegaconf import OmegaConf
 from scipy import stats as sp
 
 from nnlab import stats
 from nnlab.compare import best_per_architecture, compare, load_runs, summarize
 from nnlab.confirm import commands
+from nnlab.runs import RunFolderError, read_yaml
 
 
 def fake_run(folder, model, lr, gamma, seed, status="ok", val=0.5, test=0.5, n_test=300):
@@ -274,3 +277,26 @@ def test_the_same_gap_on_every_seed_is_judged_by_the_exact_sign_flip_test_not_ca
     line = stats.verdict(d)
     assert line.startswith("a vs b: no detectable difference with 3 seeds (+1.0 pt [+1.0, +1.0], sign-flip p = 0.25")
     assert line.endswith("about 6 seeds would detect 1.0 pt at this spread")  # 2/2^6 = 0.031 < 0.05
+
+
+@pytest.mark.parametrize("text", [
+    "l2: 1e-5\nlr: 1.0e-05\nsteps: 1_000\nhalf: .5\nlow: -.inf\nlimit: 1e3\nsixty: 1:00\n",
+    "day: 2026-12-08\nwhen: 2026-12-08 10:00:00\nflag: on\nother: no\nnothing: null\n1: one\n",
+    "- seed=0\n- optimizer.lr=1e-3\n- 'model=mlp'\n",
+    "hydra: {runtime: {choices: {model: mlp, data: spiral}}, job: {num: 3, env_set: {}}}\n"])
+def test_a_run_folders_yaml_is_read_as_omegaconf_reads_it(text, tmp_path):
+    # runs.RunYaml: OmegaConf.load's rules (floats such as 1e-5, dates as strings) on libyaml's parser
+    path = tmp_path / "file.yaml"
+    path.write_text(text)
+    assert read_yaml(path) == OmegaConf.to_container(OmegaConf.load(path))
+
+
+def test_a_run_folders_yaml_refuses_what_omegaconf_refuses(tmp_path):
+    path = tmp_path / "file.yaml"
+    path.write_text("seed: 0\nseed: 1\n")
+    with pytest.raises(Exception, match="duplicate key seed"):
+        OmegaConf.load(path)
+    with pytest.raises(RunFolderError, match="duplicate key seed"):
+        read_yaml(path)
+    path.write_text("nan: .nan\n")
+    assert math.isnan(read_yaml(path)["nan"]) and math.isnan(OmegaConf.load(path).nan)

@@ -34,8 +34,6 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from omegaconf import OmegaConf
-
 from nnlab import search, stats, study
 from nnlab.errors import NnlabError, command
 from nnlab.figures import FIGURES, plot_best_curves, plot_best_seeds, plot_val_vs_lr
@@ -82,12 +80,14 @@ def run_record(run: Path, label: str | None) -> dict:
     number = lambda v: v is None or isinstance(v, int | float) and not isinstance(v, bool)  # noqa: E731
     if type(seed) is not int or not number(lr) or not number(gamma):
         raise RunFolderError(f"{hydra / 'config.yaml'} has no whole-number seed, or an lr or gamma that is not a number")
-    choices = OmegaConf.select(OmegaConf.create(recorded if isinstance(recorded, dict) else {}), "hydra.runtime.choices")
-    if not (choices and isinstance(choices.get("model"), str) and isinstance(choices.get("data"), str)):
+    choices = recorded
+    for key in ("hydra", "runtime", "choices"):
+        choices = choices.get(key) if isinstance(choices, dict) else None
+    if not (isinstance(choices, dict) and isinstance(choices.get("model"), str) and isinstance(choices.get("data"), str)):
         raise RunFolderError(f"{hydra / 'hydra.yaml'} does not record the model and data chosen")
     setting = ",".join(sorted(o for o in overrides if not o.startswith(("seed=", "sweep=")))) or "(defaults)"
     return {"dir": run, "metrics": metrics, "setting": f"{label}: {setting}" if label else setting, "seed": seed,
-            "data": choices.data, "model": f"{choices.model}@{label}" if label else choices.model, "lr": lr,
+            "data": choices["data"], "model": f"{choices['model']}@{label}" if label else choices["model"], "lr": lr,
             "gamma": gamma}
 
 

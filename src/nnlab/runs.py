@@ -13,6 +13,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -20,7 +21,6 @@ from typing import BinaryIO
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
 
 from nnlab.errors import NnlabError
 
@@ -109,18 +109,47 @@ def refuse_links(folder: Path) -> None:
                              "remove it, or copy the folder without links")
 
 
+class RunYaml(getattr(yaml, "CSafeLoader", yaml.SafeLoader)):
+    """YAML read by OmegaConf.load's rules, on libyaml's parser where PyYAML has it: a duplicate key is
+    refused, `1e-5` is a float, a date stays a string. OmegaConf.load, then to_container, built a
+    DictConfig only to turn it back into dicts: 12 ms for a run's hydra.yaml, 0.5 ms here, most of
+    make compare's time on a 72-run sweep. tests/test_compare.py checks these rules against OmegaConf's
+    on the same documents, so a change of OmegaConf's fails there."""
+
+    def construct_mapping(self, node, deep: bool = False):
+        keys = [k.value for k, _ in node.value if k.tag == yaml.resolver.BaseResolver.DEFAULT_SCALAR_TAG]
+        if dup := next((k for i, k in enumerate(keys) if k in keys[:i]), None):
+            raise yaml.constructor.ConstructorError("while constructing a mapping", node.start_mark,
+                                                    f"found duplicate key {dup}", node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+RunYaml.yaml_implicit_resolvers = {first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+                                   for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()}
+RunYaml.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"""^(?:
+     [-+]?[0-9]+(?:_[0-9]+)*\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9]+(?:_[0-9]+)*(?:[eE][-+]?[0-9]+)
+    |\.[0-9]+(?:_[0-9]+)*(?:[eE][-+][0-9]+)?
+    |[-+]?[0-9]+(?:_[0-9]+)*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X), list("-+0123456789."))
+RunYaml.add_constructor("tag:yaml.org,2002:python/object/apply:pathlib.Path",
+                        lambda loader, node: Path(*loader.construct_sequence(node)))
+
+
 def read_yaml(path: Path):
-    """The content of a YAML file in a run folder (.hydra/*.yaml), as plain lists and dicts; RunFolderError
-    naming it where it is missing, a link, or not YAML."""
+    """The content of a YAML file in a run folder (.hydra/*.yaml), as plain lists and dicts (RunYaml);
+    RunFolderError naming it where it is missing, a link, or not YAML."""
     path = Path(path)
     if path.is_symlink():
         raise RunFolderError(f"{path} is a symbolic link, which nnlab does not follow")
     try:
-        return OmegaConf.to_container(OmegaConf.load(path))
+        return yaml.load(path.read_bytes(), Loader=RunYaml)
     except FileNotFoundError:
         raise RunFolderError(f"{path} is missing") from None
-    except (ValueError, OmegaConfBaseException, yaml.YAMLError) as e:
-        raise RunFolderError(f"{path} is not YAML nnlab can read ({str(e).splitlines()[0][:100]})") from None
+    except (ValueError, yaml.YAMLError) as e:  # UnicodeDecodeError is a ValueError
+        why = getattr(e, "problem", None) or str(e).splitlines()[0]  # a YAML error's problem, not its context
+        raise RunFolderError(f"{path} is not YAML nnlab can read ({why[:100]})") from None
 
 
 def write_atomic(path: Path, data: bytes | Callable[[BinaryIO], None]) -> None:
