@@ -426,6 +426,30 @@ def test_a_gpus_once_a_group_check_gives_every_steps_numbers(tmp_path, monkeypat
     assert ("ok", 40) in ends and any(s == "diverged" and steps > 2 for s, steps in ends), ends  # past a group
 
 
+def test_a_members_curves_are_in_tensorboard_while_its_population_trains(tmp_path, monkeypatch, scalars, cli):
+    # As a run's: each member's points of an epoch are in its events file once the epoch's checkpoint is
+    # saved (MemberRuns), read here as the next epoch starts; the rest when it ends, every step once.
+    from nnlab.population.module import Population
+    take, seen = Population.training_step, {}
+
+    def reading(self, group: int, batch_idx: int) -> None:
+        if batch_idx == 0 and self.trainer.current_epoch not in seen:
+            seen[self.trainer.current_epoch] = {m.run_dir.name: scalars(m.run_dir) if (m.run_dir / "tensorboard").exists()
+                                                else {} for m in self.members}
+        take(self, group, batch_idx)
+    monkeypatch.setattr(Population, "training_step", reading)
+    done = cli("nnlab.train", "--multirun", "hydra/launcher=population", "hydra.launcher.workers=1", "data=spiral",
+               "model=mlp", "optimizer.lr=0.3,1.0", "data.steps_per_epoch=20", "log_interval=5", "trainer.max_epochs=3",
+               f"hydra.sweep.dir={tmp_path / 'sweep'}", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sorted(seen) == [0, 1, 2] and all(not board for board in seen[0].values())  # nothing before any epoch
+    for name, run in runs(tmp_path / "sweep").items():
+        shown = seen[2][name]  # as epoch 3 starts: epochs 1 and 2
+        assert [s for s, _ in shown["train/loss"]] == [5, 10, 15, 20, 25, 30, 35, 40], name
+        assert [s for s, _ in shown["val/acc"]] == [20, 40] and shown["val/acc"] == scalars(run)["val/acc"][:2], name
+        assert [s for s, _ in scalars(run)["train/loss"]] == list(range(5, 61, 5)), name  # at its end: every step once
+
+
 def sweep_into(folder: Path, command: list[str], *extra: str) -> None:
     """The sweep `command` run into `folder` (again: its RESUME=), to a good end."""
     done = subprocess.run([*command, *extra, f"hydra.sweep.dir={folder}"], cwd=folder.parent, capture_output=True,
@@ -662,7 +686,8 @@ def test_a_population_killed_without_warning_resumes_from_its_members_last_epoch
     # SIGKILL mid-sweep (the out-of-memory killer, a node gone without SIGTERM): no member wrote its
     # metrics.json, but each checkpointed its last epoch (hydra.launcher.checkpoint_every=1); RESUME=
     # continues every member from there to the numbers, weights and TensorBoard scalars of the sweep
-    # never killed (the points logged before the kill are in the checkpoint: none reached the events file).
+    # never killed (points an epoch wrote to TensorBoard past the last checkpoint are hidden as the member
+    # goes on: TensorBoard's purge_step; the test kills as the members' epoch 2 ends, where they are written).
     epochs = 4
     sweep = ["--multirun", "hydra/launcher=population", "hydra.launcher.figures=none", "hydra.launcher.workers=1",
              "sweep=spiral_grid", "model=mlp", "optimizer.lr=0.03,0.1", "scheduler.gamma=0.9", "seed=0,1",

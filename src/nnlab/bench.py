@@ -61,7 +61,7 @@ from nnlab.errors import NnlabError, command
 from nnlab.notebook import run_notebook
 from nnlab.population.grouping import Job
 from nnlab.population.loop import keep_freed_memory
-from nnlab.population.member import Member, tested
+from nnlab.population.member import Member, MemberRuns, tested
 from nnlab.population.module import Groups, Population, Scoring, trainer_for
 from nnlab.runs import OK, run_status
 from nnlab.train import parts, train
@@ -172,6 +172,7 @@ def run_population_plain(cfg: DictConfig) -> dict:
         for group in Groups(module):
             module.training_step(group, group)
         score(module, "val")
+        MemberRuns().on_train_epoch_end(module.trainer, module)  # as Lightning calls it: before the module's
         module.on_train_epoch_end()
         if module.trainer.should_stop:
             break

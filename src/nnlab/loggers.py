@@ -5,7 +5,7 @@ import os
 from pathlib import Path
 
 from hydra.utils import get_class, instantiate
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from omegaconf import DictConfig
 
 # logger=mlflow: MLflow and Lightning say how they set up each run folder's new store (its tables, the
@@ -15,13 +15,20 @@ logging.getLogger("lightning.pytorch.loggers.mlflow").addFilter(lambda r: "not f
 logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-def loggers(cfg: DictConfig) -> list:
-    """The run's loggers, one a node of the `logger` group (logger=[tensorboard,mlflow]: two). A
-    `run_name: null` (MLflow's) or W&B's `name: null` is the run folder's name, what tells a sweep's
-    runs apart; W&B's `id: null` is one id a run folder (a resumed run goes on in its own W&B run)."""
+def loggers(cfg: DictConfig, tensorboard: bool | None = None, purge_step: int | None = None) -> list:
+    """The run's loggers, one a node of the `logger` group (logger=[tensorboard,mlflow]: two); with
+    `tensorboard` True only its TensorBoard ones, False all others. A `run_name: null` (MLflow's) or
+    W&B's `name: null` is the run folder's name, what tells a sweep's runs apart; W&B's `id: null` is
+    one id a run folder (a resumed run goes on in its own W&B run). `purge_step`: TensorBoard's
+    SummaryWriter hides the folder's earlier events from that step on (a run that goes on from there)."""
     made, folder = [], Path(cfg.run_dir)
     for node in (cfg.get("logger") or {}).values():
+        board = issubclass(get_class(node._target_), TensorBoardLogger)
+        if tensorboard is not None and board != tensorboard:
+            continue
         names = {"run_name": folder.name} if node.get("run_name", "") is None else {}
+        if board and purge_step is not None:
+            names["purge_step"] = purge_step
         if get_class(node._target_) is WandbLogger:
             names.update(wandb_names(node, folder))
         made.append(instantiate(node, **names))

@@ -17,7 +17,7 @@ a stub; the work is here, one module a responsibility, each read top to bottom:
   (MemberFiles) and continued from through Lightning's ckpt_path;
 - member.py: one member: its parts, what a run's hooks do around its steps (train/loss points, the
   epoch's line and means) and the run folder it leaves (metrics.json, TensorBoard events, train.log,
-  checkpoints/last.ckpt).
+  checkpoints/last.ckpt), written by one Lightning callback, MemberRuns (TensorBoard each epoch).
 
 A group of one, and a group of something the population does not train (`supported`: an allow-list),
 runs through Hydra's own run_job, one job after another, exactly as hydra/launcher=basic runs it; so

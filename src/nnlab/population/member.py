@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import Tensor
 
 from nnlab import runs, steps
-from nnlab.callbacks import Figures, tensorboard
+from nnlab.callbacks import Figures
 from nnlab.checkpoint import UnreadableCheckpoint, read_checkpoint
 from nnlab.loggers import end_loggers
 from nnlab.loggers import loggers as train_loggers
@@ -54,6 +54,8 @@ class Member:
         self.start = tuple(saved["population"]["place"]) if saved else (0, 0)
         self.boundary: tuple | None = None  # where fit stopped it cleanly: (epoch, steps done, its RNG there)
         self.logged = False  # its events file holds its first points (a member resumed after a stop)
+        self.board: list = []  # its TensorBoard logger while it trains, once opened (show_points)
+        self.on_board = 0  # how many of its points that logger has
         self.pruning = None  # a study's trial: nnlab.callbacks.Pruning, judging it after each validation
         self.pbt: dict | None = None  # population-based training: its numbers and lineage (nnlab.pbt)
 
@@ -73,7 +75,7 @@ class Member:
         self.params = dict(self.module.net.named_parameters())  # its own leaves
         self.step, self.epoch, self.loss, self.finite_loss, self.diverged = 0, 0, None, None, None
         self.callback_metrics: dict = {}
-        self.points: list[tuple[dict, int]] = []  # TensorBoard scalars, written when the run ends
+        self.points: list[tuple[dict, int]] = []  # its scalars: to TensorBoard each epoch, the others at its end
         self.figures = Figures(str(self.run_dir))
         self.first_batch: tuple | None = None  # (x, y) of its first step, for the log line and first_batch.png
 
@@ -107,6 +109,27 @@ class Member:
 
     def log_point(self, values: dict, step: int) -> None:
         self.points.append(({k: v.item() if isinstance(v, torch.Tensor) else v for k, v in values.items()}, step))
+
+
+class MemberRuns(L.Callback):
+    """What a run's own callbacks and loggers write, written for each member from the population's
+    per-member values: each epoch's line, curves and means (end_epoch), its TensorBoard points as each
+    epoch's checkpoint is saved (show_points), its metrics once the test has run (tested); its last
+    outputs as the population ends (finish)."""
+
+    def on_train_epoch_end(self, trainer: L.Trainer, population) -> None:  # before the module's: PBT, checkpoint
+        for m in population.active:
+            end_epoch(m, population.epochs)
+
+    def on_save_checkpoint(self, trainer: L.Trainer, population, checkpoint: dict) -> None:
+        if trainer.state.fn == "fit" and not trainer.received_sigterm:  # an epoch's (a stop's: finish writes them)
+            for m in population.members:
+                if not m.stopped:
+                    show_points(m)
+
+    def on_test_end(self, trainer: L.Trainer, population) -> None:
+        for m in population.members:
+            tested(m)
 
 
 def shared_data(cfg: DictConfig, shared: dict):
@@ -178,20 +201,45 @@ def tested(m: Member) -> None:
         m.metrics["error"] = f"{m.diverged}: lower optimizer.lr"
 
 
+def show_points(m: Member) -> None:
+    """The member's points so far to its TensorBoard logger (its run's, opened at the first call with the
+    hyperparameters and first batch a run's has from its start), flushed to disk: a population's curves
+    show in TensorBoard each epoch, as a run's do. Its other loggers take every point when it ends (a
+    process holds one W&B run at a time)."""
+    if not m.board:
+        # A member that goes on from a checkpoint hides what its events file holds past the checkpoint's
+        # step: points an epoch wrote before a kill stopped its checkpoint (TensorBoard's purge_step)
+        after = m.saved["global_step"] + 1 if m.saved is not None else None
+        m.board = train_loggers(m.cfg, tensorboard=True, purge_step=after)
+        for logger in m.board:
+            logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
+            if m.first_batch is not None and not m.logged:  # a resumed run's has it
+                logger.experiment.add_text("data/first_batch", Figures.describe(*m.first_batch))
+    for logger in m.board:
+        for values, step in m.points[m.on_board:]:
+            logger.log_metrics(values, step)
+        logger.save()
+    m.on_board, m.logged = len(m.points), m.logged or bool(m.board)
+
+
 def finish(m: Member, seconds: float, draw: bool) -> None:
     """The member's outputs, as a run of its own leaves them: TensorBoard events, figures,
     metrics.json, train.log's last lines (its checkpoints are Lightning's: module.MemberFiles). A member
-    interrupted other than at a step boundary (a second Ctrl-C) writes no events: the folder keeps the
-    last boundary's."""
+    interrupted other than at a step boundary (a second Ctrl-C) writes no more events: the folder keeps
+    the last boundary's."""
     try:
         if hasattr(m, "points") and (m.metrics["status"] != runs.INTERRUPTED or m.boundary is not None):
             # A resumed member's events file holds its points from where it continued: TensorBoard
             # reads the folder's files as one run, every step once.
-            loggers = train_loggers(m.cfg)  # as a run alone makes them
+            show_points(m)
+            loggers = [*m.board, *train_loggers(m.cfg, tensorboard=False)]  # as a run alone makes them
             try:
                 log_member(m, loggers, draw)
             finally:
                 end_loggers(loggers, m.run_dir, m.metrics["status"] in runs.FINISHED)
+        else:
+            for logger in m.board:
+                logger.finalize("failed")
     finally:
         m.metrics.update(epochs=getattr(m, "epoch", 0), steps=getattr(m, "step", 0), seconds=seconds,
                          device=str(m.module.device) if hasattr(m, "module") else "cpu", threads=torch.get_num_threads(), torch=torch.__version__)
@@ -204,15 +252,13 @@ def finish(m: Member, seconds: float, draw: bool) -> None:
 
 
 def log_member(m: Member, loggers: list, draw: bool) -> None:
-    """The member's points, hyperparameters and figures, to each logger as its run alone gives them."""
+    """The member's points (its TensorBoard logger has them: show_points), hyperparameters and figures,
+    to each logger as its run alone gives them."""
     trainer = SimpleNamespace(is_global_zero=True, datamodule=m.data, loggers=loggers, global_step=m.step)
-    for logger in loggers:
+    for logger in loggers[len(m.board):]:
         logger.log_hyperparams(dict(m.module.hparams))  # what Lightning logs as fit starts
         for values, step in m.points:
             logger.log_metrics(values, step)
-    board = tensorboard(trainer)
-    if board is not None and m.first_batch is not None and not m.logged:  # a resumed run's has it
-        board.add_text("data/first_batch", Figures.describe(*m.first_batch))
     if m.metrics["status"] in (runs.OK, runs.DIVERGED):
         runs.hparams(loggers, m.cfg, m.metrics, m.step)
         if draw:
@@ -246,7 +292,10 @@ def member_checkpoint(m: Member, place: tuple | None = None, points: list | None
             "pruned_epoch": m.pruning.pruned_epoch if m.pruning is not None else None, "pbt": copy.deepcopy(m.pbt),
             "sums": {"loss": m.sums.loss[m.slot].clone(), "hits": m.sums.hits[m.slot].clone()},  # the epoch's so far
             "callback_metrics": dict(m.callback_metrics), "figures": m.figures.state_dict(),
-            "points": list(points or []), "events": points is None,  # events: its earlier points are on disk
+            # points: those its loggers other than TensorBoard have not yet (an epoch's checkpoint: every
+            # one; a stop's: none, they are written as it stops), on_board: how many TensorBoard has;
+            # events: its events file holds its first points
+            "points": list(points or []), "on_board": m.on_board if points else 0, "events": points is None or m.logged,
             "loops": loops}
     return ckpt
 
@@ -289,7 +338,8 @@ def restore(m: Member, per_epoch: int) -> None:
         m.module.hparams.l2 = m.pbt["numbers"]["l2"]
     m.sums.loss[m.slot], m.sums.hits[m.slot] = state["sums"]["loss"], state["sums"]["hits"]
     m.figures.load_state_dict(state["figures"])
-    m.points, m.logged = list(state.get("points", [])), state.get("events", True)  # killed: none on disk
+    m.points, m.logged = list(state.get("points", [])), state.get("events", True)
+    m.on_board = state.get("on_board", 0)  # killed: those of its points in its events file
     epoch, done = m.start
     line = f"continues from step {m.step} (epoch {epoch + 1}, after {done} of its {per_epoch} steps)"
     m.note(line)  # its train.log's; the population says once how many continue (run_share)

@@ -28,13 +28,12 @@ from nnlab.population.grouping import Job, device_of, vectorized
 from nnlab.population.loop import epoch_batches, forward_of, keep_freed_memory, place, set_up, steps_per_epoch
 from nnlab.population.member import (
     Member,
+    MemberRuns,
     best,
-    end_epoch,
     end_group,
     finish,
     member_checkpoint,
     saved_state,
-    tested,
 )
 from nnlab.train import lightning_logs_to_hydras
 from nnlab.train import threads as run_threads
@@ -121,10 +120,8 @@ class Population(L.LightningModule):
                 m.stopped = m.stopped or m.diverged is not None  # its epoch ends with the others'
         return finite
 
-    def on_train_epoch_end(self) -> None:
+    def on_train_epoch_end(self) -> None:  # after MemberRuns' (the members' epoch ends)
         epoch = self.trainer.current_epoch + 1  # epochs done
-        for m in self.active:
-            end_epoch(m, self.epochs)
         if self.pbt is not None and epoch < self.epochs:
             self.pbt(self.members, epoch, self.stack)
         # Lightning's checkpoint, split into the members' files (MemberFiles): a kill loses an epoch at
@@ -306,7 +303,7 @@ def trainer_for(module: Population) -> L.Trainer:
     gpu = device.type == "cuda"
     return L.Trainer(accelerator="gpu" if gpu else "cpu", devices=[device.index or 0] if gpu else 1,
                      precision=cfg.trainer.precision, max_epochs=module.epochs, deterministic=cfg.trainer.deterministic,
-                     logger=False, callbacks=[Interrupt(str(module.path.parent))], enable_checkpointing=False,
+                     logger=False, callbacks=[MemberRuns(), Interrupt(str(module.path.parent))], enable_checkpointing=False,
                      plugins=[MemberFiles()], enable_progress_bar=False, enable_model_summary=False,
                      num_sanity_val_steps=0, log_every_n_steps=module.every or 1)
 
@@ -333,9 +330,7 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         resumed = members[0].saved is not None  # they continue together, from Lightning's state in their files
         with stops_outside_fit(trainer):  # a signal in the test pass or as fit ends: interrupted
             trainer.fit(module, ckpt_path=module.path if resumed else None, weights_only=True)
-            trainer.test(module, verbose=False)
-            for m in members:
-                tested(m)
+            trainer.test(module, verbose=False)  # MemberRuns: each member's metrics
             trainer.save_checkpoint(module.path, weights_only=False)  # each member's own file (MemberFiles)
     except BaseException as e:
         interrupted = isinstance(e, KeyboardInterrupt | SystemExit)  # SIGTERM: Lightning's SIGTERMException
