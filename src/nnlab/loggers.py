@@ -23,13 +23,14 @@ def loggers(cfg: DictConfig, tensorboard: bool | None = None, purge_step: int | 
     SummaryWriter hides the folder's earlier events from that step on (a run that goes on from there)."""
     made, folder = [], Path(cfg.run_dir)
     for node in (cfg.get("logger") or {}).values():
-        board = issubclass(get_class(node._target_), TensorBoardLogger)
+        kind = get_class(node._target_)
+        board = issubclass(kind, TensorBoardLogger)
         if tensorboard is not None and board != tensorboard:
             continue
         names = {"run_name": folder.name} if node.get("run_name", "") is None else {}
         if board and purge_step is not None:
             names["purge_step"] = purge_step
-        if get_class(node._target_) is WandbLogger:
+        if kind is WandbLogger:
             names.update(wandb_names(node, folder))
         made.append(instantiate(node, **names))
     return made
