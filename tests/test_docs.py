@@ -225,9 +225,9 @@ def test_shown_command_does_what_its_line_says(shown: Shown, tmp_path, monkeypat
         base = compose_job([o for o in overrides if "," not in o and "(" not in o], tmp_path)
         if (study(base) or pbt(base)) and base.hydra.runtime.choices.get("data") == "spiral":  # shrunk, to a best.yaml
             folder = tmp_path / "study"
-            # a study's first 12 trials show it ends; PBT's members for 3 epochs, exploiting twice
+            # a study's first 12 trials show it ends; PBT's members for 3 epochs, exploiting after each of 2
             shrink = [f"hydra.sweeper.n_trials={min(12, base.hydra.sweeper.n_trials)}"] if study(base) else \
-                ["trainer.max_epochs=3"]
+                ["trainer.max_epochs=3", "hydra.sweeper.interval=2"]
             done = conftest.in_process("nnlab.train", "--multirun", *overrides, "data.steps_per_epoch=2", *shrink,
                                        f"hydra.sweep.dir={folder}", cwd=tmp_path)
             assert done.returncode == 0, f"{shown.where}: `{command}` fails: {done.stderr[-2000:]}"

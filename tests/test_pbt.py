@@ -12,9 +12,10 @@ from omegaconf import OmegaConf
 
 from nnlab import pbt
 
-# spiral_pbt shrunk: 4 members of 4 epochs of 5 full-batch steps; after epochs 1, 2 and 3 the worst
-# member (the bottom quarter) copies the best (the top quarter)
-TINY = ["--multirun", "sweep=spiral_pbt", "hydra/launcher=population", "hydra.sweeper.members=4", "data.steps_per_epoch=5", "trainer.max_epochs=4", "log_interval=5"]
+# spiral_pbt shrunk: 4 members of 2 epochs of 10 full-batch steps; after steps 5, 10 and 15 (within
+# each epoch and at the first's end) the worst member (the bottom quarter) copies the best (the top quarter)
+SHAPE = ["data.steps_per_epoch=10", "trainer.max_epochs=2", "log_interval=5"]
+TINY = ["--multirun", "sweep=spiral_pbt", "hydra/launcher=population", "hydra.sweeper.members=4", *SHAPE, "hydra.sweeper.interval=5"]
 
 
 def sweep(folder: Path, *extra: str):
@@ -36,23 +37,34 @@ def test_the_worst_members_copy_the_best_and_record_their_lineage(tmp_path, monk
     monkeypatch.setattr(pbt, "copy_member", checked)
     members = sweep(tmp_path / "pbt")
     assert len(members) == 4 and {m["status"] for m in members.values()} == {"ok"}
-    assert len(copied) == 3 and all(better for _, _, better in copied)  # one a step, after epochs 1, 2, 3
+    assert len(copied) == 3 and all(better for _, _, better in copied)  # one an interval: after steps 5, 10, 15
     lineage = {m["pbt"]["member"]: m["pbt"]["lineage"] for m in members.values()}
     assert sorted((e["copied"], idx) for idx, entries in lineage.items() for e in entries) == \
         sorted((s, t) for s, t, _ in copied)
     for name, m in members.items():
         for entry in m["pbt"]["lineage"]:
-            assert entry["step"] == 5 * entry["epoch"] and 0.3 <= entry["numbers"]["optimizer.lr"] <= 10.0
+            assert entry["step"] in (5, 10, 15) and 0.3 <= entry["numbers"]["optimizer.lr"] <= 10.0
         if m["pbt"]["lineage"]:  # it trained on with the numbers it switched to last
             assert m["pbt"]["lineage"][-1]["numbers"] == m["pbt"]["numbers"]
         points = scalars(tmp_path / "pbt" / name)["pbt/optimizer.lr"]
         assert [step for step, _ in points] == [0, 5, 10, 15]  # its numbers from each step on
+        assert [step for step, _ in scalars(tmp_path / "pbt" / name)["val/acc"]] == [5, 10, 15, 20]  # each interval's
     best = OmegaConf.load(tmp_path / "pbt" / "best.yaml")
     assert best["val/acc"] == max(m["val/acc"] for m in members.values())
-    assert best.schedule[0].epoch == 0 and [s.epoch for s in best.schedule] == sorted(s.epoch for s in best.schedule)
+    assert best.steps_per_epoch == 10 and best.schedule[0].step == 0
+    assert [s.step for s in best.schedule] == sorted(s.step for s in best.schedule)
     done = in_process("nnlab.compare", str(tmp_path / "pbt"), cwd=tmp_path)  # make compare DIR=<the sweep>
     assert done.returncode == 0 and f"Winner: {best.member}, val/acc" in done.stdout, done.stderr[-2000:]
     assert "scheduler=replay" in done.stdout and (tmp_path / "pbt" / "lineage.png").stat().st_size > 0
+
+
+def test_an_interval_that_does_not_divide_the_run_still_ends_on_a_validation(tmp_path, scalars):
+    members = sweep(tmp_path / "pbt", "hydra.sweeper.interval=6")  # validations at steps 6, 12, 18, then 20
+    for name, m in members.items():
+        assert m["status"] == "ok" and all(e["step"] in (6, 12, 18) for e in m["pbt"]["lineage"])
+        points = scalars(tmp_path / "pbt" / name)["val/acc"]
+        assert [step for step, _ in points] == [6, 12, 18, 20] and points[-1][1] == pytest.approx(m["val/acc"])
+    assert sum(len(m["pbt"]["lineage"]) for m in members.values()) == 3  # one member a step, none after the last
 
 
 def test_the_same_sweep_gives_the_same_numbers_and_a_stopped_one_goes_on_to_them(tmp_path, monkeypatch):
@@ -66,7 +78,7 @@ def test_the_same_sweep_gives_the_same_numbers_and_a_stopped_one_goes_on_to_them
     def stopping(self, group: int, batch_idx: int) -> None:
         take(self, group, batch_idx)
         taken.append(group)
-        if len(taken) == 2:  # in epoch 2, after the first exploit
+        if len(taken) == 3:  # within epoch 2, after two exploits (the one at its step 15 comes after the stop)
             signal.raise_signal(signal.SIGTERM)
     monkeypatch.setattr(Population, "training_step", stopping)
     cut = in_process("nnlab.train", *TINY, f"hydra.sweep.dir={tmp_path / 'cut'}", cwd=tmp_path)
@@ -80,7 +92,7 @@ def test_the_same_sweep_gives_the_same_numbers_and_a_stopped_one_goes_on_to_them
 @pytest.mark.parametrize("extra,says", [
     (["hydra/launcher=basic"], "hydra/sweeper=pbt trains its members as one population"),
     (["hydra.sweeper.members=1"], "hydra.sweeper.members=1 is invalid"),
-    (["hydra.sweeper.interval=4"], "hydra.sweeper.interval=4 is not below trainer.max_epochs=4: no member would"),
+    (["hydra.sweeper.interval=20"], "hydra.sweeper.interval=20 is not below the members' 20 steps (2 epochs of 10)"),
     (["+hydra.sweeper.params.seed='range(0,3)'"], "seed cannot change while a member trains"),
     (["optimizer.lr=tag(log,interval(0.1,1.0))"], "PBT searches the space of its sweep file"),
 ])
@@ -91,15 +103,16 @@ def test_a_bad_pbt_sweep_is_one_line_before_anything_is_written(extra, says, tmp
 
 
 def test_the_winners_schedule_replayed_in_one_run_gives_the_winners_numbers(tmp_path):
-    # every member starts from the same init on the same data: the winner's weights are those of one
-    # run trained on the schedule they went through (its sources' before each copy), and
-    # scheduler=replay trains exactly that run, from best.yaml's command
-    members = sweep(tmp_path / "pbt")
+    # every member starts from the same init on the same data order: the winner's weights are those of
+    # one run trained on the schedule they went through (its sources' before each copy), and
+    # scheduler=replay trains exactly that run, from best.yaml's command; minibatches of 30 of the 300
+    # points (10 steps an epoch), each epoch in a shuffled order the PBT validations must not change
+    shuffled = ["data.steps_per_epoch=null", "data.batch_size=30"]
+    members = sweep(tmp_path / "pbt", *shuffled)
     best = OmegaConf.load(tmp_path / "pbt" / "best.yaml")
     assert "scheduler=replay scheduler.schedule=" in best.command
     args = best.command.split('ARGS="')[1].rstrip('"').split()
-    done = in_process("nnlab.train", *args, f"hydra.run.dir={tmp_path / 'replay'}", "data.steps_per_epoch=5",
-                      "trainer.max_epochs=4", "log_interval=5", cwd=tmp_path)
+    done = in_process("nnlab.train", *args, f"hydra.run.dir={tmp_path / 'replay'}", *SHAPE, *shuffled, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
     replayed = json.loads((tmp_path / "replay" / "metrics.json").read_text())
     winner = members[best.member]
@@ -107,21 +120,23 @@ def test_the_winners_schedule_replayed_in_one_run_gives_the_winners_numbers(tmp_
            {k: winner[k] for k in ("val/acc", "val/loss", "test/acc")}
 
 
-def test_replay_rates_decay_by_each_epochs_gamma_and_scale_at_each_switch(tmp_path):
+def test_replay_rates_decay_at_each_epochs_end_and_scale_at_each_switch(tmp_path):
     from nnlab.replay import Replay
     path = tmp_path / "best.yaml"
-    OmegaConf.save(OmegaConf.create({"schedule": [
-        {"epoch": 0, "numbers": {"optimizer.lr": 2.0, "scheduler.gamma": 0.5}},
-        {"epoch": 2, "numbers": {"optimizer.lr": 4.0, "scheduler.gamma": 1.0}}]}), path)
+    OmegaConf.save(OmegaConf.create({"steps_per_epoch": 2, "schedule": [
+        {"step": 0, "numbers": {"optimizer.lr": 2.0, "scheduler.gamma": 0.5}},
+        {"step": 3, "numbers": {"optimizer.lr": 4.0, "scheduler.gamma": 1.0}},
+        {"step": 4, "numbers": {"optimizer.lr": 3.0, "scheduler.gamma": 0.1}}]}), path)
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=123.0)  # its own lr: no effect
     replay = Replay(optimizer, str(path))
     seen = []
-    for _ in range(5):
+    for _ in range(7):
         seen.append(optimizer.param_groups[0]["lr"])
         optimizer.step()
         replay.step()
-    # 2, 2*0.5, then at epoch 2: 1*0.5 (decay) * 4/2 (the switch), then gamma 1
-    assert seen == pytest.approx([2.0, 1.0, 1.0, 1.0, 1.0])
+    # epoch 0: 2, 2; step 2 (an epoch's end): 2*0.5; step 3, within the epoch: * 4/2; step 4: the epoch's
+    # end with gamma 1 (in effect at step 3), then * 3/4; step 6: the decay by 0.1
+    assert seen == [2.0, 2.0, 1.0, 2.0, 1.5, 1.5, 1.5 * 0.1]
 
 
 def test_replay_without_a_schedule_is_one_line(tmp_path):
@@ -131,10 +146,11 @@ def test_replay_without_a_schedule_is_one_line(tmp_path):
 
 
 @pytest.mark.parametrize("content,says", [
-    ("schedule: 3\n", "holds no schedule"),
-    ("schedule:\n- epoch: 0\n  numbers: {optimizer.lr: 1.0, l2: 0.1}\n", "changes l2"),
-    ("schedule:\n- epoch: 1\n  numbers: {optimizer.lr: 1.0}\n", "its epochs must start at 0"),
-    ("schedule:\n- epoch: 0\n  numbers: {optimizer.lr: -1.0}\n", "must be numbers above 0"),
+    ("steps_per_epoch: 5\nschedule: 3\n", "holds no schedule"),
+    ("steps_per_epoch: 5\nschedule:\n- step: 0\n  numbers: {optimizer.lr: 1.0, l2: 0.1}\n", "changes l2"),
+    ("steps_per_epoch: 5\nschedule:\n- step: 1\n  numbers: {optimizer.lr: 1.0}\n", "its steps must start at 0"),
+    ("steps_per_epoch: 5\nschedule:\n- step: 0\n  numbers: {optimizer.lr: -1.0}\n", "must be numbers above 0"),
+    ("schedule:\n- epoch: 0\n  numbers: {optimizer.lr: 1.0}\n", "holds no steps_per_epoch"),
     (": :\n", "does not read as a PBT sweep's best.yaml"),
 ])
 def test_a_bad_schedule_file_is_one_line_before_any_work(content, says, tmp_path):

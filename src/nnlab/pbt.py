@@ -5,15 +5,16 @@ strongest and perturb their numbers as they train, so that it finds a schedule, 
 
 The sweeper draws `members` settings from the search space (Hydra's sweep syntax under
 hydra.sweeper.params, as for the Optuna sweeper) and launches them as one population
-(hydra/launcher=population). Every `interval` epochs, after validation, the members are ranked by
-val/acc (ties: val/loss); each of the bottom `quantile` copies a member drawn from the top quantile
-(its weights, its optimizer's and schedule's state: rows of the population's stack) and explores: each
-searched number times 0.8 or 1.2, or with probability `resample` drawn anew from the space (defaults:
-Ray Tune's PBT). A perturbed lr scales the learning rate the member trains with from there. Draws come
-from random.Random(seed, epoch): the same sweep gives the same members and numbers, bit for bit on the
-CPU. Each member stays a run folder; its metrics.json holds its lineage (at which epoch and step it
-copied whom, and the numbers it switched to) and TensorBoard its numbers as pbt/<key> scalars over steps.
-The sweep writes best.yaml: the winner (best val/acc at the end), its schedule, and the command that
+(hydra/launcher=population). Every `interval` optimizer steps Lightning validates the members (within
+an epoch too: nnlab.population.module.trainer_for), and they are ranked by val/acc (ties: val/loss);
+each of the bottom `quantile` copies a member drawn from the top quantile (its weights, its optimizer's
+and schedule's state: rows of the population's stack) and explores: each searched number times 0.8 or
+1.2, or with probability `resample` drawn anew from the space (defaults: Ray Tune's PBT). A perturbed
+lr scales the learning rate the member trains with from there. Draws come from random.Random(seed, n)
+at the n-th exploit: the same sweep gives the same members and numbers, bit for bit on the CPU. Each
+member stays a run folder; its metrics.json holds its lineage (at which step it copied whom, and the
+numbers it switched to) and TensorBoard its numbers as pbt/<key> scalars over steps. The sweep writes
+best.yaml: the winner (best val/acc at the end), its schedule step by step, and the command that
 trains one run on that schedule from scratch (scheduler=replay: nnlab/replay.py)."""
 import copy
 import math
@@ -22,10 +23,14 @@ from pathlib import Path
 
 import torch
 from hydra.core.plugins import Plugins
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from nnlab.config import ConfigError
+from nnlab.data.loader import TensorLoader
+from nnlab.errors import NnlabError
 from nnlab.runs import read_metrics
 from nnlab.study import search_space
 
@@ -35,7 +40,7 @@ SEARCHABLE = ("optimizer.", "scheduler.", "l2")  # what a member can change as i
 
 class Exploit:
     """The exploit-and-explore step of a population's members (nnlab.population.Member), every
-    `interval` epochs; `space`: {key: distribution} of the searched numbers."""
+    `interval` optimizer steps; `space`: {key: distribution} of the searched numbers."""
 
     def __init__(self, s: DictConfig, space: dict[str, BaseDistribution]):
         self.space, self.interval, self.quantile, self.resample, self.seed = (
@@ -50,16 +55,16 @@ class Exploit:
                 m.pbt = {"member": m.job.idx, "start": dict(numbers), "numbers": numbers, "lineage": []}
                 m.log_point({f"pbt/{k}": v for k, v in numbers.items()}, 0)
 
-    def __call__(self, members: list, epoch: int, stack) -> None:
-        """After epoch `epoch`'s validation: the bottom quantile of the members still training copy the
-        top's and explore. Nothing after the last epoch, or between intervals."""
+    def __call__(self, members: list, step: int, stack) -> None:
+        """After the validation at `step` steps: the bottom quantile of the members still training copy
+        the top's and explore. Nothing between intervals (the caller: nor after the last step)."""
         going = [m for m in members if not m.stopped]
-        if epoch % self.interval or len(going) < 2:
+        if step % self.interval or len(going) < 2:
             return
         ranked = sorted(going, key=lambda m: (-m.callback_metrics["val/acc"].item(),
                                               m.callback_metrics["val/loss"].item(), m.job.idx))
         n = max(1, int(len(ranked) * self.quantile))
-        rng = random.Random(f"{self.seed}:{epoch}")
+        rng = random.Random(f"{self.seed}:{step // self.interval}")
         for m in ranked[-n:]:
             source = rng.choice(ranked[:n])
             numbers = self.explore(source.pbt["numbers"], rng)
@@ -67,7 +72,7 @@ class Exploit:
             for key, value in numbers.items():
                 apply(m, key, source.pbt["numbers"][key], value)
             m.pbt["numbers"] = numbers
-            m.pbt["lineage"].append({"epoch": epoch, "step": m.step, "copied": source.job.idx, "numbers": numbers})
+            m.pbt["lineage"].append({"step": step, "copied": source.job.idx, "numbers": numbers})
         for m in going:
             m.log_point({f"pbt/{k}": v for k, v in m.pbt["numbers"].items()}, m.step)
 
@@ -132,10 +137,12 @@ class PBT:
 
     def run(self, arguments: list[str]) -> list:
         fixed, space = pbt_space(self.s, arguments)
+        per_epoch = epoch_steps(self.config)
         epochs = OmegaConf.select(self.config, "trainer.max_epochs", default=None)
-        if isinstance(epochs, int) and self.s.interval >= epochs:
-            raise ConfigError(f"hydra.sweeper.interval={self.s.interval} is not below trainer.max_epochs={epochs}: no "
-                              "member would ever copy another; lower the interval or train longer")
+        if isinstance(epochs, int) and per_epoch and self.s.interval >= epochs * per_epoch:
+            raise ConfigError(f"hydra.sweeper.interval={self.s.interval} is not below the members' {epochs * per_epoch} "
+                              f"steps ({epochs} epochs of {per_epoch}): no member would ever copy another; lower "
+                              "the interval or train longer")
         if not hasattr(self.launcher, "population"):
             raise ConfigError("hydra/sweeper=pbt trains its members as one population: use "
                               "hydra/launcher=population (make sweep's default)")
@@ -145,10 +152,10 @@ class PBT:
         folder.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, folder / "multirun.yaml")
         returns = self.launcher.launch(jobs, initial_job_idx=0)
-        self.winner(folder, returns, fixed)
+        self.winner(folder, returns, fixed, per_epoch)
         return [returns]
 
-    def winner(self, folder: Path, returns: list, fixed: list[str]) -> None:
+    def winner(self, folder: Path, returns: list, fixed: list[str], per_epoch: int | None) -> None:
         """best.yaml: the member with the best val/acc at the end, and the schedule its weights trained
         on (through the members it copied: schedule)."""
         ended, pbt = [], {}
@@ -165,6 +172,7 @@ class PBT:
         acc, run, metrics = max(ended, key=lambda e: e[0])
         command = f'make train ARGS="{" ".join(fixed)} scheduler=replay scheduler.schedule={folder / "best.yaml"}"'
         OmegaConf.save(OmegaConf.create({"member": run.name, "val/acc": acc, "fixed": fixed, "command": command,
+                                         "steps_per_epoch": per_epoch, "steps": metrics.get("steps"),
                                          "schedule": schedule(pbt, metrics["pbt"]["member"], math.inf)}),
                        folder / "best.yaml")
         print(f"pbt: winner {run.name}, val/acc {acc:.4f} ({len(ended)} members ended); its schedule is in "
@@ -172,30 +180,47 @@ class PBT:
 
 
 def schedule(pbt: dict, member: int, until: float) -> list[dict]:
-    """The numbers the weights of `member` trained on up to epoch `until`: [{epoch, numbers}] from epoch
-    0. Copying at epoch e, a member took its source's weights, so before e its schedule is the source's."""
-    copies = [e for e in pbt[member]["lineage"] if e["epoch"] <= until]
+    """The numbers the weights of `member` trained on up to step `until`: [{step, numbers}] from step 0,
+    each entry's numbers in effect from its step on. Copying at step s, a member took its source's
+    weights, so before s its schedule is the source's."""
+    copies = [e for e in pbt[member]["lineage"] if e["step"] <= until]
     if not copies:
-        return [{"epoch": 0, "numbers": pbt[member]["start"]}]
+        return [{"step": 0, "numbers": pbt[member]["start"]}]
     last = copies[-1]
-    return schedule(pbt, last["copied"], last["epoch"]) + [{"epoch": last["epoch"], "numbers": last["numbers"]}]
+    return schedule(pbt, last["copied"], last["step"]) + [{"step": last["step"], "numbers": last["numbers"]}]
+
+
+def epoch_steps(cfg: DictConfig) -> int | None:
+    """Optimizer steps in an epoch of the members' data (its training set read as a member reads it), or
+    None where it cannot be read here: the members then meet the problem and fail with it."""
+    try:
+        data = instantiate(cfg.data)
+        data.prepare_data()
+        data.setup("fit")
+    except (NnlabError, InstantiationException, OSError, ValueError):
+        return None
+    x, y = data.train_set
+    return TensorLoader(x, y, data.batch_size or len(y), repeat=data.train_repeat).minibatches()
 
 
 def report(folder: Path) -> str | None:
     """make compare on a PBT sweep's folder: the winner, its schedule's replay command, and lineage.png
-    (each member's learning rate over the epochs, on the schedule its weights trained on, coloured by its
+    (each member's learning rate over the steps, on the schedule its weights trained on, coloured by its
     val/acc at the end; the winner drawn thick). None for a folder that is not a PBT sweep's."""
     import matplotlib.pyplot as plt
 
-    from nnlab.replay import rates
+    from nnlab.replay import parse, rates
     runs = [(run, read_metrics(run, unusable={})) for run in sorted(folder.glob("*/")) if (run / "metrics.json").exists()]
     runs = [(run, m) for run, m in runs if m and "pbt" in m]
     best = folder / "best.yaml"
     if not runs or not best.exists():
         return None
     winner = OmegaConf.load(best)
+    if not winner.get("steps_per_epoch"):  # PBT counted in epochs: its schedule cannot be drawn over steps
+        return (f"## Population-based training: {len(runs)} members\n\n{best} holds no steps_per_epoch (an older "
+                "nnlab wrote it): run the sweep again for its winner's schedule and lineage.png.\n")
     pbt = {m["pbt"]["member"]: m["pbt"] for _, m in runs}
-    epochs = max(m.get("epochs", 0) for _, m in runs)
+    steps = max(m.get("steps", 0) for _, m in runs)
     fig, ax = plt.subplots(figsize=(7, 4))
     accs = [m.get("val/acc", 0.0) for _, m in runs]
     norm = plt.Normalize(min(accs), max(accs) if max(accs) > min(accs) else min(accs) + 1e-6)
@@ -204,18 +229,17 @@ def report(folder: Path) -> str | None:
         entries = schedule(pbt, m["pbt"]["member"], math.inf)
         if not all("optimizer.lr" in e["numbers"] for e in entries):
             continue
-        path = [(e["epoch"], e["numbers"]["optimizer.lr"], e["numbers"].get("scheduler.gamma", 1.0)) for e in entries]
-        lr = rates(path, epochs)
-        ax.step(range(epochs + 1), [*lr, lr[-1]], where="post", color=plt.get_cmap("viridis")(norm(acc)),
+        lr = rates(parse(entries), winner.steps_per_epoch, steps)
+        ax.step(range(steps + 1), [*lr, lr[-1]], where="post", color=plt.get_cmap("viridis")(norm(acc)),
                 linewidth=3 if run.name == winner.member else 1)
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="val/acc at the end")
-    ax.set(xlabel="epoch", ylabel="learning rate", yscale="log",
+    ax.set(xlabel="optimizer step", ylabel="learning rate", yscale="log",
            title=f"{len(runs)} members' lr, on the schedule their weights trained on; thick: the winner")
     fig.savefig(folder / "lineage.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    steps = " -> ".join(f"epoch {e.epoch}: lr {e.numbers['optimizer.lr']:.3g}" for e in winner.schedule)
+    path = " -> ".join(f"step {e.step}: lr {e.numbers['optimizer.lr']:.3g}" for e in winner.schedule)
     return (f"## Population-based training: {len(runs)} members\n\nWinner: {winner.member}, val/acc "
-            f"{winner['val/acc']:.4f} (the best of {len(runs)} on one draw: optimistic). Its schedule: {steps}.\n"
+            f"{winner['val/acc']:.4f} (the best of {len(runs)} on one draw: optimistic). Its schedule: {path}.\n"
             f"One run of its own on it, on a fresh seed: {winner.command.rstrip(chr(34))} seed=1\"\n\n"
             f"![lineage.png](lineage.png)\n")
 
@@ -229,7 +253,7 @@ def pbt_space(s: DictConfig, arguments: list[str]) -> tuple[list[str], dict[str,
                             isinstance(s.resample_probability, float | int) and 0 <= s.resample_probability <= 1)):
         if isinstance(value, bool) or not ok:
             raise ConfigError(f"hydra.sweeper.{key}={value} is invalid: members a whole number >= 2, interval "
-                              "epochs >= 1, quantile in (0, 0.5], resample_probability in [0, 1]")
+                              "optimizer steps >= 1, quantile in (0, 0.5], resample_probability in [0, 1]")
     fixed, space = search_space(s.params, arguments)
     if space != search_space(s.params, [])[1]:
         raise ConfigError("PBT searches the space of its sweep file's hydra.sweeper.params: give numbers, "

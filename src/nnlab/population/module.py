@@ -6,7 +6,8 @@ batches; Lightning's validation and test loops score every member on its own dat
 checkpoints (an epoch's, saved at its end; a stop's, by nnlab.checkpoint.Interrupt as a run's; the
 last, after the test) are split by MemberFiles into each member's checkpoints/last.ckpt, and a stopped
 population continues through Lightning's own ckpt_path from them. A study's pruner (nnlab.search) and
-population-based training (nnlab.pbt) act after each validation."""
+population-based training (nnlab.pbt) act after each validation: an epoch's, or for PBT every `interval`
+steps (Lightning's val_check_interval, counted over the whole run), and once more at the end."""
 import copy
 import logging
 import math
@@ -56,7 +57,8 @@ class Population(L.LightningModule):
         self.members, cfg = members, members[0].cfg
         self.per_epoch = steps_per_epoch(members[0])
         self.every, self.epochs = cfg.trainer.log_every_n_steps, cfg.trainer.max_epochs
-        self.k = math.gcd(self.per_epoch, self.every or self.per_epoch)
+        # a group of k steps ends at every log point, epoch end and PBT interval
+        self.k = math.gcd(self.per_epoch, self.every or self.per_epoch, pbt.interval if pbt else 0)
         self.stack, self.sums = set_up(members, self.epochs, self.per_epoch)
         self.step_forward = forward_of(members[0].module.net, how)
         self.start = members[0].start  # every member's (a population continues from one place)
@@ -97,6 +99,9 @@ class Population(L.LightningModule):
             self.take(span, lambda i, going: [next(m.batches) for m in going], last_group)
         else:  # a GPU's: nothing read until the group's end (see once_a_group)
             once_a_group(self, span, last_group)
+        if self.pbt is not None and last_group:
+            for m in self.active:
+                draw_as_validation(m)
         if all(m.stopped for m in self.active):
             self.trainer.should_stop = True
 
@@ -122,8 +127,6 @@ class Population(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:  # after MemberRuns' (the members' epoch ends)
         epoch = self.trainer.current_epoch + 1  # epochs done
-        if self.pbt is not None and epoch < self.epochs:
-            self.pbt(self.members, epoch, self.stack)
         # Lightning's checkpoint, split into the members' files (MemberFiles): a kill loses an epoch at
         # most. (ModelCheckpoint would skip it: it saves only after optimizer steps Lightning counted.)
         if self.checkpoint_every and epoch % self.checkpoint_every == 0:
@@ -140,9 +143,10 @@ class Population(L.LightningModule):
         """Each judged member's batches of the stage (its loader draws from its own RNG, as its run's
         does); returns how many batches the pass has."""
         self.judged = self.active if stage == "val" else self.members
+        pbt = stage == "val" and self.pbt is not None  # PBT's validations draw nothing of a member's (draw_as_validation)
         for m in self.judged:
             x, y = scored_set(m, stage)
-            with m.own_rng():
+            with torch.random.fork_rng(devices=[]) if pbt else m.own_rng():
                 m.scored = list(TensorLoader(x, y, m.data.eval_batch_size))
             m.module.eval()
         return max((len(m.scored) for m in self.judged), default=0)
@@ -169,6 +173,9 @@ class Population(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.end_scoring("val")
+        step = max(m.step for m in self.members)  # the steps done (a member that stopped took fewer)
+        if self.pbt is not None and self.trainer.state.fn == "fit" and step < self.epochs * self.per_epoch:
+            self.pbt(self.members, step, self.stack)
 
     def test_step(self, i: int, batch_idx: int) -> None:
         self.score(i, "test")
@@ -195,6 +202,16 @@ class Population(L.LightningModule):
                 m.boundary = place
             own.append((m, member_checkpoint(m, place, None if stop else m.points, checkpoint["loops"])))
         checkpoint["members"] = own
+
+
+def draw_as_validation(m: Member) -> None:
+    """What its run's validation at an epoch's end draws from its RNG (the loader's first batch draws it).
+    PBT validates its members every `interval` steps instead, drawing from none of them, and each member
+    draws this at its epoch's end: it trains on the data order its run has, whose schedule scheduler=replay
+    replays (nnlab/replay.py), wherever the intervals fall."""
+    x, y = m.data.val_set
+    with m.own_rng():
+        next(iter(TensorLoader(x, y, m.data.eval_batch_size)))
 
 
 def once_a_group(module: Population, span: range, last_group: bool) -> None:
@@ -301,7 +318,9 @@ def trainer_for(module: Population) -> L.Trainer:
     as a run's."""
     cfg, device = module.members[0].cfg, module.members[0].module.device
     gpu = device.type == "cuda"
-    return L.Trainer(accelerator="gpu" if gpu else "cpu", devices=[device.index or 0] if gpu else 1,
+    # PBT's validations: every `interval` steps, counted over the run (check_val_every_n_epoch=None)
+    every = {"val_check_interval": module.pbt.interval // module.k, "check_val_every_n_epoch": None} if module.pbt else {}
+    return L.Trainer(accelerator="gpu" if gpu else "cpu", devices=[device.index or 0] if gpu else 1, **every,
                      precision=cfg.trainer.precision, max_epochs=module.epochs, deterministic=cfg.trainer.deterministic,
                      logger=False, callbacks=[MemberRuns(), Interrupt(str(module.path.parent))], enable_checkpointing=False,
                      plugins=[MemberFiles()], enable_progress_bar=False, enable_model_summary=False,
@@ -330,6 +349,8 @@ def train_population(members: list[Member], group: int, figures: str, how: str =
         resumed = members[0].saved is not None  # they continue together, from Lightning's state in their files
         with stops_outside_fit(trainer):  # a signal in the test pass or as fit ends: interrupted
             trainer.fit(module, ckpt_path=module.path if resumed else None, weights_only=True)
+            if module.pbt is not None and module.epochs * module.per_epoch % module.pbt.interval:
+                trainer.validate(module, verbose=False)  # PBT's last interval ended before the last step
             trainer.test(module, verbose=False)  # MemberRuns: each member's metrics
             trainer.save_checkpoint(module.path, weights_only=False)  # each member's own file (MemberFiles)
     except BaseException as e:
