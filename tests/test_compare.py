@@ -58,6 +58,15 @@ def test_best_lr_on_the_edge_of_the_grid_is_flagged_but_gamma_one_is_not(tmp_pat
     assert warnings == ["best lr 0.3 is the largest tried: widen the grid past it"]
 
 
+def test_the_extremes_drawn_by_a_pbt_sweep_are_no_grids_edge(tmp_path):
+    for lr, val in ((0.1, 0.6), (0.3, 0.7)):  # as above, each run a PBT member (metrics.json: its "pbt" entry)
+        fake_run(tmp_path, "linear", lr, 1.0, 0, val=val)
+        fake_run(tmp_path, "linear", lr, 0.9, 0, val=val - 0.1)
+    for m in tmp_path.glob("*/metrics.json"):
+        m.write_text(json.dumps({**json.loads(m.read_text()), "pbt": {"member": 0, "lineage": []}}))
+    assert "widen the grid" not in compare(tmp_path) and "Warnings" not in compare(tmp_path)
+
+
 def test_cli_writes_summary_files_and_names_a_missing_folder(tmp_path):
     # the smoke test of `python -m nnlab.compare`, in a fresh process
     fake_run(tmp_path / "sweep", "mlp", 0.1, 0.9, 0)

@@ -138,8 +138,10 @@ def summarize(runs: list[dict]) -> list[dict]:
     return sorted(rows, key=order)
 
 
-def best_per_architecture(rows: list[dict]) -> dict[tuple[str, str], tuple[dict, list[str]]]:
-    """(data, model) -> (best row by mean val/acc among complete settings, edge-of-grid warnings)."""
+def best_per_architecture(rows: list[dict], drawn: bool = False) -> dict[tuple[str, str], tuple[dict, list[str]]]:
+    """(data, model) -> (best row by mean val/acc among complete settings, edge-of-grid warnings).
+    `drawn`: the settings are draws from a space (a study's trials, PBT's members), whose extremes are
+    no grid's edge: no warnings."""
     best = {}
     for arch in sorted({(r["data"], r["model"]) for r in rows}):
         mine = [r for r in rows if (r["data"], r["model"]) == arch]
@@ -148,7 +150,7 @@ def best_per_architecture(rows: list[dict]) -> dict[tuple[str, str], tuple[dict,
             continue
         top = max(eligible, key=lambda r: (r["val_acc_mean"], -r["val_loss_mean"]))
         warnings = []
-        for knob, limit in (("lr", None), ("gamma", 1.0)):  # gamma = 1 (no decay) is a true boundary
+        for knob, limit in (() if drawn else (("lr", None), ("gamma", 1.0))):  # gamma = 1 (no decay): a true boundary
             grid = sorted({r[knob] for r in mine if r[knob] is not None})
             value = top[knob]
             if len(grid) > 1 and value in (grid[0], grid[-1]) and value != limit:
@@ -314,7 +316,8 @@ def compare(folders: Path | list[Path], out: Path | None = None) -> str:
     out = out or folders[0]
     out.mkdir(parents=True, exist_ok=True)
     rows = summarize(runs)
-    best = best_per_architecture(rows)
+    drawn = any(study.storage_file(f) for f in folders) or any("pbt" in r["metrics"] for r in runs)
+    best = best_per_architecture(rows, drawn)
     fresh = {}
     for folder, label in zip(folders, labels):
         fresh.update(confirmed(folder, {a: b for a, b in best.items() if label is None or a[1].endswith(f"@{label}")}, label))
