@@ -166,3 +166,21 @@ def test_a_bad_schedule_file_is_one_line_before_any_work(content, says, tmp_path
                       f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     one_line_refusal(done, f"scheduler.schedule={path}")
     assert says in done.stderr and not (tmp_path / "run" / "metrics.json").exists()
+
+
+def test_a_gpus_once_a_group_check_gives_the_same_pbt_sweep(tmp_path, monkeypatch):
+    # On a GPU a population reads its finiteness once a group (nnlab/population/module.py): forced on the
+    # CPU, a PBT sweep on shuffled minibatches, exploiting within epochs, gives every step's numbers
+    from nnlab.population import module
+    shuffled = ["data.steps_per_epoch=null", "data.batch_size=30"]
+    every = sweep(tmp_path / "every", *shuffled)
+    init = module.Population.__init__
+
+    def once_a_group(self, *args, **kwargs) -> None:
+        init(self, *args, **kwargs)
+        self.check_every_step = False
+    monkeypatch.setattr(module.Population, "__init__", once_a_group)
+    grouped = sweep(tmp_path / "grouped", *shuffled)
+    assert any(m["pbt"]["lineage"] for m in every.values())
+    for name, m in every.items():
+        assert {k: v for k, v in m.items() if k != "seconds"} == {k: v for k, v in grouped[name].items() if k != "seconds"}
