@@ -184,3 +184,30 @@ def test_a_gpus_once_a_group_check_gives_the_same_pbt_sweep(tmp_path, monkeypatc
     assert any(m["pbt"]["lineage"] for m in every.values())
     for name, m in every.items():
         assert {k: v for k, v in m.items() if k != "seconds"} == {k: v for k, v in grouped[name].items() if k != "seconds"}
+
+
+def test_compare_reads_a_received_pbt_folder_that_was_tampered_with(tmp_path):
+    # a PBT sweep someone sent: one lineage naming a member not in the folder, one garbled, two members
+    # copying each other at one step (a cycle no sweep writes), then best.yaml garbled: make compare
+    # still reports, each problem named, never a traceback nor a hang
+    members = sweep(tmp_path / "pbt")
+    folder = tmp_path / "pbt"
+    gone, garbled, a, b = members
+    idx = {name: m["pbt"]["member"] for name, m in members.items()}
+
+    def lineage(name: str, entries: list) -> None:
+        metrics = json.loads((folder / name / "metrics.json").read_text())
+        metrics["pbt"]["lineage"] = entries
+        (folder / name / "metrics.json").write_text(json.dumps(metrics))
+    lineage(gone, [{"copied": 99, "step": 5, "numbers": {"optimizer.lr": 1.0}}])
+    lineage(garbled, [{"step": []}])
+    lineage(a, [{"copied": idx[b], "step": 5, "numbers": {"optimizer.lr": 1.0}}])
+    lineage(b, [{"copied": idx[a], "step": 5, "numbers": {"optimizer.lr": 2.0}}])
+    done = in_process("nnlab.compare", str(folder), cwd=tmp_path)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert "Winner: " in done.stdout and "(2 members not drawn: a lineage that does not read" in done.stdout, \
+        done.stdout[-2000:]
+    assert (folder / "lineage.png").stat().st_size > 0
+    (folder / "best.yaml").write_text("schedule: [1, 2]\nmember: x\n")
+    done = in_process("nnlab.compare", str(folder), cwd=tmp_path)
+    assert done.returncode == 0 and "does not read as this nnlab's best.yaml" in done.stdout, done.stderr[-2000:]

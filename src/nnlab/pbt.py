@@ -31,7 +31,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from nnlab.config import ConfigError
 from nnlab.data.loader import TensorLoader
 from nnlab.errors import NnlabError
-from nnlab.runs import read_metrics
+from nnlab.runs import read_metrics, read_yaml
 from nnlab.study import search_space
 
 PERTURB = (0.8, 1.2)
@@ -182,8 +182,9 @@ class PBT:
 def schedule(pbt: dict, member: int, until: float) -> list[dict]:
     """The numbers the weights of `member` trained on up to step `until`: [{step, numbers}] from step 0,
     each entry's numbers in effect from its step on. Copying at step s, a member took its source's
-    weights, so before s its schedule is the source's."""
-    copies = [e for e in pbt[member]["lineage"] if e["step"] <= until]
+    weights, so before s its schedule is the source's, whose own copies came before s (an exploit's
+    top and bottom quantiles are apart; `<` also ends the cycle of a lineage no sweep writes)."""
+    copies = [e for e in pbt[member]["lineage"] if e["step"] < until]
     if not copies:
         return [{"step": 0, "numbers": pbt[member]["start"]}]
     last = copies[-1]
@@ -209,39 +210,60 @@ def report(folder: Path) -> str | None:
     val/acc at the end; the winner drawn thick). None for a folder that is not a PBT sweep's."""
     import matplotlib.pyplot as plt
 
-    from nnlab.replay import parse, rates
+    from nnlab.replay import rates
     runs = [(run, read_metrics(run, unusable={})) for run in sorted(folder.glob("*/")) if (run / "metrics.json").exists()]
-    runs = [(run, m) for run, m in runs if m and "pbt" in m]
+    runs = [(run, m) for run, m in runs if m and isinstance(m.get("pbt"), dict)]
     best = folder / "best.yaml"
     if not runs or not best.exists():
         return None
-    winner = OmegaConf.load(best)
-    if not winner.get("steps_per_epoch"):  # PBT counted in epochs: its schedule cannot be drawn over steps
-        return (f"## Population-based training: {len(runs)} members\n\n{best} holds no steps_per_epoch (an older "
-                "nnlab wrote it): run the sweep again for its winner's schedule and lineage.png.\n")
-    pbt = {m["pbt"]["member"]: m["pbt"] for _, m in runs}
-    steps = max(m.get("steps", 0) for _, m in runs)
+    head = f"## Population-based training: {len(runs)} members\n\n"
+    try:  # a folder made elsewhere: any problem of its best.yaml is one line
+        winner = read_yaml(best)  # a link refused
+        name, acc, command, per_epoch = (str(winner["member"]), float(winner["val/acc"]), str(winner["command"]),
+                                         winner["steps_per_epoch"])
+        path = lr_path(winner["schedule"])
+        if type(per_epoch) is not int or per_epoch < 1:
+            raise ValueError(f"steps_per_epoch {per_epoch!r}, not a whole number of steps >= 1")
+    except (NnlabError, OSError, ValueError, TypeError, KeyError) as e:
+        return f"{head}{best} does not read as this nnlab's best.yaml ({str(e).splitlines()[0]}): no lineage.png.\n"
+    pbt = {m["pbt"].get("member"): m["pbt"] for _, m in runs}
+    steps = max((m["steps"] for _, m in runs if type(m.get("steps")) is int), default=1)
+    drawn = [(run, m) for run, m in runs if type(m.get("val/acc")) in (float, int)]
+    lost = len(runs) - len(drawn)
     fig, ax = plt.subplots(figsize=(7, 4))
-    accs = [m.get("val/acc", 0.0) for _, m in runs]
+    accs = [m["val/acc"] for _, m in drawn] or [0.0]
     norm = plt.Normalize(min(accs), max(accs) if max(accs) > min(accs) else min(accs) + 1e-6)
     # the best drawn last, on top; the winner last of all, thick
-    for (run, m), acc in sorted(zip(runs, accs), key=lambda r: (r[0][0].name == winner.member, r[1])):
-        entries = schedule(pbt, m["pbt"]["member"], math.inf)
-        if not all("optimizer.lr" in e["numbers"] for e in entries):
+    for run, m in sorted(drawn, key=lambda r: (r[0].name == name, r[1]["val/acc"])):
+        try:
+            member_path = lr_path(schedule(pbt, m["pbt"]["member"], math.inf))
+        except (NnlabError, KeyError, TypeError, AttributeError, RecursionError):  # names a member not here, or garbage
+            lost += 1
             continue
-        lr = rates(parse(entries), winner.steps_per_epoch, steps)
-        ax.step(range(steps + 1), [*lr, lr[-1]], where="post", color=plt.get_cmap("viridis")(norm(acc)),
-                linewidth=3 if run.name == winner.member else 1)
+        if member_path is None:  # lr not searched: no line to draw
+            continue
+        lr = rates(member_path, per_epoch, steps)
+        ax.step(range(steps + 1), [*lr, lr[-1]], where="post", color=plt.get_cmap("viridis")(norm(m["val/acc"])),
+                linewidth=3 if run.name == name else 1)
     fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap="viridis"), ax=ax, label="val/acc at the end")
     ax.set(xlabel="optimizer step", ylabel="learning rate", yscale="log",
            title=f"{len(runs)} members' lr, on the schedule their weights trained on; thick: the winner")
     fig.savefig(folder / "lineage.png", dpi=100, bbox_inches="tight")
     plt.close(fig)
-    path = " -> ".join(f"step {e.step}: lr {e.numbers['optimizer.lr']:.3g}" for e in winner.schedule)
-    return (f"## Population-based training: {len(runs)} members\n\nWinner: {winner.member}, val/acc "
-            f"{winner['val/acc']:.4f} (the best of {len(runs)} on one draw: optimistic). Its schedule: {path}.\n"
-            f"One run of its own on it, on a fresh seed: {winner.command.rstrip(chr(34))} seed=1\"\n\n"
-            f"![lineage.png](lineage.png)\n")
+    path = " -> ".join(f"step {step}: lr {lr:.3g}" for step, lr, _ in path) if path else "lr not searched"
+    missing = f" ({lost} members not drawn: a lineage that does not read, or names a member not here)" if lost else ""
+    return (f"{head}Winner: {name}, val/acc {acc:.4f} (the best of {len(runs)} on one draw: optimistic). Its "
+            f"schedule: {path}.\nOne run of its own on it, on a fresh seed: {command.rstrip(chr(34))} seed=1\"\n\n"
+            f"![lineage.png](lineage.png){missing}\n")
+
+
+def lr_path(entries: list[dict]) -> list[tuple[int, float, float]] | None:
+    """[(step, lr, gamma)] of a schedule's entries (nnlab.replay.parse; other searched numbers left out), or
+    None where lr was not searched."""
+    from nnlab.replay import KEYS, parse
+    if not all("optimizer.lr" in e["numbers"] for e in entries):
+        return None
+    return parse([{"step": e["step"], "numbers": {k: v for k, v in e["numbers"].items() if k in KEYS}} for e in entries])
 
 
 def pbt_space(s: DictConfig, arguments: list[str]) -> tuple[list[str], dict[str, BaseDistribution]]:
