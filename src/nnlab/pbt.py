@@ -29,8 +29,8 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from nnlab.config import ConfigError
-from nnlab.data.loader import TensorLoader
 from nnlab.errors import NnlabError
+from nnlab.population.loop import train_loader
 from nnlab.runs import read_metrics, read_yaml
 from nnlab.study import search_space
 
@@ -172,7 +172,7 @@ class PBT:
         acc, run, metrics = max(ended, key=lambda e: e[0])
         command = f'make train ARGS="{" ".join(fixed)} scheduler=replay scheduler.schedule={folder / "best.yaml"}"'
         OmegaConf.save(OmegaConf.create({"member": run.name, "val/acc": acc, "fixed": fixed, "command": command,
-                                         "steps_per_epoch": per_epoch, "steps": metrics.get("steps"),
+                                         "steps_per_epoch": per_epoch,
                                          "schedule": schedule(pbt, metrics["pbt"]["member"], math.inf)}),
                        folder / "best.yaml")
         print(f"pbt: winner {run.name}, val/acc {acc:.4f} ({len(ended)} members ended); its schedule is in "
@@ -200,8 +200,7 @@ def epoch_steps(cfg: DictConfig) -> int | None:
         data.setup("fit")
     except (NnlabError, InstantiationException, OSError, ValueError):
         return None
-    x, y = data.train_set
-    return TensorLoader(x, y, data.batch_size or len(y), repeat=data.train_repeat).minibatches()
+    return train_loader(data).minibatches()
 
 
 def report(folder: Path) -> str | None:

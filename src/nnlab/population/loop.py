@@ -80,15 +80,15 @@ def forward_of(template: nn.Module, how: str) -> Callable[[dict, list[Tensor]], 
     return forward
 
 
-def train_loader(m: Member) -> TensorLoader:
-    """The member's training loader, as its run's data module serves it (not yet drawn from)."""
-    x, y = m.data.train_set
-    return TensorLoader(x, y, m.data.batch_size or len(y), shuffle=m.data.batch_size is not None,
-                        repeat=m.data.train_repeat)
+def train_loader(data) -> TensorLoader:
+    """A run's training loader as its data module (set up) serves it, not yet drawn from."""
+    x, y = data.train_set
+    return TensorLoader(x, y, data.batch_size or len(y), shuffle=data.batch_size is not None,
+                        repeat=data.train_repeat)
 
 
 def steps_per_epoch(m: Member) -> int:
-    return train_loader(m).minibatches()
+    return train_loader(m.data).minibatches()
 
 
 def epoch_batches(m: Member, skip: int = 0):
@@ -97,7 +97,7 @@ def epoch_batches(m: Member, skip: int = 0):
     batches held at once would be a copy of the 172 MB training set per member). The pass's seed is
     drawn from the member's own RNG as its run draws it, at the first batch: the loader draws nothing
     more from it after that."""
-    loader = train_loader(m)
+    loader = train_loader(m.data)
     batches = iter(loader)
     with m.own_rng():
         first = next(batches)
