@@ -86,7 +86,8 @@ def test_the_same_sweep_gives_the_same_numbers_and_a_stopped_one_goes_on_to_them
     member = next((tmp_path / "cut").glob("*/metrics.json")).parent  # make train RESUME=<a member>: refused
     before = {f: f.read_bytes() for f in member.rglob("*") if f.is_file()}
     alone = in_process("nnlab.train", f"resume={member}", cwd=tmp_path)
-    one_line_refusal(alone, f"resume={member}: a PBT member copies others as it trains and cannot go on alone")
+    one_line_refusal(alone, f"{member / 'checkpoints' / 'last.ckpt'} is a PBT member's: it copies others as it trains "
+                            "and cannot go on alone (make sweep RESUME=")
     after = {f: f.read_bytes() for f in member.rglob("*") if f.is_file()}
     assert [f for f in after if after[f] != before.get(f)] == []
     resumed = strip(sweep(tmp_path / "cut"))

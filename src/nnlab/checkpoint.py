@@ -71,7 +71,12 @@ def checkpoint_problem(path: Path, member: bool = False) -> str | None:
         return str(e)
     missing = [k for k in ("state_dict", "loops", "optimizer_states", "global_step") if k not in ckpt]
     if "population" in ckpt:  # nnlab.population's, of a member stopped with its population
-        return None if member else f"{path} is a population member's, which Lightning does not resume"
+        if not member:
+            return f"{path} is a population member's, which Lightning does not resume"
+        if isinstance(ckpt["population"], dict) and ckpt["population"].get("pbt") is not None:  # it copies others
+            return (f"{path} is a PBT member's: it copies others as it trains and cannot go on alone (make sweep "
+                    f"RESUME={path.parents[2]} continues its population)")
+        return None
     if missing:
         return f"{path} is not a Lightning training checkpoint (no {', '.join(missing)})"
     if not isinstance(ckpt["state_dict"], dict) or any(str(k).startswith("sums.") for k in ckpt["state_dict"]):  # nnlab versions with the sums as buffers

@@ -31,6 +31,7 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from nnlab.config import ConfigError
 from nnlab.errors import NnlabError
 from nnlab.population.loop import train_loader
+from nnlab.replay import KEYS, parse, rates
 from nnlab.runs import read_metrics, read_yaml
 from nnlab.study import search_space
 
@@ -209,7 +210,6 @@ def report(folder: Path) -> str | None:
     val/acc at the end; the winner drawn thick). None for a folder that is not a PBT sweep's."""
     import matplotlib.pyplot as plt
 
-    from nnlab.replay import rates
     runs = [(run, read_metrics(run, unusable={})) for run in sorted(folder.glob("*/")) if (run / "metrics.json").exists()]
     runs = [(run, m) for run, m in runs if m and isinstance(m.get("pbt"), dict)]
     best = folder / "best.yaml"
@@ -259,7 +259,6 @@ def report(folder: Path) -> str | None:
 def lr_path(entries: list[dict]) -> list[tuple[int, float, float]] | None:
     """[(step, lr, gamma)] of a schedule's entries (nnlab.replay.parse; other searched numbers left out), or
     None where lr was not searched."""
-    from nnlab.replay import KEYS, parse
     if not all("optimizer.lr" in e["numbers"] for e in entries):
         return None
     return parse([{"step": e["step"], "numbers": {k: v for k, v in e["numbers"].items() if k in KEYS}} for e in entries])

@@ -39,15 +39,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from nnlab import app, busy, ddp  # ddp: DDP child processes that work in a multirun (see ddp.py)
 from nnlab.callbacks import EpochLog, Figures, Pruning
-from nnlab.checkpoint import (
-    Interrupt,
-    RNGState,
-    checkpoint_problem,
-    is_member,
-    read_checkpoint,
-    resumable,
-    stops_outside_fit,
-)
+from nnlab.checkpoint import Interrupt, RNGState, checkpoint_problem, is_member, resumable, stops_outside_fit
 from nnlab.classifier import Classifier
 from nnlab.cli import check_argv
 from nnlab.config import ConfigError, check, check_size, scheduler_parts
@@ -228,9 +220,6 @@ def resume_config(run: Path, others: list[str]) -> tuple[DictConfig, str]:
         raise ConfigError(f"resume={run} finished already (status {status}): nothing to resume")
     if problem := checkpoint_problem(ckpt, member=True):  # a member's continues as a population of one
         raise ConfigError(f"{problem}: resume refused, nothing in {run} was changed")
-    if (read_checkpoint(ckpt).get("population") or {}).get("pbt") is not None:  # it copies the members beside it
-        raise ConfigError(f"resume={run}: a PBT member copies others as it trains and cannot go on alone; make sweep "
-                          f"RESUME={run.parent} continues its population")
     try:
         cfg = OmegaConf.load(saved)
     except (OSError, ValueError, OmegaConfBaseException) as e:  # yaml's errors are ValueErrors

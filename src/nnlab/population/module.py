@@ -173,9 +173,10 @@ class Population(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self.end_scoring("val")
-        step = max(m.step for m in self.members)  # the steps done (a member that stopped took fewer)
-        if self.pbt is not None and self.trainer.state.fn == "fit" and step < self.epochs * self.per_epoch:
-            self.pbt(self.members, step, self.stack)
+        if self.pbt is not None and self.trainer.state.fn == "fit":
+            step = max(m.step for m in self.members)  # the steps done (a member that stopped took fewer)
+            if step < self.epochs * self.per_epoch:  # none after the last
+                self.pbt(self.members, step, self.stack)
 
     def test_step(self, i: int, batch_idx: int) -> None:
         self.score(i, "test")
